@@ -1,0 +1,5 @@
+//! One module per subcommand.
+pub mod bench_transfer;
+pub mod metadata_server;
+pub mod segment;
+pub mod up;

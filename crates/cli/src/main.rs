@@ -1,0 +1,62 @@
+//! The `mooncake` binary: one command, one subcommand per component.
+//!
+//! Each subcommand lives in its own module under `cmd/` and exposes
+//! `Args` (its flags) and `async fn run(Args) -> anyhow::Result<()>`;
+//! this file only wires them together and sets up logging.
+
+mod cmd;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "mooncake",
+    version,
+    about = "Mooncake in Rust: a KVCache-centric platform for disaggregated LLM serving"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Start an all-in-one local cluster on embedded defaults.
+    Up(cmd::up::Args),
+    /// Run the HTTP metadata server (reference-compatible `/metadata` endpoint).
+    MetadataServer(cmd::metadata_server::Args),
+    /// Serve a Transfer Engine segment (registered memory other processes read and write).
+    Segment(cmd::segment::Args),
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum BenchCommand {
+    /// Transfer Engine throughput and latency.
+    Transfer(cmd::bench_transfer::Args),
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("MOONCAKE_LOG")
+        .or_else(|_| EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    init_tracing();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Up(a) => cmd::up::run(a).await,
+        Command::MetadataServer(a) => cmd::metadata_server::run(a).await,
+        Command::Segment(a) => cmd::segment::run(a).await,
+        Command::Bench(BenchCommand::Transfer(a)) => cmd::bench_transfer::run(a).await,
+    }
+}

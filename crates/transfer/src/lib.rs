@@ -1,0 +1,1 @@
+//! Transfer Engine (under construction)
