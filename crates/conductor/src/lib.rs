@@ -1,1 +1,7 @@
-//! placeholder: see issues
+//! Conductor: the KVCache-centric scheduler of the Mooncake paper (FAST'25),
+//! its baseline and peer policies, and a trace-driven simulator.
+//!
+//! Layout (pure cores; no I/O except the trace reader):
+//! - [`trace`]: the published trace format, a streaming loader, statistics.
+
+pub mod trace;
