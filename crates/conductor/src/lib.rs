@@ -3,5 +3,7 @@
 //!
 //! Layout (pure cores; no I/O except the trace reader):
 //! - [`trace`]: the published trace format, a streaming loader, statistics.
+//! - [`cache`]: KV-cache block bookkeeping with LRU / LFU / LengthAware eviction.
 
+pub mod cache;
 pub mod trace;
