@@ -1,1 +1,16 @@
-//! placeholder: see issues
+//! Mooncake Store: a distributed KV-cache pool.
+//!
+//! * [`master`] — the metadata master: a pure state machine ([`master::MasterState`],
+//!   driven by an injected clock) plus a thin tokio/axum shell ([`master::server`]).
+//! * [`protocol`] — the client↔master RPC: message types, the framed binary codec and
+//!   the async [`protocol::MasterClient`].
+//! * [`config`] — [`config::MasterConfig`], loadable from TOML, env and flags.
+//! * [`metrics`] — Prometheus counters and histograms kept by the master server.
+
+pub mod config;
+pub mod master;
+pub mod metrics;
+pub mod protocol;
+
+pub use config::MasterConfig;
+pub use protocol::{ErrorCode, MasterClient, Piece, Replica, ReplicateConfig};

@@ -1,0 +1,231 @@
+//! Moving object bytes between the caller and the replicas' segments.
+//!
+//! Sources and destinations are either plain memory (copied through the
+//! staging buffer in windows, except for spans in our own mounted segment,
+//! which are copied directly) or a registered [`Region`](super::Region) (the
+//! engine reads or writes it in place). All spans of one window — every piece
+//! of every replica — go to the engine as one batch, so striped objects and
+//! replicas move in parallel.
+
+use std::collections::HashMap;
+
+use mooncake_transfer::{Opcode, SegmentHandle, TransferRequest};
+
+use super::plan::{self, Span};
+use super::{Client, ClientError, Mounted, Result};
+use crate::protocol::{ErrorCode, Replica};
+
+/// Where a put takes its bytes from.
+#[derive(Clone, Copy)]
+pub(crate) enum Src<'a> {
+    Bytes(&'a [u8]),
+    /// Address of registered memory holding the whole value.
+    Registered(usize),
+}
+
+/// Where a get puts its bytes.
+pub(crate) enum Dst<'a> {
+    Bytes(&'a mut [u8]),
+    /// Address of registered memory with room for the whole value.
+    Registered(usize),
+}
+
+impl Client {
+    async fn handles<'s>(
+        &self,
+        spans: impl Iterator<Item = &'s Span<'s>>,
+        cache: &mut HashMap<String, SegmentHandle>,
+    ) -> Result<()> {
+        for s in spans {
+            if !cache.contains_key(s.segment) {
+                let h = self.inner.engine.open_segment(s.segment).await?;
+                cache.insert(s.segment.to_string(), h);
+            }
+        }
+        Ok(())
+    }
+
+    fn mounted(&self) -> Option<std::sync::Arc<Mounted>> {
+        self.inner.mounted.lock().clone()
+    }
+
+    /// Offset of `[addr, addr+len)` inside our own mounted segment, if the span
+    /// names our segment and lies wholly inside it.
+    fn own_offset(m: &Mounted, span: &Span<'_>) -> Option<usize> {
+        let base = m.buffer.addr() as u64;
+        let end = span.addr.checked_add(span.len)?;
+        (span.segment == m.desc.name && span.addr >= base && end <= base + m.buffer.len() as u64)
+            .then(|| (span.addr - base) as usize)
+    }
+
+    /// Write `size` bytes from `src` into every replica.
+    pub(crate) async fn write_replicas(
+        &self,
+        replicas: &[Replica],
+        size: u64,
+        src: Src<'_>,
+    ) -> Result<()> {
+        check_sizes(replicas, size)?;
+        let mut cache = HashMap::new();
+        match src {
+            Src::Registered(addr) => {
+                let all: Vec<Span<'_>> = replicas
+                    .iter()
+                    .flat_map(|r| plan::spans(r, 0..size))
+                    .collect();
+                self.handles(all.iter(), &mut cache).await?;
+                let reqs = requests(&all, &cache, Opcode::Write, |s| addr + s.obj_off as usize);
+                self.inner.engine.transfer(&reqs).await?;
+            }
+            Src::Bytes(data) => {
+                let mounted = self.mounted();
+                let mut remote: Vec<Span<'_>> = Vec::new();
+                for r in replicas {
+                    for s in plan::spans(r, 0..size) {
+                        match mounted.as_deref().and_then(|m| Some((m, Self::own_offset(m, &s)?))) {
+                            Some((m, off)) => {
+                                let lo = s.obj_off as usize;
+                                m.buffer.write_at(off, &data[lo..lo + s.len as usize]);
+                            }
+                            None => remote.push(s),
+                        }
+                    }
+                }
+                if remote.is_empty() {
+                    return Ok(());
+                }
+                let staging = self.inner.staging.clone().ok_or(ClientError::NoStagingBuffer)?;
+                self.handles(remote.iter(), &mut cache).await?;
+                for w in plan::windows(size, staging.window() as u64) {
+                    let in_window: Vec<Span<'_>> = remote
+                        .iter()
+                        .filter_map(|s| clip(s, w.clone()))
+                        .collect();
+                    if in_window.is_empty() {
+                        continue;
+                    }
+                    let region = staging.acquire((w.end - w.start) as usize).await;
+                    region.write(0, &data[w.start as usize..w.end as usize]);
+                    let base = region.addr();
+                    let reqs = requests(&in_window, &cache, Opcode::Write, |s| {
+                        base + (s.obj_off - w.start) as usize
+                    });
+                    self.inner.engine.transfer(&reqs).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Read the whole of `replica` into `dst`.
+    pub(crate) async fn read_replica(&self, replica: &Replica, dst: Dst<'_>) -> Result<()> {
+        let size = replica.size();
+        let spans = plan::spans(replica, 0..size);
+        let mut cache = HashMap::new();
+        match dst {
+            Dst::Registered(addr) => {
+                self.handles(spans.iter(), &mut cache).await?;
+                let reqs = requests(&spans, &cache, Opcode::Read, |s| addr + s.obj_off as usize);
+                self.inner.engine.transfer(&reqs).await?;
+            }
+            Dst::Bytes(out) => {
+                let mounted = self.mounted();
+                let mut remote = Vec::new();
+                for s in spans {
+                    match mounted.as_deref().and_then(|m| Some((m, Self::own_offset(m, &s)?))) {
+                        Some((m, off)) => {
+                            let lo = s.obj_off as usize;
+                            m.buffer.read_at(off, &mut out[lo..lo + s.len as usize]);
+                        }
+                        None => remote.push(s),
+                    }
+                }
+                if remote.is_empty() {
+                    return Ok(());
+                }
+                let staging = self.inner.staging.clone().ok_or(ClientError::NoStagingBuffer)?;
+                self.handles(remote.iter(), &mut cache).await?;
+                for w in plan::windows(size, staging.window() as u64) {
+                    let in_window: Vec<Span<'_>> =
+                        remote.iter().filter_map(|s| clip(s, w.clone())).collect();
+                    if in_window.is_empty() {
+                        continue;
+                    }
+                    let region = staging.acquire((w.end - w.start) as usize).await;
+                    let base = region.addr();
+                    let reqs = requests(&in_window, &cache, Opcode::Read, |s| {
+                        base + (s.obj_off - w.start) as usize
+                    });
+                    self.inner.engine.transfer(&reqs).await?;
+                    for s in &in_window {
+                        let lo = s.obj_off as usize;
+                        region.read(lo - w.start as usize, &mut out[lo..lo + s.len as usize]);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Every replica must hold exactly `size` bytes in non-empty pieces.
+pub(crate) fn check_sizes(replicas: &[Replica], size: u64) -> Result<()> {
+    if replicas.is_empty() {
+        return Err(ErrorCode::ObjectNotFound.into());
+    }
+    for r in replicas {
+        if r.size() != size || r.pieces.iter().any(|p| p.len == 0) {
+            return Err(ClientError::InconsistentRead {
+                key: String::new(),
+                reason: format!("replica holds {} bytes, expected {size}", r.size()),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The part of `s` inside `w`.
+fn clip<'a>(s: &Span<'a>, w: std::ops::Range<u64>) -> Option<Span<'a>> {
+    let lo = s.obj_off.max(w.start);
+    let hi = (s.obj_off + s.len).min(w.end);
+    (lo < hi).then(|| Span {
+        obj_off: lo,
+        segment: s.segment,
+        addr: s.addr + (lo - s.obj_off),
+        len: hi - lo,
+    })
+}
+
+fn requests(
+    spans: &[Span<'_>],
+    handles: &HashMap<String, SegmentHandle>,
+    opcode: Opcode,
+    local: impl Fn(&Span<'_>) -> usize,
+) -> Vec<TransferRequest> {
+    spans
+        .iter()
+        .map(|s| TransferRequest {
+            opcode,
+            source: local(s),
+            target: handles[s.segment].clone(),
+            target_offset: s.addr,
+            length: s.len as usize,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clip_cuts_span_to_window() {
+        let s = Span { obj_off: 10, segment: "a:1", addr: 100, len: 20 };
+        assert_eq!(
+            clip(&s, 15..25),
+            Some(Span { obj_off: 15, segment: "a:1", addr: 105, len: 10 })
+        );
+        assert_eq!(clip(&s, 0..10), None);
+        assert_eq!(clip(&s, 30..40), None);
+    }
+}

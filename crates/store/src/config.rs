@@ -1,0 +1,4 @@
+//! Master configuration (under construction).
+/// Placeholder.
+#[derive(Debug, Clone, Default)]
+pub struct MasterConfig {}

@@ -1,0 +1,1 @@
+//! The metadata master (under construction).

@@ -1,0 +1,1 @@
+//! Master metrics (under construction).

@@ -1,0 +1,485 @@
+//! [`MasterClient`]: async RPC client of the master; one pipelined TCP connection shared by
+//! all clones, reconnected lazily after it drops.
+//!
+//! Invariants: every request registered in `pending` is answered exactly once — by its
+//! response, or by an error when the connection dies or the call times out (the entry is
+//! removed in either case, so the map never grows without bound).
+
+use super::frame::{decode_response, encode_frame, read_frame};
+use super::{
+    ClientId, ErrorCode, HeartbeatReply, Replica, ReplicateConfig, Request, Response, SegmentDesc,
+};
+use bytes::BytesMut;
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+
+type Reply = Result<Response, ErrorCode>;
+
+/// Timeouts of a [`MasterClient`].
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// How long one RPC may take before it fails with [`ErrorCode::RpcFail`].
+    pub rpc_timeout: Duration,
+    /// How long a (re)connect may take.
+    pub connect_timeout: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            rpc_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Shared {
+    pending: Mutex<HashMap<u64, oneshot::Sender<Reply>>>,
+    closed: AtomicBool,
+}
+
+impl Shared {
+    fn fail_all(&self) {
+        self.closed.store(true, Ordering::Release);
+        // Dropping the senders wakes every waiter with an error.
+        self.pending.lock().clear();
+    }
+}
+
+struct Conn {
+    tx: mpsc::UnboundedSender<BytesMut>,
+    shared: Arc<Shared>,
+}
+
+struct Inner {
+    addr: String,
+    opts: ClientOptions,
+    conn: Mutex<Option<Arc<Conn>>>,
+    connect_lock: tokio::sync::Mutex<()>,
+    next_id: AtomicU64,
+}
+
+/// Async client of the master's RPC. Cheap to clone; clones share one connection.
+#[derive(Clone)]
+pub struct MasterClient {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for MasterClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MasterClient")
+            .field("addr", &self.inner.addr)
+            .finish()
+    }
+}
+
+impl MasterClient {
+    /// Connect to the master at `addr` (`host:port`) with default timeouts.
+    pub async fn connect(addr: &str) -> Result<Self, ErrorCode> {
+        Self::connect_with(addr, ClientOptions::default()).await
+    }
+
+    /// Connect with explicit timeouts. Fails with [`ErrorCode::RpcFail`] when the master
+    /// cannot be reached now; later calls reconnect by themselves.
+    pub async fn connect_with(addr: &str, opts: ClientOptions) -> Result<Self, ErrorCode> {
+        let c = MasterClient {
+            inner: Arc::new(Inner {
+                addr: addr.to_string(),
+                opts,
+                conn: Mutex::new(None),
+                connect_lock: tokio::sync::Mutex::new(()),
+                next_id: AtomicU64::new(1),
+            }),
+        };
+        c.conn().await?;
+        Ok(c)
+    }
+
+    /// The master address this client talks to.
+    pub fn addr(&self) -> &str {
+        &self.inner.addr
+    }
+
+    async fn conn(&self) -> Result<Arc<Conn>, ErrorCode> {
+        if let Some(c) = self.live_conn() {
+            return Ok(c);
+        }
+        let _g = self.inner.connect_lock.lock().await;
+        if let Some(c) = self.live_conn() {
+            return Ok(c);
+        }
+        let stream = tokio::time::timeout(
+            self.inner.opts.connect_timeout,
+            TcpStream::connect(&self.inner.addr),
+        )
+        .await
+        .map_err(|_| {
+            tracing::warn!(addr = %self.inner.addr, "connect to master timed out");
+            ErrorCode::RpcFail
+        })?
+        .map_err(|e| {
+            tracing::warn!(addr = %self.inner.addr, error = %e, "connect to master failed");
+            ErrorCode::RpcFail
+        })?;
+        let _ = stream.set_nodelay(true);
+        let (mut rd, mut wr) = stream.into_split();
+        let shared = Arc::new(Shared::default());
+        let (tx, mut rx) = mpsc::unbounded_channel::<BytesMut>();
+        let s2 = shared.clone();
+        tokio::spawn(async move {
+            // Writer: coalesce whatever is queued into one write.
+            let mut buf = BytesMut::with_capacity(64 << 10);
+            while let Some(first) = rx.recv().await {
+                buf.clear();
+                buf.extend_from_slice(&first);
+                while buf.len() < (256 << 10) {
+                    match rx.try_recv() {
+                        Ok(more) => buf.extend_from_slice(&more),
+                        Err(_) => break,
+                    }
+                }
+                if wr.write_all(&buf).await.is_err() {
+                    break;
+                }
+            }
+            let _ = wr.shutdown().await;
+            s2.fail_all();
+        });
+        let s3 = shared.clone();
+        tokio::spawn(async move {
+            let mut buf = Vec::new();
+            loop {
+                let id = match read_frame(&mut rd, &mut buf).await {
+                    Ok(id) => id,
+                    Err(_) => break,
+                };
+                let reply = decode_response(&buf).unwrap_or_else(Err);
+                if let Some(tx) = s3.pending.lock().remove(&id) {
+                    let _ = tx.send(reply);
+                }
+            }
+            s3.fail_all();
+        });
+        let conn = Arc::new(Conn { tx, shared });
+        *self.inner.conn.lock() = Some(conn.clone());
+        Ok(conn)
+    }
+
+    fn live_conn(&self) -> Option<Arc<Conn>> {
+        let g = self.inner.conn.lock();
+        g.as_ref()
+            .filter(|c| !c.shared.closed.load(Ordering::Acquire))
+            .cloned()
+    }
+
+    /// Send one request and wait for its answer.
+    pub async fn call(&self, req: &Request) -> Result<Response, ErrorCode> {
+        let conn = self.conn().await?;
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        conn.shared.pending.lock().insert(id, tx);
+        let mut frame = BytesMut::with_capacity(64);
+        encode_frame(&mut frame, id, req);
+        if conn.tx.send(frame).is_err() || conn.shared.closed.load(Ordering::Acquire) {
+            conn.shared.pending.lock().remove(&id);
+            conn.shared.fail_all();
+            return Err(ErrorCode::RpcFail);
+        }
+        match tokio::time::timeout(self.inner.opts.rpc_timeout, rx).await {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(_)) => Err(ErrorCode::RpcFail),
+            Err(_) => {
+                conn.shared.pending.lock().remove(&id);
+                tracing::warn!(op = req.name(), "master rpc timed out");
+                Err(ErrorCode::RpcFail)
+            }
+        }
+    }
+
+    /// Round trip without touching state.
+    pub async fn ping(&self) -> Result<(), ErrorCode> {
+        match self.call(&Request::Ping).await? {
+            Response::Pong => Ok(()),
+            _ => Err(ErrorCode::Internal),
+        }
+    }
+
+    /// Tell the master this client is alive.
+    pub async fn heartbeat(&self, client_id: ClientId) -> Result<HeartbeatReply, ErrorCode> {
+        match self.call(&Request::Heartbeat { client_id }).await? {
+            Response::Heartbeat(r) => Ok(r),
+            _ => Err(ErrorCode::Internal),
+        }
+    }
+
+    /// Contribute a memory region to the pool (idempotent for the same owner and range).
+    pub async fn mount_segment(
+        &self,
+        client_id: ClientId,
+        segment: &SegmentDesc,
+    ) -> Result<(), ErrorCode> {
+        done(
+            self.call(&Request::MountSegment {
+                client_id,
+                segment: segment.clone(),
+            })
+            .await?,
+        )
+    }
+
+    /// Withdraw a segment: replicas in it are dropped.
+    pub async fn unmount_segment(&self, client_id: ClientId, name: &str) -> Result<(), ErrorCode> {
+        done(
+            self.call(&Request::UnmountSegment {
+                client_id,
+                name: name.to_string(),
+            })
+            .await?,
+        )
+    }
+
+    /// Reserve space for a new object; returns where to write each replica.
+    pub async fn put_start(
+        &self,
+        key: &str,
+        size: u64,
+        config: &ReplicateConfig,
+    ) -> Result<Vec<Replica>, ErrorCode> {
+        replicas(
+            self.call(&Request::PutStart {
+                key: key.to_string(),
+                size,
+                config: config.clone(),
+            })
+            .await?,
+        )
+    }
+
+    /// Like [`put_start`](Self::put_start) but replaces an existing object at put_end.
+    pub async fn upsert_start(
+        &self,
+        key: &str,
+        size: u64,
+        config: &ReplicateConfig,
+    ) -> Result<Vec<Replica>, ErrorCode> {
+        replicas(
+            self.call(&Request::UpsertStart {
+                key: key.to_string(),
+                size,
+                config: config.clone(),
+            })
+            .await?,
+        )
+    }
+
+    /// Make a written object visible.
+    pub async fn put_end(&self, key: &str) -> Result<(), ErrorCode> {
+        done(
+            self.call(&Request::PutEnd {
+                key: key.to_string(),
+            })
+            .await?,
+        )
+    }
+
+    /// Abandon a put: free its reservation.
+    pub async fn put_revoke(&self, key: &str) -> Result<(), ErrorCode> {
+        done(
+            self.call(&Request::PutRevoke {
+                key: key.to_string(),
+            })
+            .await?,
+        )
+    }
+
+    /// Complete replicas of `key`; grants the object a lease.
+    pub async fn get_replica_list(&self, key: &str) -> Result<Vec<Replica>, ErrorCode> {
+        replicas(
+            self.call(&Request::GetReplicaList {
+                key: key.to_string(),
+            })
+            .await?,
+        )
+    }
+
+    /// Whether `key` is visible.
+    pub async fn exists(&self, key: &str) -> Result<bool, ErrorCode> {
+        match self
+            .call(&Request::Exists {
+                key: key.to_string(),
+            })
+            .await?
+        {
+            Response::Exists(b) => Ok(b),
+            _ => Err(ErrorCode::Internal),
+        }
+    }
+
+    /// Size of `key` in bytes.
+    pub async fn get_size(&self, key: &str) -> Result<u64, ErrorCode> {
+        match self
+            .call(&Request::GetSize {
+                key: key.to_string(),
+            })
+            .await?
+        {
+            Response::Size(s) => Ok(s),
+            _ => Err(ErrorCode::Internal),
+        }
+    }
+
+    /// Remove `key` (a leased object only with `force`).
+    pub async fn remove(&self, key: &str, force: bool) -> Result<(), ErrorCode> {
+        done(
+            self.call(&Request::Remove {
+                key: key.to_string(),
+                force,
+            })
+            .await?,
+        )
+    }
+
+    /// Remove every visible key matching `pattern`; returns how many were removed.
+    pub async fn remove_by_regex(&self, pattern: &str, force: bool) -> Result<u64, ErrorCode> {
+        count(
+            self.call(&Request::RemoveByRegex {
+                pattern: pattern.to_string(),
+                force,
+            })
+            .await?,
+        )
+    }
+
+    /// Remove every visible object (leased ones only with `force`); returns the count.
+    pub async fn remove_all(&self, force: bool) -> Result<u64, ErrorCode> {
+        count(self.call(&Request::RemoveAll { force }).await?)
+    }
+
+    /// put_start for many keys: one result per `(key, size)`.
+    pub async fn batch_put_start(
+        &self,
+        items: &[(String, u64)],
+        config: &ReplicateConfig,
+    ) -> Result<Vec<Result<Vec<Replica>, ErrorCode>>, ErrorCode> {
+        batch_replicas(
+            self.call(&Request::BatchPutStart {
+                items: items.to_vec(),
+                config: config.clone(),
+            })
+            .await?,
+        )
+    }
+
+    /// put_end for many keys.
+    pub async fn batch_put_end(
+        &self,
+        keys: &[String],
+    ) -> Result<Vec<Result<(), ErrorCode>>, ErrorCode> {
+        batch_done(
+            self.call(&Request::BatchPutEnd {
+                keys: keys.to_vec(),
+            })
+            .await?,
+        )
+    }
+
+    /// put_revoke for many keys.
+    pub async fn batch_put_revoke(
+        &self,
+        keys: &[String],
+    ) -> Result<Vec<Result<(), ErrorCode>>, ErrorCode> {
+        batch_done(
+            self.call(&Request::BatchPutRevoke {
+                keys: keys.to_vec(),
+            })
+            .await?,
+        )
+    }
+
+    /// get_replica_list for many keys (each found key is leased).
+    pub async fn batch_get_replica_list(
+        &self,
+        keys: &[String],
+    ) -> Result<Vec<Result<Vec<Replica>, ErrorCode>>, ErrorCode> {
+        batch_replicas(
+            self.call(&Request::BatchGetReplicaList {
+                keys: keys.to_vec(),
+            })
+            .await?,
+        )
+    }
+
+    /// exists for many keys.
+    pub async fn batch_exists(
+        &self,
+        keys: &[String],
+    ) -> Result<Vec<Result<bool, ErrorCode>>, ErrorCode> {
+        match self
+            .call(&Request::BatchExists {
+                keys: keys.to_vec(),
+            })
+            .await?
+        {
+            Response::BatchExists(v) => Ok(v),
+            _ => Err(ErrorCode::Internal),
+        }
+    }
+
+    /// remove for many keys.
+    pub async fn batch_remove(
+        &self,
+        keys: &[String],
+        force: bool,
+    ) -> Result<Vec<Result<(), ErrorCode>>, ErrorCode> {
+        batch_done(
+            self.call(&Request::BatchRemove {
+                keys: keys.to_vec(),
+                force,
+            })
+            .await?,
+        )
+    }
+}
+
+fn done(r: Response) -> Result<(), ErrorCode> {
+    match r {
+        Response::Done => Ok(()),
+        _ => Err(ErrorCode::Internal),
+    }
+}
+
+fn count(r: Response) -> Result<u64, ErrorCode> {
+    match r {
+        Response::Count(n) => Ok(n),
+        _ => Err(ErrorCode::Internal),
+    }
+}
+
+fn replicas(r: Response) -> Result<Vec<Replica>, ErrorCode> {
+    match r {
+        Response::Replicas(v) => Ok(v),
+        _ => Err(ErrorCode::Internal),
+    }
+}
+
+#[allow(clippy::type_complexity)]
+fn batch_replicas(r: Response) -> Result<Vec<Result<Vec<Replica>, ErrorCode>>, ErrorCode> {
+    match r {
+        Response::BatchReplicas(v) => Ok(v),
+        _ => Err(ErrorCode::Internal),
+    }
+}
+
+fn batch_done(r: Response) -> Result<Vec<Result<(), ErrorCode>>, ErrorCode> {
+    match r {
+        Response::BatchDone(v) => Ok(v),
+        _ => Err(ErrorCode::Internal),
+    }
+}

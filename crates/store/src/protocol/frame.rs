@@ -1,0 +1,130 @@
+//! Framing and payload codec shared by [`super::MasterClient`] and the master server.
+//!
+//! A frame is `u32 LE len | u64 LE id | payload`, `len` = 8 + payload bytes, bounded by
+//! [`MAX_FRAME_LEN`]. Decoding never allocates more than the frame holds: bincode runs with
+//! a byte limit equal to the payload length, so a declared `Vec` length larger than the
+//! bytes present fails instead of allocating.
+
+use super::{ErrorCode, Request, Response, MAX_FRAME_LEN};
+use bincode::Options;
+use bytes::{BufMut, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+/// Bytes of the frame header (`len` + `id`).
+pub const HEADER_LEN: usize = 12;
+
+fn opts(limit: usize) -> impl Options {
+    bincode::DefaultOptions::new()
+        .with_limit(limit as u64)
+        .with_little_endian()
+        .with_varint_encoding()
+        .reject_trailing_bytes()
+}
+
+/// Append one frame holding `value` to `out`.
+pub fn encode_frame<T: serde::Serialize>(out: &mut BytesMut, id: u64, value: &T) {
+    let start = out.len();
+    out.put_u32_le(0);
+    out.put_u64_le(id);
+    let mut w = out.writer();
+    // Serialising into memory cannot fail for our types (no maps with non-string keys,
+    // no limits on the encode side).
+    opts(usize::MAX)
+        .serialize_into(&mut w, value)
+        .expect("encode to memory");
+    let out = w.into_inner();
+    let len = (out.len() - start - 4) as u32;
+    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+}
+
+/// Decode a request payload.
+pub fn decode_request(payload: &[u8]) -> Result<Request, ErrorCode> {
+    opts(payload.len())
+        .deserialize(payload)
+        .map_err(|_| ErrorCode::MalformedFrame)
+}
+
+/// Decode a response payload.
+pub fn decode_response(payload: &[u8]) -> Result<Result<Response, ErrorCode>, ErrorCode> {
+    opts(payload.len())
+        .deserialize(payload)
+        .map_err(|_| ErrorCode::MalformedFrame)
+}
+
+/// Why reading a frame stopped.
+#[derive(Debug)]
+pub enum ReadError {
+    /// Clean or unclean end of stream / socket error.
+    Io(std::io::Error),
+    /// Declared length out of bounds; carries the id when the header was complete.
+    TooLarge { id: u64, len: u32 },
+}
+
+impl From<std::io::Error> for ReadError {
+    fn from(e: std::io::Error) -> Self {
+        ReadError::Io(e)
+    }
+}
+
+/// Read one frame; returns its id and payload (reusing `buf`).
+pub async fn read_frame<R: AsyncRead + Unpin>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+) -> Result<u64, ReadError> {
+    let mut header = [0u8; HEADER_LEN];
+    r.read_exact(&mut header).await?;
+    let len = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes"));
+    let id = u64::from_le_bytes(header[4..12].try_into().expect("8 bytes"));
+    if (len as usize) < 8 || len as usize > MAX_FRAME_LEN {
+        return Err(ReadError::TooLarge { id, len });
+    }
+    let payload_len = len as usize - 8;
+    buf.clear();
+    buf.resize(payload_len, 0);
+    r.read_exact(buf).await?;
+    Ok(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::ReplicateConfig;
+
+    #[test]
+    fn request_round_trip() {
+        let req = Request::PutStart {
+            key: "k".into(),
+            size: 4096,
+            config: ReplicateConfig::default(),
+        };
+        let mut b = BytesMut::new();
+        encode_frame(&mut b, 7, &req);
+        let len = u32::from_le_bytes(b[0..4].try_into().unwrap()) as usize;
+        assert_eq!(len + 4, b.len());
+        assert_eq!(u64::from_le_bytes(b[4..12].try_into().unwrap()), 7);
+        assert_eq!(decode_request(&b[12..]).unwrap(), req);
+    }
+
+    #[test]
+    fn garbage_is_malformed_not_panic() {
+        assert_eq!(decode_request(&[]), Err(ErrorCode::MalformedFrame));
+        assert_eq!(decode_request(&[0xff; 64]), Err(ErrorCode::MalformedFrame));
+        // Variant BatchExists with a declared vector length of ~2^60 and no bytes behind it.
+        let mut evil = vec![18u8, 0xfd];
+        evil.extend_from_slice(&(1u64 << 60).to_le_bytes());
+        assert_eq!(decode_request(&evil), Err(ErrorCode::MalformedFrame));
+    }
+
+    #[test]
+    fn truncations_never_decode_to_garbage() {
+        let req = Request::BatchExists {
+            keys: vec!["alpha".into(), "beta".into()],
+        };
+        let mut b = BytesMut::new();
+        encode_frame(&mut b, 1, &req);
+        let payload = &b[12..];
+        for cut in 0..payload.len() {
+            assert!(decode_request(&payload[..cut]).is_err());
+        }
+    }
+}

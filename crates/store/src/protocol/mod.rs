@@ -1,0 +1,319 @@
+//! The client↔master RPC of Mooncake Store.
+//!
+//! # Contract (what a store client relies on)
+//!
+//! Connect with [`MasterClient::connect`]`("host:port")` (the master's `--rpc_port`, 50051 by
+//! default). A `MasterClient` is a cheap `Clone` (one multiplexed TCP connection shared by all
+//! clones; requests are pipelined and matched by id; it reconnects on the next call after the
+//! connection drops). Every method returns `Result<_, ErrorCode>`; transport failures are
+//! [`ErrorCode::RpcFail`].
+//!
+//! * **Liveness.** A storage client picks a random [`ClientId`] once per process, calls
+//!   [`MasterClient::mount_segment`] for each memory region it contributes, then
+//!   [`MasterClient::heartbeat`] at least every `client_ttl / 3` (the master's `--client_ttl`,
+//!   seconds, default 10; [`HeartbeatReply::client_ttl_ms`] tells the client). A client silent
+//!   for `client_ttl` is dead: its segments are unmounted and the replicas in them dropped. A
+//!   heartbeat answered [`ClientStatus::NeedRemount`] means the master forgot this client
+//!   (restart or expiry): mount the segments again.
+//! * **Put** is two-phase. [`MasterClient::put_start`]`(key, size, &ReplicateConfig)` reserves
+//!   space and returns one [`Replica`] per copy (at most `replica_num`, at least one; replicas
+//!   lie on disjoint segments where the pool allows). Each replica is a list of [`Piece`]s, in
+//!   order, whose `len`s sum to `size`: write bytes `[o, o+len)` of the value to `piece.addr`
+//!   (an absolute address in `piece.segment`, a Transfer Engine segment name) with the Transfer
+//!   Engine, for every replica. Then [`MasterClient::put_end`] makes the object visible, or
+//!   [`MasterClient::put_revoke`] frees the reservation. A reservation neither ended nor revoked
+//!   is freed after `put_start_discard_timeout_sec`. Until put_end the key is invisible
+//!   (`exists` is false, get is `ObjectNotFound`) and a second put_start is
+//!   `ObjectAlreadyExists`. [`MasterClient::upsert_start`] is put_start that may replace an
+//!   existing object; the old value stays readable until put_end.
+//! * **Get.** [`MasterClient::get_replica_list`] returns the complete replicas and grants the
+//!   object a lease of `default_kv_lease_ttl` ms: until it expires the object is neither evicted
+//!   nor removed (except by `force`), so reading any replica is safe. Prefer a replica on the
+//!   reader's own host.
+//! * **Other ops:** `exists`, `get_size`, `remove(key, force)`, `remove_by_regex`,
+//!   `remove_all`, the `batch_*` forms (one result per key, in order), `ping`.
+//!
+//! # Wire format
+//!
+//! Frames on one TCP connection, both directions: `u32 LE length | u64 LE request id |
+//! payload` where `length` counts id + payload and is at most [`MAX_FRAME_LEN`]. Payloads are
+//! bincode (varint) of [`Request`] and of `Result<Response, ErrorCode>`. Responses carry the
+//! id of their request and may come back in any order. A frame that does not decode is
+//! answered [`ErrorCode::MalformedFrame`] (the connection stays usable); a frame whose
+//! declared length exceeds the limit is answered [`ErrorCode::FrameTooLarge`] and the
+//! connection is closed. New request/response variants are only ever appended.
+//!
+//! # Why this protocol (measured)
+//!
+//! See the crate README section "RPC choice": `examples/master_rpc_bench.rs` measures
+//! `exists` round trips against a real master over loopback.
+
+mod client;
+mod error;
+pub mod frame;
+
+pub use client::{ClientOptions, MasterClient};
+pub use error::ErrorCode;
+
+use serde::{Deserialize, Serialize};
+
+/// Longest key accepted (bytes). Longer keys are [`ErrorCode::InvalidKey`].
+pub const MAX_KEY_LEN: usize = 4096;
+/// Largest frame (id + payload) either side accepts.
+pub const MAX_FRAME_LEN: usize = 16 << 20;
+/// Most keys in one batch request.
+pub const MAX_BATCH: usize = 65_536;
+/// Most replicas per object.
+pub const MAX_REPLICAS: u32 = 16;
+
+/// Identity of a client process; random, chosen by the client once per process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ClientId(pub u128);
+
+impl ClientId {
+    /// A fresh random id.
+    pub fn random() -> Self {
+        ClientId(rand::random::<u128>() | 1)
+    }
+}
+
+impl std::fmt::Display for ClientId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
+
+/// How to place an object (as the reference's `ReplicateConfig`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicateConfig {
+    /// Copies wanted (1..=[`MAX_REPLICAS`]). Best effort: fewer if fewer segments exist.
+    pub replica_num: u32,
+    /// Soft-pin the object: evicted only after all unpinned objects (and only when
+    /// `allow_evict_soft_pinned_objects`), for `default_kv_soft_pin_ttl` after each access.
+    pub with_soft_pin: bool,
+    /// Segments to place the first replica in, in order of preference (empty: any).
+    pub preferred_segments: Vec<String>,
+}
+
+impl Default for ReplicateConfig {
+    fn default() -> Self {
+        ReplicateConfig {
+            replica_num: 1,
+            with_soft_pin: false,
+            preferred_segments: Vec::new(),
+        }
+    }
+}
+
+/// A contiguous run of an object's bytes inside one segment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Piece {
+    /// Transfer Engine segment name (`host:port`).
+    pub segment: String,
+    /// Absolute address in the segment owner's memory.
+    pub addr: u64,
+    /// Bytes.
+    pub len: u64,
+}
+
+/// One complete copy of an object: its pieces in byte order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Replica {
+    pub pieces: Vec<Piece>,
+}
+
+impl Replica {
+    /// Total bytes of the copy.
+    pub fn size(&self) -> u64 {
+        self.pieces.iter().map(|p| p.len).sum()
+    }
+}
+
+/// A memory region a client contributes to the pool.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SegmentDesc {
+    /// Transfer Engine segment name (`host:port`), unique in the cluster.
+    pub name: String,
+    /// Absolute address of the region's first byte in the owner's memory.
+    pub base_addr: u64,
+    /// Bytes.
+    pub size: u64,
+    /// Transport the segment is reachable by ("tcp", "rdma", ...), informational.
+    pub protocol: String,
+    /// Location hint (NUMA node / device), informational.
+    pub location: String,
+}
+
+/// What the master knows about a heartbeating client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientStatus {
+    /// Known and alive.
+    Ok,
+    /// Unknown (expired or master restarted): mount your segments again.
+    NeedRemount,
+}
+
+/// Answer to a heartbeat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeartbeatReply {
+    pub status: ClientStatus,
+    /// The master's `client_ttl` in milliseconds; heartbeat well within it.
+    pub client_ttl_ms: u64,
+}
+
+/// A request to the master. Variants are only ever appended (bincode uses the index).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    Ping,
+    Heartbeat {
+        client_id: ClientId,
+    },
+    MountSegment {
+        client_id: ClientId,
+        segment: SegmentDesc,
+    },
+    UnmountSegment {
+        client_id: ClientId,
+        name: String,
+    },
+    PutStart {
+        key: String,
+        size: u64,
+        config: ReplicateConfig,
+    },
+    UpsertStart {
+        key: String,
+        size: u64,
+        config: ReplicateConfig,
+    },
+    PutEnd {
+        key: String,
+    },
+    PutRevoke {
+        key: String,
+    },
+    GetReplicaList {
+        key: String,
+    },
+    Exists {
+        key: String,
+    },
+    GetSize {
+        key: String,
+    },
+    Remove {
+        key: String,
+        force: bool,
+    },
+    RemoveByRegex {
+        pattern: String,
+        force: bool,
+    },
+    RemoveAll {
+        force: bool,
+    },
+    BatchPutStart {
+        items: Vec<(String, u64)>,
+        config: ReplicateConfig,
+    },
+    BatchPutEnd {
+        keys: Vec<String>,
+    },
+    BatchPutRevoke {
+        keys: Vec<String>,
+    },
+    BatchGetReplicaList {
+        keys: Vec<String>,
+    },
+    BatchExists {
+        keys: Vec<String>,
+    },
+    BatchRemove {
+        keys: Vec<String>,
+        force: bool,
+    },
+}
+
+impl Request {
+    /// Short name, for spans and metrics labels.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Request::Ping => "ping",
+            Request::Heartbeat { .. } => "heartbeat",
+            Request::MountSegment { .. } => "mount_segment",
+            Request::UnmountSegment { .. } => "unmount_segment",
+            Request::PutStart { .. } => "put_start",
+            Request::UpsertStart { .. } => "upsert_start",
+            Request::PutEnd { .. } => "put_end",
+            Request::PutRevoke { .. } => "put_revoke",
+            Request::GetReplicaList { .. } => "get_replica_list",
+            Request::Exists { .. } => "exists",
+            Request::GetSize { .. } => "get_size",
+            Request::Remove { .. } => "remove",
+            Request::RemoveByRegex { .. } => "remove_by_regex",
+            Request::RemoveAll { .. } => "remove_all",
+            Request::BatchPutStart { .. } => "batch_put_start",
+            Request::BatchPutEnd { .. } => "batch_put_end",
+            Request::BatchPutRevoke { .. } => "batch_put_revoke",
+            Request::BatchGetReplicaList { .. } => "batch_get_replica_list",
+            Request::BatchExists { .. } => "batch_exists",
+            Request::BatchRemove { .. } => "batch_remove",
+        }
+    }
+
+    /// All names [`Request::name`] can return (for metric families).
+    pub const NAMES: [&'static str; 20] = [
+        "ping",
+        "heartbeat",
+        "mount_segment",
+        "unmount_segment",
+        "put_start",
+        "upsert_start",
+        "put_end",
+        "put_revoke",
+        "get_replica_list",
+        "exists",
+        "get_size",
+        "remove",
+        "remove_by_regex",
+        "remove_all",
+        "batch_put_start",
+        "batch_put_end",
+        "batch_put_revoke",
+        "batch_get_replica_list",
+        "batch_exists",
+        "batch_remove",
+    ];
+
+    /// Index of this request's name in [`Request::NAMES`].
+    pub fn index(&self) -> usize {
+        let n = self.name();
+        Self::NAMES.iter().position(|x| *x == n).unwrap_or(0)
+    }
+}
+
+/// A successful answer. `Result<Response, ErrorCode>` travels on the wire.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    Pong,
+    Heartbeat(HeartbeatReply),
+    /// Success without a value.
+    Done,
+    Replicas(Vec<Replica>),
+    Exists(bool),
+    Size(u64),
+    /// Number of objects affected (remove_by_regex, remove_all).
+    Count(u64),
+    BatchReplicas(Vec<Result<Vec<Replica>, ErrorCode>>),
+    BatchDone(Vec<Result<(), ErrorCode>>),
+    BatchExists(Vec<Result<bool, ErrorCode>>),
+}
+
+/// Check a key: non-empty and at most [`MAX_KEY_LEN`] bytes.
+pub fn validate_key(key: &str) -> Result<(), ErrorCode> {
+    if key.is_empty() || key.len() > MAX_KEY_LEN {
+        Err(ErrorCode::InvalidKey)
+    } else {
+        Ok(())
+    }
+}
