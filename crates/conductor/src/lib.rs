@@ -4,6 +4,8 @@
 //! Layout (pure cores; no I/O except the trace reader):
 //! - [`trace`]: the published trace format, a streaming loader, statistics.
 //! - [`cache`]: KV-cache block bookkeeping with LRU / LFU / LengthAware eviction.
+//! - [`plot`]: dependency-free SVG charts (lines, histograms, CDFs).
 
 pub mod cache;
+pub mod plot;
 pub mod trace;
