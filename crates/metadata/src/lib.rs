@@ -71,22 +71,37 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug {
 /// Shared handle to a metadata backend.
 pub type SharedMetadata = Arc<dyn MetadataStore>;
 
+mod conn;
 mod embedded;
+pub mod etcd;
+pub mod http;
+pub mod redis;
+#[cfg(feature = "testing")]
+pub mod testing;
+pub mod watch;
+
+pub use conn::{parse as parse_connection_string, ConnSpec};
 pub use embedded::EmbeddedMetadata;
+pub use etcd::EtcdMetadata;
+pub use http::client::{HttpMetadata, HttpOptions};
+pub use redis::RedisMetadata;
 
 /// Open the backend named by a connection string (see the module docs).
+///
+/// Network backends are contacted once before this returns: an unreachable
+/// server fails with [`MetadataError::Unreachable`] within a few seconds
+/// (bounded connect timeouts), a malformed string with
+/// [`MetadataError::InvalidConnectionString`] without any I/O.
 ///
 /// `P2PHANDSHAKE` is not a store: the transfer engine handles it itself, so
 /// here it returns an isolated embedded store that only holds this process's
 /// own descriptors.
 pub async fn connect(conn: &str) -> Result<SharedMetadata, MetadataError> {
-    let conn = conn.trim();
-    match conn {
-        "" | "embedded" => Ok(Arc::new(EmbeddedMetadata::global())),
-        P2P_HANDSHAKE => Ok(Arc::new(EmbeddedMetadata::new())),
-        other => Err(MetadataError::InvalidConnectionString(
-            other.to_string(),
-            "backend not built yet".into(),
-        )),
-    }
+    Ok(match conn::parse(conn)? {
+        ConnSpec::Embedded => Arc::new(EmbeddedMetadata::global()),
+        ConnSpec::P2pHandshake => Arc::new(EmbeddedMetadata::new()),
+        ConnSpec::Http(url) => Arc::new(HttpMetadata::connect(url, HttpOptions::default()).await?),
+        ConnSpec::Etcd(endpoints) => Arc::new(EtcdMetadata::connect(&endpoints).await?),
+        ConnSpec::Redis(url) => Arc::new(RedisMetadata::connect(&url).await?),
+    })
 }

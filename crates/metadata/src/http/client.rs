@@ -1,0 +1,315 @@
+//! The `http://` backend: a client of our metadata server or the reference's.
+//!
+//! Watch over HTTP polls: every `poll_interval` (default 500 ms, clamped to
+//! [`crate::watch::MIN_POLL_INTERVAL`]..=[`crate::watch::MAX_POLL_INTERVAL`]) the
+//! watcher fetches the prefix listing (key + revision of last write), fetches
+//! the values of keys whose revision changed and reports keys that vanished.
+//! A key written twice between two polls yields one `Put` with its latest value.
+//! `list` and `watch` need our server's listing extension; against the
+//! reference's server they fail with a `Backend` error.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::{StatusCode, Url};
+use tokio::sync::mpsc;
+
+use super::Listing;
+use crate::watch::{self, OutageLog, StoreLifetime};
+use crate::{MetadataError, MetadataStore, WatchEvent};
+
+const BACKEND: &str = "http";
+
+/// Timeouts and polling of an [`HttpMetadata`] client.
+#[derive(Debug, Clone)]
+pub struct HttpOptions {
+    /// Bound on establishing a TCP connection.
+    pub connect_timeout: Duration,
+    /// Bound on one whole request (connect + send + answer).
+    pub request_timeout: Duration,
+    /// Interval between two polls of a watcher.
+    pub poll_interval: Duration,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(2),
+            request_timeout: Duration::from_secs(10),
+            poll_interval: watch::DEFAULT_POLL_INTERVAL,
+        }
+    }
+}
+
+/// The request layer, shared by the store and its watcher tasks.
+#[derive(Debug, Clone)]
+struct Api {
+    http: reqwest::Client,
+    url: Url,
+}
+
+pub(crate) fn reqwest_error(backend: &'static str, e: reqwest::Error) -> MetadataError {
+    if e.is_connect() || e.is_timeout() {
+        MetadataError::Unreachable {
+            backend,
+            message: e.to_string(),
+        }
+    } else {
+        MetadataError::Backend {
+            backend,
+            message: e.to_string(),
+        }
+    }
+}
+
+async fn status_error(resp: reqwest::Response) -> MetadataError {
+    let status = resp.status();
+    let body = resp.text().await.unwrap_or_default();
+    MetadataError::Backend {
+        backend: BACKEND,
+        message: format!("HTTP {status}: {}", body.trim()),
+    }
+}
+
+impl Api {
+    fn with_query(&self, name: &str, value: &str) -> Url {
+        let mut url = self.url.clone();
+        url.query_pairs_mut().append_pair(name, value);
+        url
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, MetadataError> {
+        let resp = self
+            .http
+            .get(self.with_query("key", key))
+            .send()
+            .await
+            .map_err(|e| reqwest_error(BACKEND, e))?;
+        match resp.status() {
+            StatusCode::OK => Ok(Some(
+                resp.bytes()
+                    .await
+                    .map_err(|e| reqwest_error(BACKEND, e))?
+                    .to_vec(),
+            )),
+            StatusCode::NOT_FOUND => Ok(None),
+            _ => Err(status_error(resp).await),
+        }
+    }
+
+    async fn put(&self, key: &str, value: &[u8]) -> Result<(), MetadataError> {
+        let resp = self
+            .http
+            .put(self.with_query("key", key))
+            .body(value.to_vec())
+            .send()
+            .await
+            .map_err(|e| reqwest_error(BACKEND, e))?;
+        if resp.status().is_success() {
+            Ok(())
+        } else {
+            Err(status_error(resp).await)
+        }
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), MetadataError> {
+        let resp = self
+            .http
+            .delete(self.with_query("key", key))
+            .send()
+            .await
+            .map_err(|e| reqwest_error(BACKEND, e))?;
+        // The server answers 404 for an absent key; deleting one is no error here.
+        if resp.status().is_success() || resp.status() == StatusCode::NOT_FOUND {
+            Ok(())
+        } else {
+            Err(status_error(resp).await)
+        }
+    }
+
+    async fn listing(&self, prefix: &str) -> Result<Listing, MetadataError> {
+        let resp = self
+            .http
+            .get(self.with_query("prefix", prefix))
+            .send()
+            .await
+            .map_err(|e| reqwest_error(BACKEND, e))?;
+        if !resp.status().is_success() {
+            return Err(status_error(resp).await);
+        }
+        let body = resp.bytes().await.map_err(|e| reqwest_error(BACKEND, e))?;
+        serde_json::from_slice(&body).map_err(|e| MetadataError::Backend {
+            backend: BACKEND,
+            message: format!("listing is not ours (reference server?): {e}"),
+        })
+    }
+
+    async fn snapshot(&self, prefix: &str) -> Result<BTreeMap<String, u64>, MetadataError> {
+        Ok(self
+            .listing(prefix)
+            .await?
+            .keys
+            .into_iter()
+            .map(|k| (k.key, k.revision))
+            .collect())
+    }
+}
+
+/// Client of an HTTP metadata server. Cheap to clone; clones share watchers'
+/// lifetime (they stop when the last clone is dropped).
+#[derive(Debug, Clone)]
+pub struct HttpMetadata {
+    api: Api,
+    poll_interval: Duration,
+    lifetime: Arc<StoreLifetime>,
+}
+
+impl HttpMetadata {
+    /// A client of the `/metadata` endpoint at `url`; does no I/O.
+    pub fn new(url: Url, opts: HttpOptions) -> Result<Self, MetadataError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(opts.connect_timeout)
+            .timeout(opts.request_timeout)
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| reqwest_error(BACKEND, e))?;
+        Ok(Self {
+            api: Api { http, url },
+            poll_interval: watch::clamp_poll_interval(opts.poll_interval),
+            lifetime: Arc::new(StoreLifetime::new()),
+        })
+    }
+
+    /// Connect to `url` and check the server answers (any HTTP status counts:
+    /// the reference's server has no health endpoint).
+    pub async fn connect(url: Url, opts: HttpOptions) -> Result<Self, MetadataError> {
+        let this = Self::new(url, opts)?;
+        this.api
+            .get("mooncake/__connect_probe__")
+            .await
+            .or_else(|e| match e {
+                MetadataError::Backend { .. } => Ok(None),
+                e => Err(e),
+            })?;
+        Ok(this)
+    }
+
+    /// The `/metadata` endpoint this client talks to.
+    pub fn url(&self) -> &Url {
+        &self.api.url
+    }
+}
+
+#[async_trait::async_trait]
+impl MetadataStore for HttpMetadata {
+    #[tracing::instrument(level = "debug", skip(self))]
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, MetadataError> {
+        self.api.get(key).await
+    }
+
+    #[tracing::instrument(level = "debug", skip(self, value), fields(len = value.len()))]
+    async fn put(&self, key: &str, value: &[u8]) -> Result<(), MetadataError> {
+        self.api.put(key, value).await
+    }
+
+    #[tracing::instrument(level = "debug", skip(self))]
+    async fn delete(&self, key: &str) -> Result<(), MetadataError> {
+        self.api.delete(key).await
+    }
+
+    #[tracing::instrument(level = "debug", skip(self))]
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, MetadataError> {
+        Ok(self
+            .api
+            .listing(prefix)
+            .await?
+            .keys
+            .into_iter()
+            .map(|k| k.key)
+            .collect())
+    }
+
+    #[tracing::instrument(level = "debug", skip(self))]
+    async fn watch(&self, prefix: &str) -> Result<mpsc::Receiver<WatchEvent>, MetadataError> {
+        // The first snapshot is taken before returning, so every change made
+        // after `watch` returns is reported.
+        let known = self.api.snapshot(prefix).await?;
+        let (tx, rx) = mpsc::channel(watch::WATCH_CHANNEL_CAPACITY);
+        let mut stop = self.lifetime.stop_signal();
+        let api = self.api.clone();
+        let interval = self.poll_interval;
+        let prefix = prefix.to_string();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = stop.stopped(&tx) => {}
+                _ = poll_loop(api, prefix, known, interval, &tx) => {}
+            }
+        });
+        Ok(rx)
+    }
+
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+}
+
+/// Poll the listing forever, sending the differences; returns when the
+/// receiver is gone.
+async fn poll_loop(
+    api: Api,
+    prefix: String,
+    mut known: BTreeMap<String, u64>,
+    interval: Duration,
+    tx: &mpsc::Sender<WatchEvent>,
+) {
+    let mut outage = OutageLog::default();
+    loop {
+        tokio::time::sleep(interval).await;
+        let current = match api.snapshot(&prefix).await {
+            Ok(s) => {
+                outage.ok(BACKEND, &prefix);
+                s
+            }
+            Err(e) => {
+                outage.failed(BACKEND, &prefix, &e);
+                continue;
+            }
+        };
+        let diff = watch::diff_snapshots(&known, &current);
+        for key in diff.changed {
+            let event = match api.get(&key).await {
+                Ok(Some(value)) => WatchEvent::Put {
+                    key: key.clone(),
+                    value,
+                },
+                // Deleted since the listing: report the delete only if the
+                // watcher had seen the key (the next poll will not list it).
+                Ok(None) => {
+                    if known.remove(&key).is_some()
+                        && tx.send(WatchEvent::Delete { key }).await.is_err()
+                    {
+                        return;
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    // Forget the key so the next poll retries it.
+                    outage.failed(BACKEND, &prefix, &e);
+                    known.remove(&key);
+                    continue;
+                }
+            };
+            if tx.send(event).await.is_err() {
+                return;
+            }
+            known.insert(key.clone(), current[&key]);
+        }
+        for key in diff.deleted {
+            known.remove(&key);
+            if tx.send(WatchEvent::Delete { key }).await.is_err() {
+                return;
+            }
+        }
+    }
+}

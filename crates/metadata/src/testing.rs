@@ -1,0 +1,315 @@
+//! Real metadata servers for tests (feature `testing`): an `etcd` and a
+//! `redis-server` process on free loopback ports, each with its own temporary
+//! data directory, started and awaited with a bounded deadline, and killed
+//! when dropped. Other crates' tests use them through
+//! `mooncake-metadata = { ..., features = ["testing"] }` in dev-dependencies.
+//!
+//! A missing binary is an error that names the setup script, never a silent
+//! skip: the test suite needs both servers (`scripts/test.sh` installs them).
+//! Binaries are looked up in `$MOONCAKE_ETCD_BIN` / `$MOONCAKE_REDIS_BIN`,
+//! then `/usr/bin`, then `$PATH`.
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+/// How long a server may take to become ready.
+pub const READY_DEADLINE: Duration = Duration::from_secs(30);
+/// Attempts to start a server (a free port may be taken between probe and bind).
+const START_ATTEMPTS: usize = 3;
+
+/// Why a test server could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum HarnessError {
+    #[error(
+        "`{name}` not found (looked in ${env}, /usr/bin and $PATH). The tests need real \
+         etcd and redis servers: run scripts/test.sh (it installs etcd-server and \
+         redis-server), or `sudo apt-get install etcd-server redis-server`"
+    )]
+    MissingBinary {
+        name: &'static str,
+        env: &'static str,
+    },
+    #[error("cannot start {name}: {source}")]
+    Io {
+        name: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{name} did not become ready within {deadline:?}; its log ends with:\n{log}")]
+    NotReady {
+        name: &'static str,
+        deadline: Duration,
+        log: String,
+    },
+}
+
+fn find_binary(name: &'static str, env: &'static str) -> Result<PathBuf, HarnessError> {
+    if let Some(p) = std::env::var_os(env).map(PathBuf::from) {
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(HarnessError::MissingBinary { name, env })
+        };
+    }
+    let system = Path::new("/usr/bin").join(name);
+    if system.is_file() {
+        return Ok(system);
+    }
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+        .ok_or(HarnessError::MissingBinary { name, env })
+}
+
+/// A loopback port free at the time of the call.
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
+        .local_addr()?
+        .port())
+}
+
+/// A child process with its data directory and log, killed on drop.
+#[derive(Debug)]
+struct Proc {
+    name: &'static str,
+    child: Child,
+    dir: TempDir,
+}
+
+impl Proc {
+    fn spawn(
+        name: &'static str,
+        bin: &Path,
+        args: &[String],
+        dir: TempDir,
+    ) -> Result<Self, HarnessError> {
+        let io = |source| HarnessError::Io { name, source };
+        let log = std::fs::File::create(dir.path().join("server.log")).map_err(io)?;
+        let child = Command::new(bin)
+            .args(args)
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(io)?)
+            .stderr(log)
+            .spawn()
+            .map_err(io)?;
+        Ok(Self { name, child, dir })
+    }
+
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+
+    /// Poll `ready` until it holds, the process exits, or the deadline passes.
+    fn await_ready(&mut self, mut ready: impl FnMut() -> bool) -> Result<(), HarnessError> {
+        let start = Instant::now();
+        loop {
+            if ready() {
+                return Ok(());
+            }
+            let exited = matches!(self.child.try_wait(), Ok(Some(_)));
+            if exited || start.elapsed() > READY_DEADLINE {
+                return Err(HarnessError::NotReady {
+                    name: self.name,
+                    deadline: READY_DEADLINE,
+                    log: self.log_tail(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// One request/answer exchange on a fresh loopback connection, bounded in time.
+fn exchange(port: u16, request: &[u8]) -> Option<String> {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
+    s.set_write_timeout(Some(Duration::from_secs(1))).ok()?;
+    s.write_all(request).ok()?;
+    let mut buf = vec![0u8; 4096];
+    let mut out = Vec::new();
+    // HTTP/1.0 closes after the answer; redis answers one short line.
+    while let Ok(n) = s.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+        if out.ends_with(b"\r\n") && out.starts_with(b"+") {
+            break;
+        }
+    }
+    Some(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// Start `attempt` up to [`START_ATTEMPTS`] times (each picks new ports).
+fn with_retries<T>(
+    mut attempt: impl FnMut() -> Result<T, HarnessError>,
+) -> Result<T, HarnessError> {
+    let mut last = None;
+    for _ in 0..START_ATTEMPTS {
+        match attempt() {
+            Ok(v) => return Ok(v),
+            Err(e @ HarnessError::MissingBinary { .. }) => return Err(e),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.expect("at least one attempt"))
+}
+
+/// A real single-member etcd cluster on loopback.
+#[derive(Debug)]
+pub struct EtcdServer {
+    proc: Proc,
+    client_port: u16,
+}
+
+impl EtcdServer {
+    /// Start etcd on free loopback ports and wait until it reports healthy.
+    pub fn start() -> Result<Self, HarnessError> {
+        let bin = find_binary("etcd", "MOONCAKE_ETCD_BIN")?;
+        with_retries(|| {
+            let io = |source| HarnessError::Io {
+                name: "etcd",
+                source,
+            };
+            let dir = tempfile::Builder::new()
+                .prefix("mooncake-etcd-")
+                .tempdir()
+                .map_err(io)?;
+            let client_port = free_port().map_err(io)?;
+            let peer_port = free_port().map_err(io)?;
+            let client = format!("http://127.0.0.1:{client_port}");
+            let peer = format!("http://127.0.0.1:{peer_port}");
+            let args: Vec<String> = [
+                "--name",
+                "mooncake-test",
+                "--data-dir",
+                &dir.path().join("data").to_string_lossy(),
+                "--listen-client-urls",
+                &client,
+                "--advertise-client-urls",
+                &client,
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+                "--initial-cluster",
+                &format!("mooncake-test={peer}"),
+                "--initial-cluster-state",
+                "new",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            let mut proc = Proc::spawn("etcd", &bin, &args, dir)?;
+            let health = b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+            proc.await_ready(|| {
+                exchange(client_port, health).is_some_and(|a| a.contains("\"health\":\"true\""))
+            })?;
+            Ok(Self { proc, client_port })
+        })
+    }
+
+    /// `127.0.0.1:<port>` of the client endpoint.
+    pub fn endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.client_port)
+    }
+
+    /// `etcd://127.0.0.1:<port>`, for [`crate::connect`].
+    pub fn conn_string(&self) -> String {
+        format!("etcd://{}", self.endpoint())
+    }
+
+    /// Kill the server now (it is also killed on drop).
+    pub fn kill(&mut self) {
+        self.proc.kill();
+    }
+}
+
+/// A real redis server on loopback, without persistence.
+#[derive(Debug)]
+pub struct RedisServer {
+    proc: Proc,
+    port: u16,
+}
+
+impl RedisServer {
+    /// Start redis-server on a free loopback port and wait until it answers PING.
+    pub fn start() -> Result<Self, HarnessError> {
+        Self::start_with(&[])
+    }
+
+    /// Start with extra `redis-server` arguments (e.g. `["--rename-command",
+    /// "CONFIG", ""]` to model a managed redis).
+    pub fn start_with(extra: &[&str]) -> Result<Self, HarnessError> {
+        let bin = find_binary("redis-server", "MOONCAKE_REDIS_BIN")?;
+        with_retries(|| {
+            let io = |source| HarnessError::Io {
+                name: "redis-server",
+                source,
+            };
+            let dir = tempfile::Builder::new()
+                .prefix("mooncake-redis-")
+                .tempdir()
+                .map_err(io)?;
+            let port = free_port().map_err(io)?;
+            let mut args: Vec<String> = [
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                &dir.path().to_string_lossy(),
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            args.extend(extra.iter().map(|s| s.to_string()));
+            let mut proc = Proc::spawn("redis-server", &bin, &args, dir)?;
+            proc.await_ready(|| {
+                exchange(port, b"PING\r\n").is_some_and(|a| a.starts_with("+PONG"))
+            })?;
+            Ok(Self { proc, port })
+        })
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `redis://127.0.0.1:<port>`, for [`crate::connect`].
+    pub fn conn_string(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kill the server now (it is also killed on drop).
+    pub fn kill(&mut self) {
+        self.proc.kill();
+    }
+}
