@@ -1,0 +1,248 @@
+//! Engine configuration: one typed struct, loadable from TOML/JSON (serde),
+//! environment (`MC_*`, the reference's names) and flags (the CLI maps flags
+//! onto the fields).
+//!
+//! Invariants: `slice_size > 0`, `connections_per_peer > 0` (checked by
+//! [`TransferEngineConfig::validate`], which `TransferEngine::start` calls).
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::TransferError;
+
+/// A transport protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// Any host: one-sided READ/WRITE served by the target's RPC port.
+    Tcp,
+    /// Same host: map the peer's memfd-backed buffers and memcpy.
+    Shm,
+    /// Local file or block device registered as a segment (io_uring).
+    File,
+    /// RDMA verbs. Not built yet (a later issue): enabling it fails with
+    /// [`TransferError::TransportUnavailable`].
+    Rdma,
+}
+
+impl Protocol {
+    /// The lower-case name used in configuration and descriptors.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Shm => "shm",
+            Protocol::File => "file",
+            Protocol::Rdma => "rdma",
+        }
+    }
+
+    /// Parse a comma-separated list such as `"tcp,shm"`.
+    pub fn parse_list(s: &str) -> Result<Vec<Protocol>, TransferError> {
+        let mut out = Vec::new();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let p: Protocol = part.parse()?;
+            if !out.contains(&p) {
+                out.push(p);
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Protocol {
+    type Err = TransferError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "tcp" => Ok(Protocol::Tcp),
+            "shm" => Ok(Protocol::Shm),
+            "file" | "nvmeof" => Ok(Protocol::File),
+            "rdma" => Ok(Protocol::Rdma),
+            other => Err(TransferError::InvalidConfig(format!(
+                "unknown protocol {other:?} (expected tcp, shm, file or rdma)"
+            ))),
+        }
+    }
+}
+
+/// Transfer direction, from the initiator's point of view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Opcode {
+    /// Remote -> local.
+    Read,
+    /// Local -> remote.
+    Write,
+}
+
+impl FromStr for Opcode {
+    type Err = TransferError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "read" => Ok(Opcode::Read),
+            "write" => Ok(Opcode::Write),
+            other => Err(TransferError::InvalidConfig(format!(
+                "unknown opcode {other:?} (expected read or write)"
+            ))),
+        }
+    }
+}
+
+/// Configuration of one [`TransferEngine`](crate::TransferEngine).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TransferEngineConfig {
+    /// `host` or `host:port`; port 0 or absent picks a free port. The segment
+    /// name is `host:port` with the port actually bound.
+    pub local_hostname: String,
+    /// Metadata connection string: `embedded`, `http://..`, `etcd://..`,
+    /// `redis://..` or `P2PHANDSHAKE`.
+    pub metadata_server: String,
+    /// Enabled transports, in no particular order (the engine prefers
+    /// local memcpy, then shm, then file, then tcp).
+    pub protocols: Vec<Protocol>,
+    /// When set, peers must present the same token to connect.
+    pub cluster_token: Option<String>,
+    /// Requests longer than this are split into slices spread over connections.
+    pub slice_size: usize,
+    /// Retries of a failed slice (on another connection or transport).
+    pub retry_count: u32,
+    /// Deadline of one request, from submission to completion.
+    #[serde(with = "duration_ms")]
+    pub transfer_timeout: Duration,
+    /// Pooled tcp connections per peer.
+    pub connections_per_peer: usize,
+    /// Timeout for connecting to a peer (and for the handshake).
+    #[serde(with = "duration_ms")]
+    pub connect_timeout: Duration,
+}
+
+impl Default for TransferEngineConfig {
+    fn default() -> Self {
+        Self {
+            local_hostname: "127.0.0.1:0".into(),
+            metadata_server: "embedded".into(),
+            protocols: vec![Protocol::Tcp, Protocol::Shm],
+            cluster_token: None,
+            slice_size: 1 << 20,
+            retry_count: 2,
+            transfer_timeout: Duration::from_secs(30),
+            connections_per_peer: 4,
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl TransferEngineConfig {
+    /// Check the invariants.
+    pub fn validate(&self) -> Result<(), TransferError> {
+        if self.slice_size == 0 {
+            return Err(TransferError::InvalidConfig(
+                "slice_size must be > 0".into(),
+            ));
+        }
+        if self.connections_per_peer == 0 {
+            return Err(TransferError::InvalidConfig(
+                "connections_per_peer must be > 0".into(),
+            ));
+        }
+        if self.transfer_timeout.is_zero() {
+            return Err(TransferError::InvalidConfig(
+                "transfer_timeout must be > 0".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Apply the reference's environment variables where set:
+    /// `MC_METADATA_SERVER`, `MC_LOCAL_HOSTNAME`, `MC_PROTOCOL`,
+    /// `MC_CLUSTER_TOKEN`, `MC_SLICE_SIZE`, `MC_RETRY_COUNT`,
+    /// `MC_TRANSFER_TIMEOUT` (seconds), `MC_CONNECTIONS_PER_PEER`.
+    pub fn apply_env(&mut self) -> Result<(), TransferError> {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let num = |k: &str, v: String| {
+            v.parse::<u64>()
+                .map_err(|_| TransferError::InvalidConfig(format!("{k}={v:?} is not a number")))
+        };
+        if let Some(v) = var("MC_METADATA_SERVER") {
+            self.metadata_server = v;
+        }
+        if let Some(v) = var("MC_LOCAL_HOSTNAME") {
+            self.local_hostname = v;
+        }
+        if let Some(v) = var("MC_PROTOCOL") {
+            self.protocols = Protocol::parse_list(&v)?;
+        }
+        if let Some(v) = var("MC_CLUSTER_TOKEN") {
+            self.cluster_token = Some(v);
+        }
+        if let Some(v) = var("MC_SLICE_SIZE") {
+            self.slice_size = num("MC_SLICE_SIZE", v)? as usize;
+        }
+        if let Some(v) = var("MC_RETRY_COUNT") {
+            self.retry_count = num("MC_RETRY_COUNT", v)? as u32;
+        }
+        if let Some(v) = var("MC_TRANSFER_TIMEOUT") {
+            self.transfer_timeout = Duration::from_secs(num("MC_TRANSFER_TIMEOUT", v)?);
+        }
+        if let Some(v) = var("MC_CONNECTIONS_PER_PEER") {
+            self.connections_per_peer = num("MC_CONNECTIONS_PER_PEER", v)? as usize;
+        }
+        Ok(())
+    }
+
+    /// Load from a TOML document (missing fields take their defaults).
+    pub fn from_toml(text: &str) -> Result<Self, TransferError> {
+        toml::from_str(text).map_err(|e| TransferError::InvalidConfig(e.to_string()))
+    }
+}
+
+/// Durations as integer milliseconds in configuration files.
+mod duration_ms {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_millis() as u64)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_millis(u64::deserialize(d)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn protocol_list_and_toml() {
+        assert_eq!(
+            Protocol::parse_list("tcp, shm,tcp").unwrap(),
+            vec![Protocol::Tcp, Protocol::Shm]
+        );
+        assert!(Protocol::parse_list("tcp,carrier-pigeon").is_err());
+        let c = TransferEngineConfig::from_toml(
+            "metadata_server = \"P2PHANDSHAKE\"\nprotocols = [\"tcp\"]\ntransfer_timeout = 1500\n",
+        )
+        .unwrap();
+        assert_eq!(c.metadata_server, "P2PHANDSHAKE");
+        assert_eq!(c.protocols, vec![Protocol::Tcp]);
+        assert_eq!(c.transfer_timeout, Duration::from_millis(1500));
+        assert_eq!(c.slice_size, TransferEngineConfig::default().slice_size);
+        let bad = TransferEngineConfig {
+            slice_size: 0,
+            ..Default::default()
+        };
+        assert!(bad.validate().is_err());
+    }
+}

@@ -1,0 +1,183 @@
+//! Client side of the tcp transport: one connection's request/response
+//! exchange, and the P2P descriptor fetch.
+//!
+//! Invariants: a `Conn` is used by one slice at a time; after any I/O or
+//! framing error it is dropped (never returned to the pool), so a
+//! half-consumed stream is never reused. Refusals (typed statuses) leave the
+//! stream in sync and the connection reusable.
+
+use std::time::Duration;
+
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+
+use super::frame::{
+    Op, RequestHeader, ResponseHeader, Status, MAX_DESCRIPTOR_LEN, RESPONSE_HEADER_LEN,
+};
+use super::{tune_socket, write_all_two};
+use crate::descriptor::SegmentDescriptor;
+use crate::TransferError;
+
+/// One authenticated connection to a peer's RPC port.
+#[derive(Debug)]
+pub struct Conn {
+    stream: TcpStream,
+    next_id: u64,
+    segment: String,
+}
+
+fn unreachable(segment: &str, e: impl std::fmt::Display) -> TransferError {
+    TransferError::PeerUnreachable {
+        segment: segment.to_string(),
+        message: e.to_string(),
+    }
+}
+
+impl Conn {
+    /// Connect and present the cluster token.
+    pub async fn connect(
+        segment: &str,
+        host: &str,
+        port: u16,
+        token: Option<&str>,
+        timeout: Duration,
+    ) -> Result<Conn, TransferError> {
+        let fut = async {
+            let stream = TcpStream::connect((host, port))
+                .await
+                .map_err(|e| unreachable(segment, e))?;
+            tune_socket(&stream);
+            let mut conn = Conn {
+                stream,
+                next_id: 1,
+                segment: segment.to_string(),
+            };
+            let token = token.unwrap_or("").as_bytes();
+            let resp = conn.call(Op::Hello, 0, token).await?;
+            if resp.len != 0 {
+                return Err(TransferError::Protocol(
+                    "Hello answered with a payload".into(),
+                ));
+            }
+            Ok(conn)
+        };
+        tokio::time::timeout(timeout, fut)
+            .await
+            .map_err(|_| unreachable(segment, "connect/handshake timed out"))?
+    }
+
+    fn io(&self, e: std::io::Error) -> TransferError {
+        unreachable(&self.segment, e)
+    }
+
+    /// Send a request (with payload) and read the response header; maps
+    /// refusals to typed errors.
+    async fn call(
+        &mut self,
+        op: Op,
+        addr: u64,
+        payload: &[u8],
+    ) -> Result<ResponseHeader, TransferError> {
+        self.request(op, addr, payload.len() as u64, payload).await
+    }
+
+    async fn request(
+        &mut self,
+        op: Op,
+        addr: u64,
+        len: u64,
+        payload: &[u8],
+    ) -> Result<ResponseHeader, TransferError> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let h = RequestHeader { op, id, addr, len };
+        write_all_two(&mut self.stream, &h.encode(), payload)
+            .await
+            .map_err(|e| self.io(e))?;
+        let mut rb = [0u8; RESPONSE_HEADER_LEN];
+        self.stream
+            .read_exact(&mut rb)
+            .await
+            .map_err(|e| self.io(e))?;
+        let resp = ResponseHeader::decode(&rb).map_err(|e| {
+            TransferError::Protocol(format!("bad response from {}: {e}", self.segment))
+        })?;
+        if resp.id != id && resp.status == Status::Ok {
+            return Err(TransferError::Protocol(format!(
+                "response id {} does not match request {id}",
+                resp.id
+            )));
+        }
+        match resp.status {
+            Status::Ok => Ok(resp),
+            Status::NotRegistered => Err(TransferError::NotRegistered { addr, len }),
+            Status::OutOfRange => Err(TransferError::OutOfRange {
+                addr,
+                len,
+                buffer_addr: 0,
+                buffer_len: 0,
+            }),
+            Status::TokenMismatch => Err(TransferError::TokenMismatch(self.segment.clone())),
+            Status::BadRequest => Err(TransferError::Protocol(format!(
+                "{} rejected our frame",
+                self.segment
+            ))),
+        }
+    }
+
+    /// One-sided write of `data` to `remote_addr`.
+    pub async fn write(&mut self, remote_addr: u64, data: &[u8]) -> Result<(), TransferError> {
+        self.call(Op::Write, remote_addr, data).await.map(|_| ())
+    }
+
+    /// One-sided read of `out.len()` bytes at `remote_addr` straight into `out`.
+    pub async fn read(&mut self, remote_addr: u64, out: &mut [u8]) -> Result<(), TransferError> {
+        let resp = self
+            .request(Op::Read, remote_addr, out.len() as u64, &[])
+            .await?;
+        if resp.len != out.len() as u64 {
+            return Err(TransferError::Protocol(format!(
+                "read answered with {} bytes, wanted {}",
+                resp.len,
+                out.len()
+            )));
+        }
+        self.stream.read_exact(out).await.map_err(|e| self.io(e))?;
+        Ok(())
+    }
+
+    /// Ask for the peer's descriptor (P2P handshake).
+    pub async fn descriptor(&mut self) -> Result<SegmentDescriptor, TransferError> {
+        let resp = self.call(Op::GetDescriptor, 0, &[]).await?;
+        if resp.len > MAX_DESCRIPTOR_LEN {
+            return Err(TransferError::Protocol(format!(
+                "descriptor of {} bytes is too large",
+                resp.len
+            )));
+        }
+        let mut body = vec![0u8; resp.len as usize];
+        self.stream
+            .read_exact(&mut body)
+            .await
+            .map_err(|e| self.io(e))?;
+        SegmentDescriptor::from_json(&self.segment, &body)
+    }
+}
+
+/// P2P handshake: fetch `segment`'s descriptor from the peer itself.
+pub async fn fetch_descriptor(
+    segment: &str,
+    host: &str,
+    port: u16,
+    token: Option<&str>,
+    timeout: Duration,
+) -> Result<SegmentDescriptor, TransferError> {
+    let mut conn = Conn::connect(segment, host, port, token, timeout).await?;
+    let desc = tokio::time::timeout(timeout, conn.descriptor())
+        .await
+        .map_err(|_| unreachable(segment, "descriptor exchange timed out"))??;
+    if desc.name != segment {
+        tracing::debug!(asked = segment, serves = %desc.name, "peer knows itself by another name");
+    }
+    Ok(desc)
+}
