@@ -4,9 +4,12 @@
 //!   driven by an injected clock) plus a thin tokio/axum shell ([`master::server`]).
 //! * [`protocol`] — the client↔master RPC: message types, the framed binary codec and
 //!   the async [`protocol::MasterClient`].
+//! * [`client`] — the store client ([`client::Client`]): put/get/remove over the Transfer
+//!   Engine, segments, heartbeats.
 //! * [`config`] — [`config::MasterConfig`], loadable from TOML, env and flags.
 //! * [`metrics`] — Prometheus counters and histograms kept by the master server.
 
+pub mod client;
 pub mod config;
 pub mod master;
 pub mod metrics;

@@ -21,8 +21,13 @@ impl Client {
         config: &ReplicateConfig,
     ) -> Result<Vec<Result<()>>> {
         let span = tracing::info_span!("store.batch_put", n = keys.len());
-        let srcs: Vec<(u64, Src<'_>)> = values.iter().map(|v| (v.len() as u64, Src::Bytes(v))).collect();
-        self.batch_put_impl(keys, &srcs, config).instrument(span).await
+        let srcs: Vec<(u64, Src<'_>)> = values
+            .iter()
+            .map(|v| (v.len() as u64, Src::Bytes(v)))
+            .collect();
+        self.batch_put_impl(keys, &srcs, config)
+            .instrument(span)
+            .await
     }
 
     /// Put many registered regions, zero-copy; one result per key.
@@ -37,7 +42,9 @@ impl Client {
             .iter()
             .map(|r| (r.len() as u64, Src::Registered(r.addr())))
             .collect();
-        self.batch_put_impl(keys, &srcs, config).instrument(span).await
+        self.batch_put_impl(keys, &srcs, config)
+            .instrument(span)
+            .await
     }
 
     async fn batch_put_impl(
@@ -72,14 +79,17 @@ impl Client {
                 if let Err(e) = validate_key(k) {
                     Some(Err(e.into()))
                 } else if *n == 0 {
-                    Some(Err(ClientError::InvalidParams("value must not be empty".into())))
+                    Some(Err(ClientError::InvalidParams(
+                        "value must not be empty".into(),
+                    )))
                 } else {
                     None
                 }
             })
             .collect();
         let todo: Vec<usize> = (0..keys.len()).filter(|&i| results[i].is_none()).collect();
-        let items: Vec<(String, u64)> = todo.iter().map(|&i| (keys[i].clone(), srcs[i].0)).collect();
+        let items: Vec<(String, u64)> =
+            todo.iter().map(|&i| (keys[i].clone(), srcs[i].0)).collect();
         let started = if items.is_empty() {
             Vec::new()
         } else {
@@ -132,7 +142,11 @@ impl Client {
         }
         Ok(results
             .into_iter()
-            .map(|r| r.unwrap_or(Err(ClientError::Master(crate::protocol::ErrorCode::Internal))))
+            .map(|r| {
+                r.unwrap_or(Err(ClientError::Master(
+                    crate::protocol::ErrorCode::Internal,
+                )))
+            })
             .collect())
     }
 
@@ -177,10 +191,14 @@ impl Client {
         }
         let t0 = Instant::now();
         let lists = self.inner.master.batch_get_replica_list(keys).await?;
-        let reads = keys.iter().zip(lists).zip(targets).map(|((k, list), t)| async move {
-            let replicas = list?;
-            self.read_object(k, &replicas, t).await
-        });
+        let reads = keys
+            .iter()
+            .zip(lists)
+            .zip(targets)
+            .map(|((k, list), t)| async move {
+                let replicas = list?;
+                self.read_object(k, &replicas, t).await
+            });
         let mut out = join_all(reads).await;
         if t0.elapsed() >= self.inner.config.lease_ttl {
             // The batch outlasted its leases: re-read every key on its own
@@ -203,7 +221,9 @@ impl Client {
         async {
             self.check_open()?;
             let r = self.inner.master.batch_exists(keys).await?;
-            Ok(r.into_iter().map(|x| x.map_err(ClientError::from)).collect())
+            Ok(r.into_iter()
+                .map(|x| x.map_err(ClientError::from))
+                .collect())
         }
         .instrument(span)
         .await
@@ -215,7 +235,9 @@ impl Client {
         async {
             self.check_open()?;
             let r = self.inner.master.batch_remove(keys, force).await?;
-            Ok(r.into_iter().map(|x| x.map_err(ClientError::from)).collect())
+            Ok(r.into_iter()
+                .map(|x| x.map_err(ClientError::from))
+                .collect())
         }
         .instrument(span)
         .await

@@ -94,7 +94,9 @@ impl ClientConfig {
 
     pub(crate) fn validate(&self) -> Result<()> {
         if self.master_server_addr.trim().is_empty() {
-            return Err(ClientError::InvalidParams("master_server_addr is empty".into()));
+            return Err(ClientError::InvalidParams(
+                "master_server_addr is empty".into(),
+            ));
         }
         if self.lease_ttl.is_zero() {
             return Err(ClientError::InvalidParams("lease_ttl must be > 0".into()));

@@ -45,7 +45,7 @@ impl Client {
         Ok(())
     }
 
-    fn mounted(&self) -> Option<std::sync::Arc<Mounted>> {
+    pub(crate) fn mounted(&self) -> Option<std::sync::Arc<Mounted>> {
         self.inner.mounted.lock().clone()
     }
 
@@ -82,7 +82,10 @@ impl Client {
                 let mut remote: Vec<Span<'_>> = Vec::new();
                 for r in replicas {
                     for s in plan::spans(r, 0..size) {
-                        match mounted.as_deref().and_then(|m| Some((m, Self::own_offset(m, &s)?))) {
+                        match mounted
+                            .as_deref()
+                            .and_then(|m| Some((m, Self::own_offset(m, &s)?)))
+                        {
                             Some((m, off)) => {
                                 let lo = s.obj_off as usize;
                                 m.buffer.write_at(off, &data[lo..lo + s.len as usize]);
@@ -94,13 +97,15 @@ impl Client {
                 if remote.is_empty() {
                     return Ok(());
                 }
-                let staging = self.inner.staging.clone().ok_or(ClientError::NoStagingBuffer)?;
+                let staging = self
+                    .inner
+                    .staging
+                    .clone()
+                    .ok_or(ClientError::NoStagingBuffer)?;
                 self.handles(remote.iter(), &mut cache).await?;
                 for w in plan::windows(size, staging.window() as u64) {
-                    let in_window: Vec<Span<'_>> = remote
-                        .iter()
-                        .filter_map(|s| clip(s, w.clone()))
-                        .collect();
+                    let in_window: Vec<Span<'_>> =
+                        remote.iter().filter_map(|s| clip(s, w.clone())).collect();
                     if in_window.is_empty() {
                         continue;
                     }
@@ -132,7 +137,10 @@ impl Client {
                 let mounted = self.mounted();
                 let mut remote = Vec::new();
                 for s in spans {
-                    match mounted.as_deref().and_then(|m| Some((m, Self::own_offset(m, &s)?))) {
+                    match mounted
+                        .as_deref()
+                        .and_then(|m| Some((m, Self::own_offset(m, &s)?)))
+                    {
                         Some((m, off)) => {
                             let lo = s.obj_off as usize;
                             m.buffer.read_at(off, &mut out[lo..lo + s.len as usize]);
@@ -143,7 +151,11 @@ impl Client {
                 if remote.is_empty() {
                     return Ok(());
                 }
-                let staging = self.inner.staging.clone().ok_or(ClientError::NoStagingBuffer)?;
+                let staging = self
+                    .inner
+                    .staging
+                    .clone()
+                    .ok_or(ClientError::NoStagingBuffer)?;
                 self.handles(remote.iter(), &mut cache).await?;
                 for w in plan::windows(size, staging.window() as u64) {
                     let in_window: Vec<Span<'_>> =
@@ -220,10 +232,20 @@ mod tests {
 
     #[test]
     fn clip_cuts_span_to_window() {
-        let s = Span { obj_off: 10, segment: "a:1", addr: 100, len: 20 };
+        let s = Span {
+            obj_off: 10,
+            segment: "a:1",
+            addr: 100,
+            len: 20,
+        };
         assert_eq!(
             clip(&s, 15..25),
-            Some(Span { obj_off: 15, segment: "a:1", addr: 105, len: 10 })
+            Some(Span {
+                obj_off: 15,
+                segment: "a:1",
+                addr: 105,
+                len: 10
+            })
         );
         assert_eq!(clip(&s, 0..10), None);
         assert_eq!(clip(&s, 30..40), None);

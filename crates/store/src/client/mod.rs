@@ -116,7 +116,7 @@ impl<'a> Region<'a> {
 }
 
 /// The segment this client contributes to the pool.
-struct Mounted {
+pub(crate) struct Mounted {
     buffer: ManagedBuffer,
     desc: SegmentDesc,
 }
@@ -168,10 +168,7 @@ impl Client {
         let master = MasterClient::connect_with(&config.master_server_addr, opts)
             .await
             .map_err(|e| {
-                ClientError::Setup(format!(
-                    "master at {}: {e}",
-                    config.master_server_addr
-                ))
+                ClientError::Setup(format!("master at {}: {e}", config.master_server_addr))
             })?;
         let staging = if config.local_buffer_size > 0 {
             let buf = engine
@@ -248,7 +245,9 @@ impl Client {
     pub async fn mount_segment(&self, size: u64) -> Result<()> {
         self.check_open()?;
         if size == 0 {
-            return Err(ClientError::InvalidParams("segment size must be > 0".into()));
+            return Err(ClientError::InvalidParams(
+                "segment size must be > 0".into(),
+            ));
         }
         if self.inner.mounted.lock().is_some() {
             return Err(crate::protocol::ErrorCode::SegmentAlreadyExists.into());
@@ -265,7 +264,10 @@ impl Client {
             protocol: self.inner.config.protocol.clone(),
             location: "cpu".into(),
         };
-        self.inner.master.mount_segment(self.inner.id, &desc).await?;
+        self.inner
+            .master
+            .mount_segment(self.inner.id, &desc)
+            .await?;
         *self.inner.mounted.lock() = Some(Arc::new(Mounted { buffer, desc }));
         self.start_heartbeat();
         info!(segment = %self.inner.segment_name, size, "segment mounted");

@@ -26,18 +26,30 @@ impl Client {
     /// Store `value` under `key` (fails if the key exists; see [`Client::upsert`]).
     pub async fn put(&self, key: &str, value: &[u8], config: &ReplicateConfig) -> Result<()> {
         let span = tracing::info_span!("store.put", key, size = value.len());
-        self.put_impl(key, value.len() as u64, Src::Bytes(value), config, PutMode::Insert)
-            .instrument(span)
-            .await
+        self.put_impl(
+            key,
+            value.len() as u64,
+            Src::Bytes(value),
+            config,
+            PutMode::Insert,
+        )
+        .instrument(span)
+        .await
     }
 
     /// Store `value` under `key`, replacing any existing object. Readers see
     /// the old value until the new one is complete.
     pub async fn upsert(&self, key: &str, value: &[u8], config: &ReplicateConfig) -> Result<()> {
         let span = tracing::info_span!("store.upsert", key, size = value.len());
-        self.put_impl(key, value.len() as u64, Src::Bytes(value), config, PutMode::Upsert)
-            .instrument(span)
-            .await
+        self.put_impl(
+            key,
+            value.len() as u64,
+            Src::Bytes(value),
+            config,
+            PutMode::Upsert,
+        )
+        .instrument(span)
+        .await
     }
 
     /// Store the bytes of a registered region under `key`, zero-copy.

@@ -69,7 +69,11 @@ pub(crate) enum Locality {
 pub(crate) fn locality(replica: &Replica, own_segment: &str, own_host: &str) -> Locality {
     if replica.pieces.iter().all(|p| p.segment == own_segment) {
         Locality::Local
-    } else if replica.pieces.iter().all(|p| host_of(&p.segment) == own_host) {
+    } else if replica
+        .pieces
+        .iter()
+        .all(|p| host_of(&p.segment) == own_host)
+    {
         Locality::SameHost
     } else {
         Locality::Remote
@@ -112,15 +116,34 @@ mod tests {
     #[test]
     fn spans_cover_range_across_pieces() {
         let r = Replica {
-            pieces: vec![piece("a:1", 1000, 10), piece("b:2", 5000, 10), piece("c:3", 0, 5)],
+            pieces: vec![
+                piece("a:1", 1000, 10),
+                piece("b:2", 5000, 10),
+                piece("c:3", 0, 5),
+            ],
         };
         let s = spans(&r, 5..22);
         assert_eq!(
             s,
             vec![
-                Span { obj_off: 5, segment: "a:1", addr: 1005, len: 5 },
-                Span { obj_off: 10, segment: "b:2", addr: 5000, len: 10 },
-                Span { obj_off: 20, segment: "c:3", addr: 0, len: 2 },
+                Span {
+                    obj_off: 5,
+                    segment: "a:1",
+                    addr: 1005,
+                    len: 5
+                },
+                Span {
+                    obj_off: 10,
+                    segment: "b:2",
+                    addr: 5000,
+                    len: 10
+                },
+                Span {
+                    obj_off: 20,
+                    segment: "c:3",
+                    addr: 0,
+                    len: 2
+                },
             ]
         );
         assert_eq!(spans(&r, 0..25).iter().map(|s| s.len).sum::<u64>(), 25);
@@ -136,11 +159,20 @@ mod tests {
 
     #[test]
     fn read_order_prefers_local_then_same_host() {
-        let remote = Replica { pieces: vec![piece("10.0.0.2:1", 0, 4)] };
-        let host = Replica { pieces: vec![piece("127.0.0.1:9", 0, 4)] };
-        let local = Replica { pieces: vec![piece("127.0.0.1:5", 0, 4)] };
+        let remote = Replica {
+            pieces: vec![piece("10.0.0.2:1", 0, 4)],
+        };
+        let host = Replica {
+            pieces: vec![piece("127.0.0.1:9", 0, 4)],
+        };
+        let local = Replica {
+            pieces: vec![piece("127.0.0.1:5", 0, 4)],
+        };
         let reps = vec![remote, host, local];
-        assert_eq!(read_order(&reps, "127.0.0.1:5", "127.0.0.1", 0), vec![2, 1, 0]);
+        assert_eq!(
+            read_order(&reps, "127.0.0.1:5", "127.0.0.1", 0),
+            vec![2, 1, 0]
+        );
         assert_eq!(read_order(&reps, "127.0.0.1:5", "127.0.0.1", 1)[0], 2);
     }
 

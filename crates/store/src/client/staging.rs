@@ -75,6 +75,7 @@ impl FreeList {
         self.free.insert(start, end - start);
     }
 
+    #[cfg(test)]
     pub(crate) fn free_bytes(&self) -> usize {
         self.free.values().sum()
     }
