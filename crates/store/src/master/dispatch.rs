@@ -1,0 +1,81 @@
+//! [`MasterState::handle`]: one [`Request`] in, one answer out — the only entry point the
+//! server uses, so every RPC goes through the same validation.
+
+use super::state::MasterState;
+use crate::protocol::{ErrorCode, Request, Response, MAX_BATCH};
+
+impl MasterState {
+    /// Apply one request.
+    pub fn handle(&mut self, req: Request) -> Result<Response, ErrorCode> {
+        let batch_len = match &req {
+            Request::BatchPutStart { items, .. } => items.len(),
+            Request::BatchPutEnd { keys }
+            | Request::BatchPutRevoke { keys }
+            | Request::BatchGetReplicaList { keys }
+            | Request::BatchExists { keys }
+            | Request::BatchRemove { keys, .. } => keys.len(),
+            _ => 0,
+        };
+        if batch_len > MAX_BATCH {
+            return Err(ErrorCode::InvalidParams);
+        }
+        Ok(match req {
+            Request::Ping => Response::Pong,
+            Request::Heartbeat { client_id } => Response::Heartbeat(self.heartbeat(client_id)),
+            Request::MountSegment { client_id, segment } => {
+                self.mount_segment(client_id, &segment)?;
+                Response::Done
+            }
+            Request::UnmountSegment { client_id, name } => {
+                self.unmount_segment(client_id, &name)?;
+                Response::Done
+            }
+            Request::PutStart { key, size, config } => {
+                Response::Replicas(self.put_start(&key, size, &config, false)?)
+            }
+            Request::UpsertStart { key, size, config } => {
+                Response::Replicas(self.put_start(&key, size, &config, true)?)
+            }
+            Request::PutEnd { key } => {
+                self.put_end(&key)?;
+                Response::Done
+            }
+            Request::PutRevoke { key } => {
+                self.put_revoke(&key)?;
+                Response::Done
+            }
+            Request::GetReplicaList { key } => Response::Replicas(self.get_replica_list(&key)?),
+            Request::Exists { key } => Response::Exists(self.exists(&key)?),
+            Request::GetSize { key } => Response::Size(self.get_size(&key)?),
+            Request::Remove { key, force } => {
+                self.remove(&key, force)?;
+                Response::Done
+            }
+            Request::RemoveByRegex { pattern, force } => {
+                Response::Count(self.remove_by_regex(&pattern, force)?)
+            }
+            Request::RemoveAll { force } => Response::Count(self.remove_all(force)),
+            Request::BatchPutStart { items, config } => Response::BatchReplicas(
+                items
+                    .iter()
+                    .map(|(k, s)| self.put_start(k, *s, &config, false))
+                    .collect(),
+            ),
+            Request::BatchPutEnd { keys } => {
+                Response::BatchDone(keys.iter().map(|k| self.put_end(k)).collect())
+            }
+            Request::BatchPutRevoke { keys } => {
+                Response::BatchDone(keys.iter().map(|k| self.put_revoke(k)).collect())
+            }
+            Request::BatchGetReplicaList { keys } => {
+                Response::BatchReplicas(keys.iter().map(|k| self.get_replica_list(k)).collect())
+            }
+            Request::BatchExists { keys } => {
+                Response::BatchExists(keys.iter().map(|k| self.exists(k)).collect())
+            }
+            Request::BatchRemove { keys, force } => {
+                Response::BatchDone(keys.iter().map(|k| self.remove(k, force)).collect())
+            }
+        })
+    }
+}

@@ -1,0 +1,1 @@
+//! Master server (under construction).
