@@ -32,7 +32,6 @@ pub(crate) fn submit(
         batch = batch.id(),
         requests = requests.len()
     );
-    let slice_size = shared.config.slice_size;
     for (i, req) in requests.iter().enumerate() {
         let index = base + i;
         if req.length == 0 {
@@ -45,56 +44,117 @@ pub(crate) fn submit(
             continue;
         }
         if req.target_offset.checked_add(req.length as u64).is_none() {
-            batch.fail_now(
-                index,
-                crate::FailureReason::OutOfRange {
-                    addr: req.target_offset,
-                    len: req.length as u64,
-                },
-            );
+            let (addr, len) = (req.target_offset, req.length as u64);
+            batch.fail_now(index, crate::FailureReason::OutOfRange { addr, len });
             continue;
         }
-        let slices = req.length.div_ceil(slice_size);
+        let slices = req.length.div_ceil(shared.config.slice_size);
         batch.start(index, slices);
         let deadline = Instant::now() + shared.config.transfer_timeout;
-        for k in 0..slices {
-            let off = k * slice_size;
-            let slice = Slice {
-                opcode: req.opcode,
-                local_addr: req.source + off,
-                remote_addr: req.target_offset + off as u64,
-                len: slice_size.min(req.length - off),
-                attempt: 0,
-            };
-            let (shared, batch, target) =
-                (Arc::clone(shared), Arc::clone(batch), req.target.clone());
-            shared.runtime.clone().spawn(
-                async move {
-                    let outcome = if batch.has_failed(index) {
-                        // An earlier slice failed: the request is lost anyway.
-                        SliceOutcome::Ok
-                    } else {
-                        match tokio::time::timeout_at(deadline, execute(&shared, &target, slice))
-                            .await
-                        {
-                            Ok(Ok(())) => SliceOutcome::Ok,
-                            Ok(Err(e)) => {
-                                tracing::warn!(segment = target.name(), error = %e, "slice failed");
-                                SliceOutcome::Failed(e.reason())
-                            }
-                            Err(_) => {
-                                tracing::warn!(segment = target.name(), "slice timed out");
-                                SliceOutcome::Timeout
-                            }
-                        }
-                    };
-                    batch.slice_ended(index, outcome);
-                }
-                .instrument(span.clone()),
-            );
-        }
+        let task = run_request(
+            Arc::clone(shared),
+            Arc::clone(batch),
+            index,
+            req.clone(),
+            slices,
+            deadline,
+        );
+        shared.runtime.spawn(task.instrument(span.clone()));
     }
     Ok(())
+}
+
+/// The `k`-th slice of `req`.
+fn slice_of(req: &TransferRequest, slice_size: usize, k: usize) -> Slice {
+    let off = k * slice_size;
+    Slice {
+        opcode: req.opcode,
+        local_addr: req.source + off,
+        remote_addr: req.target_offset + off as u64,
+        len: slice_size.min(req.length - off),
+        attempt: 0,
+    }
+}
+
+/// Check the whole request, then run its slices (the first inline).
+async fn run_request(
+    shared: Arc<EngineShared>,
+    batch: Arc<Batch>,
+    index: usize,
+    req: TransferRequest,
+    slices: usize,
+    deadline: Instant,
+) {
+    // Refuse a request reaching outside the target's buffers before any of
+    // its slices runs, so a refused request changes nothing (not even its
+    // in-range first slices). The serving side still checks every slice.
+    let (addr, len) = (req.target_offset, req.length as u64);
+    let precheck = if req.target.name() == shared.segment_name {
+        shared.registry.lease(addr, len).map(drop)
+    } else {
+        match tokio::time::timeout_at(deadline, shared.segments.check(&req.target, addr, len)).await
+        {
+            Ok(r) => r.map(drop),
+            Err(_) => Err(TransferError::Timeout),
+        }
+    };
+    match precheck {
+        Err(TransferError::Timeout) => {
+            (0..slices).for_each(|_| batch.slice_ended(index, SliceOutcome::Timeout));
+            return;
+        }
+        Err(e) if e.is_permanent() => {
+            tracing::warn!(segment = req.target.name(), error = %e, "request refused");
+            let outcome = SliceOutcome::Failed(e.reason());
+            (0..slices).for_each(|_| batch.slice_ended(index, outcome.clone()));
+            return;
+        }
+        // Unreachable right now: the slices retry on their own.
+        _ => {}
+    }
+    let slice_size = shared.config.slice_size;
+    for k in 1..slices {
+        let slice = slice_of(&req, slice_size, k);
+        let task = run_slice(
+            Arc::clone(&shared),
+            Arc::clone(&batch),
+            index,
+            req.target.clone(),
+            slice,
+            deadline,
+        );
+        shared.runtime.spawn(task.in_current_span());
+    }
+    let first = slice_of(&req, slice_size, 0);
+    run_slice(shared, batch, index, req.target, first, deadline).await;
+}
+
+/// Run one slice under the request deadline and record its outcome.
+async fn run_slice(
+    shared: Arc<EngineShared>,
+    batch: Arc<Batch>,
+    index: usize,
+    target: SegmentHandle,
+    slice: Slice,
+    deadline: Instant,
+) {
+    let outcome = if batch.has_failed(index) {
+        // An earlier slice failed: the request is lost anyway.
+        SliceOutcome::Ok
+    } else {
+        match tokio::time::timeout_at(deadline, execute(&shared, &target, slice)).await {
+            Ok(Ok(())) => SliceOutcome::Ok,
+            Ok(Err(e)) => {
+                tracing::warn!(segment = target.name(), error = %e, "slice failed");
+                SliceOutcome::Failed(e.reason())
+            }
+            Err(_) => {
+                tracing::warn!(segment = target.name(), "slice timed out");
+                SliceOutcome::Timeout
+            }
+        }
+    };
+    batch.slice_ended(index, outcome);
 }
 
 /// Run one slice with retries.
@@ -111,7 +171,11 @@ async fn execute(
     let mut last = None;
     for attempt in 0..attempts {
         slice.attempt = attempt;
-        let desc = match shared.segments.current(target).await {
+        let desc = match shared
+            .segments
+            .check(target, slice.remote_addr, slice.len as u64)
+            .await
+        {
             Ok(d) => d,
             Err(e) if e.is_permanent() => return Err(e),
             Err(e) => {
@@ -119,7 +183,6 @@ async fn execute(
                 continue;
             }
         };
-        desc.find_buffer(slice.remote_addr, slice.len as u64)?;
         let candidates: Vec<_> = shared
             .transports
             .iter()

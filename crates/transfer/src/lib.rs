@@ -10,7 +10,7 @@
 //! let engine = TransferEngine::start(TransferEngineConfig::default()).await?;
 //! let buf = engine.allocate_managed_buffer(1 << 20).await?;
 //! let peer = engine.open_segment("127.0.0.1:17001").await?;
-//! let remote = peer.descriptor().unwrap().buffers[0].addr;
+//! let remote = peer.descriptor().buffers[0].addr;
 //! engine
 //!     .transfer(&[TransferRequest {
 //!         opcode: Opcode::Write,

@@ -12,6 +12,7 @@
 //! reads the entry's current descriptor at execution time.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,7 +26,11 @@ use crate::TransferError;
 #[derive(Debug)]
 struct Entry {
     name: String,
-    descriptor: RwLock<Option<Arc<SegmentDescriptor>>>,
+    /// Last known descriptor (entries exist only after a first fetch).
+    descriptor: RwLock<Arc<SegmentDescriptor>>,
+    /// Set when the peer was unreachable or its descriptor was deleted or
+    /// unreadable: the next use re-fetches.
+    stale: AtomicBool,
 }
 
 /// A resolved peer segment. Cheap to clone.
@@ -40,9 +45,10 @@ impl SegmentHandle {
         &self.entry.name
     }
 
-    /// The descriptor currently cached, if any.
-    pub fn descriptor(&self) -> Option<Arc<SegmentDescriptor>> {
-        self.entry.descriptor.read().clone()
+    /// The last known descriptor (possibly stale; transfers re-fetch stale
+    /// descriptors themselves).
+    pub fn descriptor(&self) -> Arc<SegmentDescriptor> {
+        Arc::clone(&self.entry.descriptor.read())
     }
 }
 
@@ -101,39 +107,69 @@ impl SegmentCache {
         Ok(Arc::new(desc))
     }
 
-    /// Resolve `name`, fetching if it is not cached.
+    /// Resolve `name`, fetching if it is not cached (or stale).
     pub async fn open(&self, name: &str) -> Result<SegmentHandle, TransferError> {
-        let entry = {
-            let mut entries = self.entries.lock();
-            Arc::clone(entries.entry(name.to_string()).or_insert_with(|| {
-                Arc::new(Entry {
-                    name: name.to_string(),
-                    descriptor: RwLock::new(None),
-                })
-            }))
-        };
-        let handle = SegmentHandle { entry };
-        self.current(&handle).await?;
-        Ok(handle)
+        let existing = self.entries.lock().get(name).cloned();
+        if let Some(entry) = existing {
+            let handle = SegmentHandle { entry };
+            self.current(&handle).await?;
+            return Ok(handle);
+        }
+        let fresh = self.fetch(name).await?;
+        let entry = Arc::clone(
+            self.entries
+                .lock()
+                .entry(name.to_string())
+                .or_insert_with(|| {
+                    Arc::new(Entry {
+                        name: name.to_string(),
+                        descriptor: RwLock::new(fresh),
+                        stale: AtomicBool::new(false),
+                    })
+                }),
+        );
+        Ok(SegmentHandle { entry })
     }
 
-    /// The handle's descriptor, fetching it if cleared or stale.
+    /// The handle's descriptor, re-fetching it if stale.
     pub async fn current(
         &self,
         handle: &SegmentHandle,
     ) -> Result<Arc<SegmentDescriptor>, TransferError> {
-        if let Some(d) = handle.descriptor() {
-            return Ok(d);
+        if !handle.entry.stale.load(Ordering::Acquire) {
+            return Ok(handle.descriptor());
         }
         let fresh = self.fetch(handle.name()).await?;
-        *handle.entry.descriptor.write() = Some(Arc::clone(&fresh));
+        *handle.entry.descriptor.write() = Arc::clone(&fresh);
+        handle.entry.stale.store(false, Ordering::Release);
         Ok(fresh)
     }
 
-    /// Forget the cached descriptor of `name` (peer unreachable or deleted).
+    /// The handle's descriptor after checking that `[addr, addr+len)` lies in
+    /// one of its buffers. A refusal by a cached descriptor is confirmed
+    /// against a freshly fetched one first: the peer may have restarted with
+    /// new buffers (P2P mode has no watch to tell us).
+    pub async fn check(
+        &self,
+        handle: &SegmentHandle,
+        addr: u64,
+        len: u64,
+    ) -> Result<Arc<SegmentDescriptor>, TransferError> {
+        let cached = self.current(handle).await?;
+        if cached.find_buffer(addr, len).is_ok() {
+            return Ok(cached);
+        }
+        let fresh = self.fetch(handle.name()).await?;
+        *handle.entry.descriptor.write() = Arc::clone(&fresh);
+        handle.entry.stale.store(false, Ordering::Release);
+        fresh.find_buffer(addr, len)?;
+        Ok(fresh)
+    }
+
+    /// Mark the cached descriptor of `name` stale (peer unreachable).
     pub fn invalidate(&self, name: &str) {
         if let Some(e) = self.entries.lock().get(name) {
-            *e.descriptor.write() = None;
+            e.stale.store(true, Ordering::Release);
         }
     }
 
@@ -156,12 +192,14 @@ impl SegmentCache {
             },
             None => None,
         };
-        let mut slot = entry.descriptor.write();
-        let changed = match (&*slot, &new) {
-            (Some(old), Some(new)) => old.epoch != new.epoch,
-            _ => true,
+        let Some(new) = new else {
+            entry.stale.store(true, Ordering::Release);
+            return Some(name.to_string());
         };
+        let mut slot = entry.descriptor.write();
+        let changed = slot.epoch != new.epoch;
         *slot = new;
+        entry.stale.store(false, Ordering::Release);
         changed.then(|| name.to_string())
     }
 }
