@@ -1,9 +1,62 @@
-//! `mooncake` subcommand (under construction).
+//! `mooncake metadata-server`: the standalone HTTP metadata server
+//! (reference-compatible `/metadata` endpoint, plus `/health`).
+//!
+//! It prints the address it listens on and the connection string clients
+//! pass as their metadata server, then serves until Ctrl-C or SIGTERM, when
+//! it stops accepting connections and lets in-flight requests finish.
+//! The table lives in memory: restarting the server empties it, and segments
+//! re-publish their descriptors when they reconnect.
 
-/// Flags of this subcommand.
+use std::net::{IpAddr, SocketAddr};
+
+use anyhow::Context as _;
+use mooncake_metadata::http::server::MetadataServer;
+
+/// Flags of `mooncake metadata-server`.
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub struct Args {
+    /// TCP port to listen on (0 picks a free one).
+    #[arg(long, default_value_t = 8080, env = "MC_METADATA_SERVER_PORT")]
+    pub port: u16,
+    /// Address to bind.
+    #[arg(long, default_value = "0.0.0.0", env = "MC_METADATA_SERVER_HOST")]
+    pub host: IpAddr,
+}
 
-pub async fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("not implemented yet")
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C")?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let bind = SocketAddr::new(args.host, args.port);
+    let server = MetadataServer::bind(bind)
+        .await
+        .with_context(|| format!("binding the metadata server to {bind}"))?;
+    let addr = server.local_addr();
+    // Clients cannot dial the unspecified address; show a loopback URL for it.
+    let client_addr = if addr.ip().is_unspecified() {
+        SocketAddr::new([127, 0, 0, 1].into(), addr.port())
+    } else {
+        addr
+    };
+    println!("mooncake metadata server listening on {addr}");
+    println!("metadata connection string: http://{client_addr}/metadata");
+    use std::io::Write as _;
+    std::io::stdout().flush().ok();
+
+    shutdown_signal().await?;
+    tracing::info!("shutting down the metadata server");
+    server
+        .shutdown()
+        .await
+        .context("stopping the metadata server")?;
+    println!("mooncake metadata server stopped");
+    Ok(())
 }

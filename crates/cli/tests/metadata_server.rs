@@ -1,0 +1,83 @@
+//! `mooncake metadata-server` as a real process: it prints its address, serves
+//! the reference's protocol to our client, and exits cleanly on SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// Kills the child on drop so a failing test leaves no server behind.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn serves_metadata_and_stops_on_sigterm() {
+    let mut child = Guard(
+        Command::new(env!("CARGO_BIN_EXE_mooncake"))
+            .args(["metadata-server", "--port", "0", "--host", "127.0.0.1"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn mooncake metadata-server"),
+    );
+    // Read the announced connection string (the server prints it once bound).
+    let stdout = child.0.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let url = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("metadata-server announces its address");
+        if let Some(url) = line.strip_prefix("metadata connection string: ") {
+            break url.to_string();
+        }
+    };
+    assert!(
+        url.starts_with("http://127.0.0.1:") && url.ends_with("/metadata"),
+        "{url}"
+    );
+
+    let store = mooncake_metadata::connect(&url).await.unwrap();
+    assert_eq!(store.get("mooncake/ram/x").await.unwrap(), None);
+    store.put("mooncake/ram/x", b"{\"v\":1}").await.unwrap();
+    assert_eq!(
+        store.get("mooncake/ram/x").await.unwrap(),
+        Some(b"{\"v\":1}".to_vec())
+    );
+    assert_eq!(
+        store.list("mooncake/").await.unwrap(),
+        vec!["mooncake/ram/x"]
+    );
+
+    // SIGTERM: a clean exit with status 0.
+    // SAFETY: kill(2) on our own child's pid; no memory is involved.
+    let rc = unsafe { libc::kill(child.0.id() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(rc, 0);
+    let status = {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(s) = child.0.try_wait().unwrap() {
+                break s;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no exit after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    assert!(status.success(), "{status:?}");
+    assert!(matches!(
+        store.get("mooncake/ram/x").await,
+        Err(mooncake_metadata::MetadataError::Unreachable { .. })
+    ));
+}
