@@ -12,6 +12,7 @@
 pub mod allocator;
 pub mod clock;
 mod dispatch;
+mod http;
 pub mod lifecycle;
 pub mod segments;
 pub mod server;
@@ -23,4 +24,5 @@ mod tests;
 
 pub use clock::{Clock, FakeClock, SystemClock};
 pub use lifecycle::TickReport;
+pub use server::{MasterServer, ServerError};
 pub use state::{MasterState, Stats};

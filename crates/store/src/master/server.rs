@@ -1,1 +1,287 @@
-//! Master server (under construction).
+//! [`MasterServer`]: the thin tokio shell around [`MasterState`].
+//!
+//! * RPC: one task per TCP connection reads frames, applies each request to the state under
+//!   a mutex (held only for the synchronous state transition, never across I/O), and writes
+//!   the answers — coalescing the answers of pipelined requests into one write.
+//! * A ticker calls [`MasterState::tick`] every `tick_interval_ms` (put timeouts, deferred
+//!   frees, client expiry, eviction).
+//! * HTTP ([`super::http`]): `/metrics`, `/health`, admin views, and optionally the
+//!   metadata service.
+//!
+//! Bad input never panics or allocates without bound: frames are length-checked before
+//! their payload is read ([`MAX_FRAME_LEN`]), payloads that do not decode are answered
+//! [`ErrorCode::MalformedFrame`], an oversized frame is answered [`ErrorCode::FrameTooLarge`]
+//! and its connection closed.
+
+use super::clock::{Clock, SystemClock};
+use super::http;
+use super::state::MasterState;
+use crate::config::MasterConfig;
+use crate::metrics::Metrics;
+use crate::protocol::frame::{decode_request, encode_frame, read_frame, ReadError};
+use crate::protocol::{ErrorCode, Response, MAX_FRAME_LEN};
+use bytes::BytesMut;
+use parking_lot::Mutex;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::Instrument;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("invalid configuration: {0}")]
+    Config(#[from] crate::config::ConfigError),
+    #[error("cannot bind {what} on {addr}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: String,
+        source: std::io::Error,
+    },
+}
+
+/// State shared by the RPC, ticker and HTTP tasks.
+#[derive(Debug)]
+pub struct Shared {
+    pub state: Mutex<MasterState>,
+    pub metrics: Metrics,
+    pub started: Instant,
+}
+
+/// A running master. Dropping it does not stop it; call [`MasterServer::shutdown`].
+pub struct MasterServer {
+    shared: Arc<Shared>,
+    rpc_addr: SocketAddr,
+    http_addr: Option<SocketAddr>,
+    metadata_addr: Option<SocketAddr>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for MasterServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MasterServer")
+            .field("rpc_addr", &self.rpc_addr)
+            .field("http_addr", &self.http_addr)
+            .finish()
+    }
+}
+
+async fn bind(what: &'static str, host: &str, port: u16) -> Result<TcpListener, ServerError> {
+    let addr = if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    TcpListener::bind(&addr)
+        .await
+        .map_err(|source| ServerError::Bind { what, addr, source })
+}
+
+impl MasterServer {
+    /// Start with the system clock.
+    pub async fn start(cfg: MasterConfig) -> Result<Self, ServerError> {
+        Self::start_with_clock(cfg, Arc::new(SystemClock)).await
+    }
+
+    /// Start with an explicit clock. Binds the RPC port, the HTTP port and, if enabled,
+    /// the metadata server port (port 0 picks a free one; see the `*_addr` getters).
+    pub async fn start_with_clock(
+        cfg: MasterConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, ServerError> {
+        cfg.validate()?;
+        let rpc = bind("rpc", &cfg.rpc_address, cfg.rpc_port).await?;
+        let rpc_addr = rpc.local_addr().expect("bound");
+        let http_l = bind("metrics http", &cfg.metrics_host, cfg.metrics_port).await?;
+        let http_addr = http_l.local_addr().ok();
+        let md_l = if cfg.enable_http_metadata_server {
+            Some(
+                bind(
+                    "http metadata server",
+                    &cfg.http_metadata_server_host,
+                    cfg.http_metadata_server_port,
+                )
+                .await?,
+            )
+        } else {
+            None
+        };
+        let metadata_addr = md_l.as_ref().and_then(|l| l.local_addr().ok());
+        let tick = Duration::from_millis(cfg.tick_interval_ms);
+        let shared = Arc::new(Shared {
+            state: Mutex::new(MasterState::new(cfg, clock)),
+            metrics: Metrics::default(),
+            started: Instant::now(),
+        });
+        let (stop, stop_rx) = watch::channel(false);
+        let mut tasks = Vec::new();
+        tasks.push(tokio::spawn(accept_loop(
+            rpc,
+            shared.clone(),
+            stop_rx.clone(),
+        )));
+        tasks.push(tokio::spawn(ticker(tick, shared.clone(), stop_rx.clone())));
+        tasks.push(tokio::spawn(http::serve(
+            http_l,
+            http::router(shared.clone()),
+            stop_rx.clone(),
+        )));
+        if let Some(l) = md_l {
+            let router = mooncake_metadata::http::server::MetadataService::new().router();
+            tasks.push(tokio::spawn(http::serve(l, router, stop_rx.clone())));
+        }
+        tracing::info!(%rpc_addr, ?http_addr, ?metadata_addr, "master started");
+        Ok(MasterServer {
+            shared,
+            rpc_addr,
+            http_addr,
+            metadata_addr,
+            stop,
+            tasks,
+        })
+    }
+
+    /// Address of the RPC listener.
+    pub fn rpc_addr(&self) -> SocketAddr {
+        self.rpc_addr
+    }
+
+    /// Address of the HTTP listener (`/metrics`, `/health`, `/api/*`).
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
+    }
+
+    /// Address of the embedded HTTP metadata server, if enabled.
+    pub fn metadata_addr(&self) -> Option<SocketAddr> {
+        self.metadata_addr
+    }
+
+    /// The shared state (tests and embedding).
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Stop accepting, close connections, stop the ticker and HTTP servers.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        }
+    }
+}
+
+async fn ticker(period: Duration, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let mut iv = tokio::time::interval(period);
+    iv.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = iv.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let report = shared.state.lock().tick();
+        if !report.dead_clients.is_empty() || report.evicted > 0 || report.expired_puts > 0 {
+            tracing::info!(
+                dead_clients = report.dead_clients.len(),
+                evicted = report.evicted,
+                expired_puts = report.expired_puts,
+                "master tick"
+            );
+        }
+    }
+}
+
+async fn accept_loop(l: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    loop {
+        let (sock, peer) = tokio::select! {
+            r = l.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => return,
+        };
+        let shared = shared.clone();
+        let stop = stop.clone();
+        tokio::spawn(
+            async move {
+                shared.metrics.conn_opened();
+                tokio::select! {
+                    _ = serve_conn(sock, &shared) => {}
+                    _ = wait_stop(stop) => {}
+                }
+                shared.metrics.conn_closed();
+            }
+            .instrument(tracing::debug_span!("conn", %peer)),
+        );
+    }
+}
+
+async fn wait_stop(mut stop: watch::Receiver<bool>) {
+    while !*stop.borrow() {
+        if stop.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn serve_conn(sock: TcpStream, shared: &Shared) {
+    let _ = sock.set_nodelay(true);
+    let (rd, mut wr) = sock.into_split();
+    let mut rd = BufReader::with_capacity(64 << 10, rd);
+    let mut payload = Vec::new();
+    let mut out = BytesMut::with_capacity(64 << 10);
+    loop {
+        let id = match read_frame(&mut rd, &mut payload).await {
+            Ok(id) => id,
+            Err(ReadError::Io(_)) => return,
+            Err(ReadError::TooLarge { id, len }) => {
+                shared.metrics.malformed();
+                tracing::warn!(
+                    len,
+                    max = MAX_FRAME_LEN,
+                    "oversized frame; closing connection"
+                );
+                encode_frame(&mut out, id, &Err::<Response, _>(ErrorCode::FrameTooLarge));
+                let _ = wr.write_all(&out).await;
+                let _ = wr.shutdown().await;
+                return;
+            }
+        };
+        let reply = match decode_request(&payload) {
+            Ok(req) => {
+                let op = req.index();
+                let span = tracing::debug_span!("rpc", op = req.name(), id);
+                let _g = span.enter();
+                let t0 = Instant::now();
+                let r = shared.state.lock().handle(req);
+                shared.metrics.record(op, t0.elapsed(), r.is_ok());
+                if let Err(e) = &r {
+                    tracing::debug!(error = %e, "rpc error");
+                }
+                r
+            }
+            Err(e) => {
+                shared.metrics.malformed();
+                Err(e)
+            }
+        };
+        encode_frame(&mut out, id, &reply);
+        // Flush when no further request is already buffered (pipelined requests share a
+        // write), or when the output grows large.
+        if rd.buffer().is_empty() || out.len() >= (256 << 10) {
+            if wr.write_all(&out).await.is_err() {
+                return;
+            }
+            out.clear();
+        }
+    }
+}
