@@ -27,6 +27,8 @@ enum Command {
     MetadataServer(cmd::metadata_server::Args),
     /// Serve a Transfer Engine segment (registered memory other processes read and write).
     Segment(cmd::segment::Args),
+    /// Inspect traces: statistics, prefix-cache hit ratios, SVG plots.
+    Trace(cmd::trace::Args),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -57,6 +59,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Up(a) => cmd::up::run(a).await,
         Command::MetadataServer(a) => cmd::metadata_server::run(a).await,
         Command::Segment(a) => cmd::segment::run(a).await,
+        Command::Trace(a) => cmd::trace::run(a).await,
         Command::Bench(BenchCommand::Transfer(a)) => cmd::bench_transfer::run(a).await,
     }
 }

@@ -2,4 +2,5 @@
 pub mod bench_transfer;
 pub mod metadata_server;
 pub mod segment;
+pub mod trace;
 pub mod up;
