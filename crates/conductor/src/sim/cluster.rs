@@ -1,0 +1,156 @@
+//! The simulated cluster's state: prefill instances (FIFO queue + local KV
+//! cache), decode instances (continuous batching under a memory limit), and
+//! the [`ClusterView`] policies read.
+//!
+//! Invariants: a decode batch's reserved tokens never exceed its capacity
+//! (requests that do not fit wait, FIFO); `inbound` counts exactly the
+//! requests assigned to a decode instance that have not joined its batch.
+
+use crate::cache::BlockCache;
+use crate::cost::CostModel;
+use super::ChunkedPrefill;
+use crate::policy::{ClusterView, DecodeLoad, PrefillLoad, Slo};
+use std::collections::VecDeque;
+
+/// One prefill instance.
+#[derive(Debug)]
+pub struct PrefillInstance {
+    /// Its KV cache (GPU + its share of the DRAM pool), in blocks.
+    pub cache: Box<dyn BlockCache>,
+    /// When the work queued so far finishes (FIFO, durations known at
+    /// enqueue: a prefill instance runs one request or chunk at a time).
+    pub busy_until: f64,
+    /// Load counters published to policies.
+    pub load: PrefillLoad,
+    /// Seconds spent computing (for utilisation and Figure 10's prefill time).
+    pub busy_s: f64,
+}
+
+/// One decode instance.
+#[derive(Debug, Default)]
+pub struct DecodeInstance {
+    /// Slots of the requests in the running batch.
+    pub batch: Vec<usize>,
+    /// Slots that arrived but wait for memory, FIFO.
+    pub waiting: VecDeque<usize>,
+    /// Tokens the waiting requests will reserve.
+    pub waiting_tokens: u64,
+    /// Whether a step is in flight.
+    pub stepping: bool,
+    /// Load counters published to policies.
+    pub load: DecodeLoad,
+    /// Integral of the reserved share over time, and the last update time.
+    pub load_integral: f64,
+    /// Time of the last `load_integral` update.
+    pub load_t: f64,
+}
+
+impl DecodeInstance {
+    /// Reserved share of memory including waiting requests (may exceed 1).
+    pub fn occupancy(&self) -> f64 {
+        (self.load.reserved_tokens + self.waiting_tokens) as f64
+            / self.load.capacity_tokens.max(1) as f64
+    }
+
+    /// Accumulates the time-weighted load up to `now`.
+    pub fn account(&mut self, now: f64) {
+        let share = self.load.reserved_tokens as f64 / self.load.capacity_tokens.max(1) as f64;
+        self.load_integral += share * (now - self.load_t).max(0.0);
+        self.load_t = now;
+    }
+}
+
+/// Everything a policy may look at, plus the instances themselves.
+#[derive(Debug)]
+pub struct ClusterState {
+    /// Current simulated time.
+    pub now: f64,
+    /// The cost model.
+    pub cost: CostModel,
+    /// SLOs.
+    pub slo: Slo,
+    /// Tokens per block.
+    pub block_tokens: u32,
+    /// Prefill instances.
+    pub prefill: Vec<PrefillInstance>,
+    /// Decode instances.
+    pub decode: Vec<DecodeInstance>,
+    /// Chunked pipeline prefill, if the cluster runs it.
+    pub chunked: Option<ChunkedPrefill>,
+    /// `prefill[i].load` with `queue_s` refreshed for `now`.
+    prefill_loads: Vec<PrefillLoad>,
+    /// `decode[j].load`, refreshed before each routing.
+    decode_loads: Vec<DecodeLoad>,
+}
+
+impl ClusterState {
+    /// A cluster of the given instances.
+    pub fn new(
+        cost: CostModel,
+        slo: Slo,
+        block_tokens: u32,
+        prefill: Vec<PrefillInstance>,
+        decode: Vec<DecodeInstance>,
+    ) -> Self {
+        Self {
+            now: 0.0,
+            cost,
+            slo,
+            block_tokens,
+            prefill_loads: vec![PrefillLoad::default(); prefill.len()],
+            decode_loads: vec![DecodeLoad::default(); decode.len()],
+            prefill,
+            decode,
+            chunked: None,
+        }
+    }
+
+    /// Refreshes the published loads for the current time.
+    pub fn refresh(&mut self) {
+        for (dst, p) in self.prefill_loads.iter_mut().zip(&self.prefill) {
+            *dst = PrefillLoad {
+                queue_s: (p.busy_until - self.now).max(0.0),
+                ..p.load
+            };
+        }
+        for (dst, d) in self.decode_loads.iter_mut().zip(&self.decode) {
+            *dst = d.load;
+        }
+    }
+}
+
+impl ClusterView for ClusterState {
+    fn now_s(&self) -> f64 {
+        self.now
+    }
+    fn cost(&self) -> &CostModel {
+        &self.cost
+    }
+    fn block_tokens(&self) -> u32 {
+        self.block_tokens
+    }
+    fn slo(&self) -> Slo {
+        self.slo
+    }
+    fn prefill(&self) -> &[PrefillLoad] {
+        &self.prefill_loads
+    }
+    fn decode(&self) -> &[DecodeLoad] {
+        &self.decode_loads
+    }
+    fn prefix_blocks(&self, instance: usize, blocks: &[u64]) -> usize {
+        self.prefill
+            .get(instance)
+            .map_or(0, |p| p.cache.lookup_prefix(blocks))
+    }
+    fn predict_prefill_s(&self, instance: usize, new_tokens: u64, cached_tokens: u64) -> f64 {
+        let full = self.cost.prefill_s(new_tokens, cached_tokens);
+        let pipelined = self.chunked.and_then(|c| {
+            let k = c.group(instance, self.prefill.len())?.len();
+            let compute = self.cost.prefill_compute_s(new_tokens, cached_tokens);
+            let setup = full - compute;
+            Some(setup + c.pipelined_s(compute, new_tokens, k)?)
+        });
+        pipelined.unwrap_or(full)
+    }
+}
