@@ -23,6 +23,8 @@ struct Cli {
 enum Command {
     /// Start an all-in-one local cluster on embedded defaults.
     Up(cmd::up::Args),
+    /// Run the Mooncake Store master (flags as the reference's `mooncake_master`).
+    Master(cmd::master::Args),
     /// Run the HTTP metadata server (reference-compatible `/metadata` endpoint).
     MetadataServer(cmd::metadata_server::Args),
     /// Serve a Transfer Engine segment (registered memory other processes read and write).
@@ -57,6 +59,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Up(a) => cmd::up::run(a).await,
+        Command::Master(a) => cmd::master::run(a).await,
         Command::MetadataServer(a) => cmd::metadata_server::run(a).await,
         Command::Segment(a) => cmd::segment::run(a).await,
         Command::Trace(a) => cmd::trace::run(a).await,

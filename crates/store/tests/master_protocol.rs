@@ -282,7 +282,7 @@ async fn silent_client_expires_and_http_views_show_state() {
     .unwrap();
     c.put_end("obj").await.unwrap();
 
-    let http = format!("http://{}", srv.http_addr().unwrap());
+    let http = format!("http://{}", srv.http_addr());
     let web = reqwest::Client::new();
     assert_eq!(
         web.get(format!("{http}/health"))

@@ -56,7 +56,7 @@ pub struct Shared {
 pub struct MasterServer {
     shared: Arc<Shared>,
     rpc_addr: SocketAddr,
-    http_addr: Option<SocketAddr>,
+    http_addr: SocketAddr,
     metadata_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -98,7 +98,7 @@ impl MasterServer {
         let rpc = bind("rpc", &cfg.rpc_address, cfg.rpc_port).await?;
         let rpc_addr = rpc.local_addr().expect("bound");
         let http_l = bind("metrics http", &cfg.metrics_host, cfg.metrics_port).await?;
-        let http_addr = http_l.local_addr().ok();
+        let http_addr = http_l.local_addr().expect("bound");
         let md_l = if cfg.enable_http_metadata_server {
             Some(
                 bind(
@@ -135,7 +135,7 @@ impl MasterServer {
             let router = mooncake_metadata::http::server::MetadataService::new().router();
             tasks.push(tokio::spawn(http::serve(l, router, stop_rx.clone())));
         }
-        tracing::info!(%rpc_addr, ?http_addr, ?metadata_addr, "master started");
+        tracing::info!(%rpc_addr, %http_addr, ?metadata_addr, "master started");
         Ok(MasterServer {
             shared,
             rpc_addr,
@@ -152,7 +152,7 @@ impl MasterServer {
     }
 
     /// Address of the HTTP listener (`/metrics`, `/health`, `/api/*`).
-    pub fn http_addr(&self) -> Option<SocketAddr> {
+    pub fn http_addr(&self) -> SocketAddr {
         self.http_addr
     }
 

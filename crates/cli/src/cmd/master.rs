@@ -1,0 +1,258 @@
+//! `mooncake master`: the Mooncake Store master, flag-compatible with the reference's
+//! `mooncake_master` (`--rpc_port=50051`, `--enable_http_metadata_server=true`, ...).
+//!
+//! Configuration sources, later winning: defaults, `--config <toml>`, environment
+//! (`MOONCAKE_MASTER_<NAME>`), flags. Boolean flags accept `--flag`, `--flag=true` and
+//! `--flag=false`. A few reference flags for features this master does not have (HA, GC,
+//! ...) are accepted and ignored with a warning, so existing scripts keep working.
+
+use anyhow::Context;
+use clap::builder::BoolishValueParser;
+use mooncake_store::master::MasterServer;
+use mooncake_store::MasterConfig;
+use std::path::PathBuf;
+
+/// Flags of `mooncake master` (reference names and spellings).
+#[derive(clap::Args, Debug, Default)]
+pub struct Args {
+    /// TOML file with any of the options below (keys = flag names).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// RPC bind address.
+    #[arg(long = "rpc_address")]
+    pub rpc_address: Option<String>,
+    /// RPC port [default: 50051].
+    #[arg(long = "rpc_port")]
+    pub rpc_port: Option<u16>,
+    /// Evict when used/total exceeds this [default: 0.9].
+    #[arg(long = "eviction_high_watermark_ratio")]
+    pub eviction_high_watermark_ratio: Option<f64>,
+    /// Fraction of objects evicted per round [default: 0.05].
+    #[arg(long = "eviction_ratio")]
+    pub eviction_ratio: Option<f64>,
+    /// Lease granted by each get, in ms [default: 5000].
+    #[arg(long = "default_kv_lease_ttl")]
+    pub default_kv_lease_ttl: Option<u64>,
+    /// Soft-pin duration, in ms [default: 1800000].
+    #[arg(long = "default_kv_soft_pin_ttl")]
+    pub default_kv_soft_pin_ttl: Option<u64>,
+    /// Allow evicting soft-pinned objects (after all others) [default: true].
+    #[arg(long = "allow_evict_soft_pinned_objects", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    pub allow_evict_soft_pinned_objects: Option<bool>,
+    /// A client silent this many seconds is dead [default: 10].
+    #[arg(long = "client_ttl")]
+    pub client_ttl: Option<u64>,
+    /// `random` or `free_ratio_first` [default: random].
+    #[arg(long = "allocation_strategy")]
+    pub allocation_strategy: Option<String>,
+    /// Serve the HTTP metadata protocol inside the master [default: false].
+    #[arg(long = "enable_http_metadata_server", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    pub enable_http_metadata_server: Option<bool>,
+    /// Port of the embedded metadata server [default: 8080].
+    #[arg(long = "http_metadata_server_port")]
+    pub http_metadata_server_port: Option<u16>,
+    /// Bind address of the embedded metadata server [default: 0.0.0.0].
+    #[arg(long = "http_metadata_server_host")]
+    pub http_metadata_server_host: Option<String>,
+    /// Port of /metrics, /health and the admin views [default: 9003].
+    #[arg(long = "metrics_port")]
+    pub metrics_port: Option<u16>,
+    /// Bind address of the metrics HTTP server [default: 0.0.0.0].
+    #[arg(long = "metrics_host")]
+    pub metrics_host: Option<String>,
+    /// Seconds before an unfinished put_start is released [default: 30].
+    #[arg(long = "put_start_discard_timeout_sec")]
+    pub put_start_discard_timeout_sec: Option<u64>,
+    /// Largest piece in bytes; larger objects are striped [default: 16777216].
+    #[arg(long = "max_slice_size")]
+    pub max_slice_size: Option<u64>,
+    /// Period of expiry/eviction checks in ms [default: 100].
+    #[arg(long = "tick_interval_ms")]
+    pub tick_interval_ms: Option<u64>,
+
+    // Reference flags for features not implemented here: accepted, ignored.
+    #[arg(long = "enable_gc", hide = true, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub enable_gc: Option<String>,
+    #[arg(long = "enable_ha", hide = true, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub enable_ha: Option<String>,
+    #[arg(long = "enable_metric_reporting", hide = true, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub enable_metric_reporting: Option<String>,
+    #[arg(long = "rpc_enable_tcp_no_delay", hide = true, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub rpc_enable_tcp_no_delay: Option<String>,
+    #[arg(long = "etcd_endpoints", hide = true)]
+    pub etcd_endpoints: Option<String>,
+    #[arg(long = "cluster_id", hide = true)]
+    pub cluster_id: Option<String>,
+    #[arg(long = "rpc_thread_num", hide = true)]
+    pub rpc_thread_num: Option<String>,
+    #[arg(long = "rpc_conn_timeout_seconds", hide = true)]
+    pub rpc_conn_timeout_seconds: Option<String>,
+    #[arg(long = "memory_allocator", hide = true)]
+    pub memory_allocator: Option<String>,
+    #[arg(long = "root_fs_dir", hide = true)]
+    pub root_fs_dir: Option<String>,
+}
+
+impl Args {
+    /// The effective configuration: defaults < file < env < flags.
+    pub fn to_config(&self) -> anyhow::Result<MasterConfig> {
+        let mut cfg = match &self.config {
+            Some(p) => MasterConfig::from_toml_file(p)?,
+            None => MasterConfig::default(),
+        };
+        cfg.apply_env(std::env::vars())?;
+        let flags: [(&str, Option<String>); 17] = [
+            ("rpc_address", self.rpc_address.clone()),
+            ("rpc_port", self.rpc_port.map(|v| v.to_string())),
+            (
+                "eviction_high_watermark_ratio",
+                self.eviction_high_watermark_ratio.map(|v| v.to_string()),
+            ),
+            ("eviction_ratio", self.eviction_ratio.map(|v| v.to_string())),
+            (
+                "default_kv_lease_ttl",
+                self.default_kv_lease_ttl.map(|v| v.to_string()),
+            ),
+            (
+                "default_kv_soft_pin_ttl",
+                self.default_kv_soft_pin_ttl.map(|v| v.to_string()),
+            ),
+            (
+                "allow_evict_soft_pinned_objects",
+                self.allow_evict_soft_pinned_objects.map(|v| v.to_string()),
+            ),
+            ("client_ttl", self.client_ttl.map(|v| v.to_string())),
+            ("allocation_strategy", self.allocation_strategy.clone()),
+            (
+                "enable_http_metadata_server",
+                self.enable_http_metadata_server.map(|v| v.to_string()),
+            ),
+            (
+                "http_metadata_server_port",
+                self.http_metadata_server_port.map(|v| v.to_string()),
+            ),
+            (
+                "http_metadata_server_host",
+                self.http_metadata_server_host.clone(),
+            ),
+            ("metrics_port", self.metrics_port.map(|v| v.to_string())),
+            ("metrics_host", self.metrics_host.clone()),
+            (
+                "put_start_discard_timeout_sec",
+                self.put_start_discard_timeout_sec.map(|v| v.to_string()),
+            ),
+            ("max_slice_size", self.max_slice_size.map(|v| v.to_string())),
+            (
+                "tick_interval_ms",
+                self.tick_interval_ms.map(|v| v.to_string()),
+            ),
+        ];
+        for (name, v) in flags {
+            if let Some(v) = v {
+                cfg.set(name, &v).with_context(|| format!("--{name}"))?;
+            }
+        }
+        cfg.validate()?;
+        for (name, v) in [
+            ("enable_gc", &self.enable_gc),
+            ("enable_ha", &self.enable_ha),
+            ("enable_metric_reporting", &self.enable_metric_reporting),
+            ("rpc_enable_tcp_no_delay", &self.rpc_enable_tcp_no_delay),
+            ("etcd_endpoints", &self.etcd_endpoints),
+            ("cluster_id", &self.cluster_id),
+            ("rpc_thread_num", &self.rpc_thread_num),
+            ("rpc_conn_timeout_seconds", &self.rpc_conn_timeout_seconds),
+            ("memory_allocator", &self.memory_allocator),
+            ("root_fs_dir", &self.root_fs_dir),
+        ] {
+            if let Some(v) = v {
+                tracing::warn!("--{name}={v} is accepted for compatibility and ignored");
+            }
+        }
+        Ok(cfg)
+    }
+}
+
+/// Run the master until Ctrl-C or SIGTERM.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let cfg = args.to_config()?;
+    let srv = MasterServer::start(cfg.clone()).await?;
+    let http = srv.http_addr();
+    eprintln!("mooncake master: rpc {}", srv.rpc_addr());
+    eprintln!("  metrics   http://{http}/metrics  (health: /health, admin: /api/segments /api/clients /api/keys)");
+    if let Some(md) = srv.metadata_addr() {
+        eprintln!("  metadata  http://{md}/metadata");
+    }
+    wait_for_signal().await;
+    eprintln!("mooncake master: shutting down");
+    srv.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct T {
+        #[command(flatten)]
+        a: Args,
+    }
+
+    fn parse(v: &[&str]) -> MasterConfig {
+        let mut argv = vec!["master"];
+        argv.extend_from_slice(v);
+        T::try_parse_from(argv).unwrap().a.to_config().unwrap()
+    }
+
+    #[test]
+    fn reference_spellings() {
+        let c = parse(&[
+            "--rpc_port=6001",
+            "--enable_http_metadata_server=true",
+            "--http_metadata_server_port",
+            "8081",
+            "--allow_evict_soft_pinned_objects=false",
+            "--eviction_high_watermark_ratio=0.8",
+            "--default_kv_lease_ttl=200",
+            "--allocation_strategy=free_ratio_first",
+            "--enable_gc=false",
+            "--metrics_port=0",
+        ]);
+        assert_eq!(c.rpc_port, 6001);
+        assert!(c.enable_http_metadata_server);
+        assert_eq!(c.http_metadata_server_port, 8081);
+        assert!(!c.allow_evict_soft_pinned_objects);
+        assert_eq!(c.eviction_high_watermark_ratio, 0.8);
+        assert_eq!(c.default_kv_lease_ttl, 200);
+        assert_eq!(c.metrics_port, 0);
+        let c = parse(&["--enable_http_metadata_server"]);
+        assert!(c.enable_http_metadata_server);
+        let c = parse(&[]);
+        assert_eq!(c, MasterConfig::default());
+        assert!(T::try_parse_from(["master", "--rpc_port=abc"]).is_err());
+        assert!(T::try_parse_from(["master", "--allocation_strategy=bogus"])
+            .unwrap()
+            .a
+            .to_config()
+            .is_err());
+    }
+}
