@@ -31,6 +31,10 @@ enum Command {
     Segment(cmd::segment::Args),
     /// Inspect traces: statistics, prefix-cache hit ratios, SVG plots.
     Trace(cmd::trace::Args),
+    /// Store client for a terminal: put, get, rm, ls.
+    Client(cmd::client::Args),
+    /// Storage node: mount a segment into a store and heartbeat until killed.
+    StoreNode(cmd::store_node::Args),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -40,6 +44,8 @@ enum Command {
 enum BenchCommand {
     /// Transfer Engine throughput and latency.
     Transfer(cmd::bench_transfer::Args),
+    /// Store put/get/is_exist throughput and latency.
+    Store(cmd::bench_store::Args),
 }
 
 fn init_tracing() {
@@ -64,5 +70,8 @@ async fn main() -> anyhow::Result<()> {
         Command::Segment(a) => cmd::segment::run(a).await,
         Command::Trace(a) => cmd::trace::run(a).await,
         Command::Bench(BenchCommand::Transfer(a)) => cmd::bench_transfer::run(a).await,
+        Command::Bench(BenchCommand::Store(a)) => cmd::bench_store::run(a).await,
+        Command::Client(a) => cmd::client::run(a).await,
+        Command::StoreNode(a) => cmd::store_node::run(a).await,
     }
 }

@@ -50,7 +50,7 @@ async fn concurrent_writers_and_readers_see_only_whole_objects() {
                             ..ReplicateConfig::default()
                         };
                         let value = tagged_value(key, v, len);
-                        let r = if v % 2 == 0 {
+                        let r = if v.is_multiple_of(2) {
                             client.upsert(key, &value, &cfg).await
                         } else {
                             client.put(key, &value, &cfg).await

@@ -1,7 +1,10 @@
 //! One module per subcommand.
+pub mod bench_store;
 pub mod bench_transfer;
+pub mod client;
 pub mod master;
 pub mod metadata_server;
 pub mod segment;
+pub mod store_node;
 pub mod trace;
 pub mod up;

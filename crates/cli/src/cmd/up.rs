@@ -1,9 +1,219 @@
-//! `mooncake` subcommand (under construction).
+//! `mooncake up`: a whole local store cluster in one command.
+//!
+//! Starts, in this process, the master (with its embedded HTTP metadata
+//! server, `/metrics`, admin views and status page) and one storage node that
+//! mounts a segment of this process's memory (default: a quarter of
+//! `MemAvailable`, capped at 4 GiB). Prints what a client needs (master
+//! address, metadata URL, a Python snippet) and serves until Ctrl-C / SIGTERM,
+//! then unmounts the segment and stops the master.
+//!
+//! The last line printed on stdout is machine-readable:
+//! `READY master=<addr> metadata=<url> status=<url> segment=<name>`
+//! (see [`parse_ready`]), so scripts and `mooncake bench store` can start a
+//! cluster with `--rpc-port 0 --metadata-port 0 --metrics-port 0` and read back
+//! the ports actually bound.
 
-/// Flags of this subcommand.
+use std::io::Write;
+
+use anyhow::Context;
+use mooncake_store::client::{Client, ClientConfig};
+use mooncake_store::master::server::MasterServer;
+use mooncake_store::MasterConfig;
+
+use super::store_node::{parse_size_arg, wait_for_shutdown};
+
+/// Cap of the default segment size.
+const DEFAULT_SEGMENT_CAP: u64 = 4 << 30;
+
+/// Flags of `mooncake up`.
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub struct Args {
+    /// Address every server binds (127.0.0.1: this machine only).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Master RPC port (0: a free one).
+    #[arg(long, default_value_t = 50051)]
+    pub rpc_port: u16,
+    /// HTTP metadata server port (0: a free one).
+    #[arg(long, default_value_t = 8080)]
+    pub metadata_port: u16,
+    /// Metrics / admin / status page port (0: a free one).
+    #[arg(long, default_value_t = 9003)]
+    pub metrics_port: u16,
+    /// Segment of the storage node (default: min(25% of MemAvailable, 4 GiB); 0: no node).
+    #[arg(long, value_parser = parse_size_arg)]
+    pub segment_size: Option<u64>,
+    /// Master settings (TOML with the reference's option names); flags above win.
+    #[arg(long)]
+    pub config: Option<std::path::PathBuf>,
+    /// Print only the READY line.
+    #[arg(long)]
+    pub quiet: bool,
+}
 
-pub async fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("not implemented yet")
+/// What `READY` announces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ready {
+    pub master: String,
+    pub metadata: String,
+    pub status: String,
+    pub segment: String,
+}
+
+/// Parse the `READY ...` line of `mooncake up`.
+pub fn parse_ready(line: &str) -> Option<Ready> {
+    let rest = line.trim().strip_prefix("READY ")?;
+    let field = |name: &str| {
+        rest.split_whitespace()
+            .find_map(|w| w.strip_prefix(name)?.strip_prefix('='))
+            .map(str::to_string)
+    };
+    Some(Ready {
+        master: field("master")?,
+        metadata: field("metadata")?,
+        status: field("status").unwrap_or_default(),
+        segment: field("segment").unwrap_or_default(),
+    })
+}
+
+/// `MemAvailable` from /proc/meminfo, in bytes.
+fn mem_available() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = s.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Default segment: a quarter of the available memory, capped, page-aligned.
+pub fn default_segment_size() -> u64 {
+    let avail = mem_available().unwrap_or(4 << 30);
+    ((avail / 4).min(DEFAULT_SEGMENT_CAP) / 4096 * 4096).max(64 << 20)
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let mut cfg = match &args.config {
+        Some(p) => MasterConfig::from_toml_file(p)?,
+        None => MasterConfig::default(),
+    };
+    cfg.apply_env(std::env::vars())?;
+    cfg.rpc_address = args.host.clone();
+    cfg.rpc_port = args.rpc_port;
+    cfg.metrics_host = args.host.clone();
+    cfg.metrics_port = args.metrics_port;
+    cfg.enable_http_metadata_server = true;
+    cfg.http_metadata_server_host = args.host.clone();
+    cfg.http_metadata_server_port = args.metadata_port;
+    let master = MasterServer::start(cfg)
+        .await
+        .context("starting the master")?;
+    let master_addr = master.rpc_addr().to_string();
+    let metadata = format!(
+        "http://{}/metadata",
+        master.metadata_addr().context("metadata server")?
+    );
+    let status = format!("http://{}/", master.http_addr());
+
+    let segment_size = args.segment_size.unwrap_or_else(default_segment_size);
+    let node = if segment_size > 0 {
+        let ccfg = ClientConfig {
+            local_hostname: args.host.clone(),
+            metadata_server: metadata.clone(),
+            master_server_addr: master_addr.clone(),
+            global_segment_size: segment_size,
+            local_buffer_size: 0,
+            ..ClientConfig::default()
+        };
+        Some(
+            Client::connect(ccfg)
+                .await
+                .context("starting the storage node")?,
+        )
+    } else {
+        None
+    };
+    let segment = node
+        .as_ref()
+        .map(|n| n.segment_name().to_string())
+        .unwrap_or_default();
+
+    let mut out = std::io::stdout().lock();
+    if !args.quiet {
+        writeln!(out, "Mooncake store is up.")?;
+        writeln!(out, "  master (rpc):    {master_addr}")?;
+        writeln!(out, "  metadata:        {metadata}")?;
+        writeln!(out, "  status page:     {status}   (/metrics, /health)")?;
+        if node.is_some() {
+            writeln!(
+                out,
+                "  storage segment: {segment}, {}",
+                human_bytes(segment_size)
+            )?;
+        }
+        writeln!(out)?;
+        writeln!(out, "Python:")?;
+        writeln!(out, "  from mooncake.store import MooncakeDistributedStore")?;
+        writeln!(out, "  store = MooncakeDistributedStore()")?;
+        writeln!(
+            out,
+            "  store.setup(\"{}\", \"{metadata}\", 0, 64 << 20, \"tcp\", \"\", \"{master_addr}\")",
+            args.host
+        )?;
+        writeln!(
+            out,
+            "  store.put(\"hello\", b\"world\"); print(store.get(\"hello\"))"
+        )?;
+        writeln!(out)?;
+        writeln!(out, "Terminal:")?;
+        writeln!(
+            out,
+            "  mooncake client --master {master_addr} --metadata {metadata} put hello FILE"
+        )?;
+        writeln!(out)?;
+        writeln!(out, "Ctrl-C to stop.")?;
+    }
+    writeln!(
+        out,
+        "READY master={master_addr} metadata={metadata} status={status} segment={segment}"
+    )?;
+    out.flush()?;
+    drop(out);
+
+    wait_for_shutdown().await;
+    tracing::info!("shutting down");
+    if let Some(n) = node {
+        n.close().await.ok();
+    }
+    master.shutdown().await;
+    Ok(())
+}
+
+fn human_bytes(n: u64) -> String {
+    if n >= 1 << 30 {
+        format!("{:.1} GiB", n as f64 / (1u64 << 30) as f64)
+    } else {
+        format!("{:.0} MiB", n as f64 / (1u64 << 20) as f64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_line_round_trips() {
+        let r = parse_ready(
+            "READY master=127.0.0.1:5 metadata=http://127.0.0.1:6/metadata status=http://127.0.0.1:7/ segment=127.0.0.1:9",
+        )
+        .unwrap();
+        assert_eq!(r.master, "127.0.0.1:5");
+        assert_eq!(r.metadata, "http://127.0.0.1:6/metadata");
+        assert_eq!(r.segment, "127.0.0.1:9");
+        assert!(parse_ready("Mooncake store is up.").is_none());
+    }
+
+    #[test]
+    fn default_segment_is_capped() {
+        let s = default_segment_size();
+        assert!(s <= DEFAULT_SEGMENT_CAP && s >= 64 << 20 && s.is_multiple_of(4096));
+    }
 }

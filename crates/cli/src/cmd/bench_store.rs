@@ -1,0 +1,478 @@
+//! `mooncake bench store`: put / get / is_exist throughput and latency of the
+//! store, per value size, with N concurrent clients.
+//!
+//! Without `--master` it starts its own cluster as a child process (`mooncake
+//! up`, which holds the segment), so the bench process has no segment and every
+//! byte crosses a transport, like the reference's measurement (holder process
+//! mounts, measuring process has segment 0). `--transport tcp` forces tcp for
+//! the measuring clients; `auto` lets same-host reads use shared memory.
+//!
+//! `--json` prints a JSON array, one object per (op, value_size).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use indicatif::{ProgressBar, ProgressStyle};
+use mooncake_store::client::{Client, ClientConfig};
+use mooncake_store::ReplicateConfig;
+use serde::Serialize;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use super::store_node::parse_size_arg;
+
+/// Flags of `mooncake bench store`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Value sizes to measure.
+    #[arg(long, value_delimiter = ',', default_value = "4KiB,64KiB,1MiB,4MiB", value_parser = parse_size_arg)]
+    pub value_size: Vec<u64>,
+    /// Concurrent clients (each its own engine and master connection).
+    #[arg(long, default_value_t = 1)]
+    pub clients: usize,
+    /// Time per (op, value size).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Operations to measure, in order.
+    #[arg(long, value_delimiter = ',', default_value = "put,get,exist")]
+    pub ops: Vec<String>,
+    /// Print a JSON array instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Master of a running cluster (default: start one).
+    #[arg(long, requires = "metadata")]
+    pub master: Option<String>,
+    /// Metadata connection string of the running cluster.
+    #[arg(long)]
+    pub metadata: Option<String>,
+    /// Segment of the cluster this bench starts.
+    #[arg(long, default_value = "4GiB", value_parser = parse_size_arg)]
+    pub segment_size: u64,
+    /// Copies per object.
+    #[arg(long, default_value_t = 1)]
+    pub replicas: u32,
+    /// `tcp`: measuring clients never use shared memory; `auto`: same-host
+    /// replicas are read through shared memory.
+    #[arg(long, default_value = "auto")]
+    pub transport: String,
+    /// Address of the measuring clients' engines.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub local_hostname: String,
+}
+
+/// One result row.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    pub op: String,
+    pub value_size: u64,
+    pub clients: usize,
+    pub transport: String,
+    pub ops: u64,
+    pub errors: u64,
+    pub seconds: f64,
+    pub ops_per_s: f64,
+    pub throughput_gbps: f64,
+    pub latency_p50_us: f64,
+    pub latency_p99_us: f64,
+}
+
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, mult) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60.0)
+    } else {
+        (s, 1.0)
+    };
+    let v: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?}"))?;
+    if !(v.is_finite() && v > 0.0) {
+        return Err(format!("invalid duration {s:?}"));
+    }
+    Ok(Duration::from_secs_f64(v * mult))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Put,
+    Get,
+    Exist,
+}
+
+impl Op {
+    fn parse(s: &str) -> anyhow::Result<Op> {
+        Ok(match s.trim() {
+            "put" => Op::Put,
+            "get" => Op::Get,
+            "exist" | "is_exist" => Op::Exist,
+            o => bail!("unknown op {o:?} (put, get, exist)"),
+        })
+    }
+    fn name(self) -> &'static str {
+        match self {
+            Op::Put => "put",
+            Op::Get => "get",
+            Op::Exist => "exist",
+        }
+    }
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let ops: Vec<Op> = args
+        .ops
+        .iter()
+        .map(|o| Op::parse(o))
+        .collect::<Result<_, _>>()?;
+    if args.clients == 0 || args.value_size.is_empty() || ops.is_empty() {
+        bail!("need at least one client, value size and op");
+    }
+    let own = match &args.master {
+        Some(_) => None,
+        None => Some(OwnCluster::start(args.segment_size).await?),
+    };
+    let (master, metadata) = match (&args.master, &args.metadata, &own) {
+        (Some(m), Some(d), _) => (m.clone(), d.clone()),
+        (_, _, Some(c)) => (c.master.clone(), c.metadata.clone()),
+        _ => bail!("--master needs --metadata"),
+    };
+    let max_value = *args.value_size.iter().max().unwrap_or(&0);
+    let mut clients = Vec::new();
+    for _ in 0..args.clients {
+        let cfg = ClientConfig {
+            local_hostname: args.local_hostname.clone(),
+            metadata_server: metadata.clone(),
+            master_server_addr: master.clone(),
+            global_segment_size: 0,
+            local_buffer_size: (max_value * 4).max(16 << 20),
+            same_host_shm: args.transport != "tcp",
+            ..ClientConfig::default()
+        };
+        clients.push(
+            Client::connect(cfg)
+                .await
+                .context("connecting a bench client")?,
+        );
+    }
+    let rcfg = ReplicateConfig {
+        replica_num: args.replicas,
+        ..ReplicateConfig::default()
+    };
+    let phases = (args.value_size.len() * ops.len()) as u64;
+    let pb = ProgressBar::new(phases * args.duration.as_millis() as u64);
+    pb.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:40} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let run_id: u32 = rand::random();
+    let mut rows = Vec::new();
+    let mut phase_no = 0u64;
+    for &size in &args.value_size {
+        clients[0].remove_all(true).await.ok();
+        let keys: Vec<Vec<String>> = vec![Vec::new(); clients.len()];
+        let keys = Arc::new(parking_lot::Mutex::new(keys));
+        let value = Arc::new(pattern(size as usize));
+        for &op in &ops {
+            if op != Op::Put && keys.lock().iter().all(|k| k.is_empty()) {
+                prefill(&clients, &keys, &value, &rcfg, run_id, size).await?;
+            }
+            pb.set_message(format!("{} {}", op.name(), human(size)));
+            let base = phase_no * args.duration.as_millis() as u64;
+            let ticker = {
+                let pb = pb.clone();
+                let t0 = Instant::now();
+                let d = args.duration;
+                tokio::spawn(async move {
+                    loop {
+                        let e = t0.elapsed().min(d);
+                        pb.set_position(base + e.as_millis() as u64);
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                })
+            };
+            let row = phase(
+                &clients,
+                op,
+                size,
+                args.duration,
+                &keys,
+                &value,
+                &rcfg,
+                run_id,
+            )
+            .await;
+            ticker.abort();
+            phase_no += 1;
+            let mut row = row;
+            row.transport = args.transport.clone();
+            rows.push(row);
+        }
+    }
+    pb.finish_and_clear();
+    clients[0].remove_all(true).await.ok();
+    for c in &clients {
+        c.close().await.ok();
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        print_table(&rows);
+    }
+    if let Some(c) = own {
+        c.stop().await;
+    }
+    Ok(())
+}
+
+fn pattern(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i % 251) as u8).collect()
+}
+
+fn key(run: u32, size: u64, client: usize, i: u64) -> String {
+    format!("bench-{run:08x}-{size}-{client}-{i}")
+}
+
+/// Keep the most recent keys each client wrote (for get/exist phases).
+const KEEP_KEYS: usize = 64;
+
+async fn prefill(
+    clients: &[Client],
+    keys: &parking_lot::Mutex<Vec<Vec<String>>>,
+    value: &[u8],
+    rcfg: &ReplicateConfig,
+    run: u32,
+    size: u64,
+) -> anyhow::Result<()> {
+    for (c, client) in clients.iter().enumerate() {
+        for i in 0..8u64 {
+            let k = key(run, size, c, u64::MAX - i);
+            client.put(&k, value, rcfg).await.context("prefill")?;
+            keys.lock()[c].push(k);
+        }
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn phase(
+    clients: &[Client],
+    op: Op,
+    size: u64,
+    duration: Duration,
+    keys: &Arc<parking_lot::Mutex<Vec<Vec<String>>>>,
+    value: &Arc<Vec<u8>>,
+    rcfg: &ReplicateConfig,
+    run: u32,
+) -> Row {
+    let start = Instant::now();
+    let deadline = start + duration;
+    let tasks: Vec<_> = clients
+        .iter()
+        .enumerate()
+        .map(|(c, client)| {
+            let client = client.clone();
+            let keys = Arc::clone(keys);
+            let value = Arc::clone(value);
+            let rcfg = rcfg.clone();
+            tokio::spawn(async move {
+                let mut lat = Vec::new();
+                let mut errors = 0u64;
+                let mine: Vec<String> = keys.lock()[c].clone();
+                let mut i = 0u64;
+                while Instant::now() < deadline {
+                    let t = Instant::now();
+                    let ok = match op {
+                        Op::Put => {
+                            let k = key(run, size, c, i);
+                            let r = client.put(&k, &value, &rcfg).await;
+                            if r.is_ok() {
+                                let mut ks = keys.lock();
+                                ks[c].push(k);
+                                if ks[c].len() > KEEP_KEYS {
+                                    ks[c].remove(0);
+                                }
+                            }
+                            r.is_ok()
+                        }
+                        Op::Get => {
+                            let k = &mine[i as usize % mine.len().max(1)];
+                            matches!(client.get(k).await, Ok(v) if v.len() as u64 == size)
+                        }
+                        Op::Exist => {
+                            let k = &mine[i as usize % mine.len().max(1)];
+                            matches!(client.is_exist(k).await, Ok(true))
+                        }
+                    };
+                    if ok {
+                        lat.push(t.elapsed().as_nanos() as u64);
+                    } else {
+                        errors += 1;
+                    }
+                    i += 1;
+                }
+                (lat, errors)
+            })
+        })
+        .collect();
+    let mut lat = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        if let Ok((l, e)) = t.await {
+            lat.extend(l);
+            errors += e;
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    summarize(op, size, clients.len(), lat, errors, secs)
+}
+
+fn summarize(op: Op, size: u64, clients: usize, mut lat: Vec<u64>, errors: u64, secs: f64) -> Row {
+    lat.sort_unstable();
+    let pct = |p: f64| -> f64 {
+        if lat.is_empty() {
+            return 0.0;
+        }
+        let i = ((lat.len() as f64 * p).ceil() as usize).clamp(1, lat.len()) - 1;
+        lat[i] as f64 / 1000.0
+    };
+    let n = lat.len() as u64;
+    let ops_per_s = n as f64 / secs;
+    let bytes = if op == Op::Exist {
+        0.0
+    } else {
+        (n * size) as f64
+    };
+    Row {
+        op: op.name().into(),
+        value_size: size,
+        clients,
+        transport: String::new(),
+        ops: n,
+        errors,
+        seconds: secs,
+        ops_per_s,
+        throughput_gbps: bytes / secs / 1e9,
+        latency_p50_us: pct(0.50),
+        latency_p99_us: pct(0.99),
+    }
+}
+
+fn human(n: u64) -> String {
+    match n {
+        n if n >= 1 << 30 && n.is_multiple_of(1 << 30) => format!("{}GiB", n >> 30),
+        n if n >= 1 << 20 && n.is_multiple_of(1 << 20) => format!("{}MiB", n >> 20),
+        n if n >= 1 << 10 && n.is_multiple_of(1 << 10) => format!("{}KiB", n >> 10),
+        n => format!("{n}B"),
+    }
+}
+
+fn print_table(rows: &[Row]) {
+    println!(
+        "{:<6} {:>8} {:>7} {:>10} {:>9} {:>10} {:>10} {:>7}",
+        "op", "value", "clients", "ops/s", "GB/s", "p50 µs", "p99 µs", "errors"
+    );
+    for r in rows {
+        println!(
+            "{:<6} {:>8} {:>7} {:>10.0} {:>9.3} {:>10.1} {:>10.1} {:>7}",
+            r.op,
+            human(r.value_size),
+            r.clients,
+            r.ops_per_s,
+            r.throughput_gbps,
+            r.latency_p50_us,
+            r.latency_p99_us,
+            r.errors
+        );
+    }
+}
+
+/// A cluster this bench started: a `mooncake up` child holding the segment.
+struct OwnCluster {
+    child: tokio::process::Child,
+    master: String,
+    metadata: String,
+}
+
+impl OwnCluster {
+    async fn start(segment: u64) -> anyhow::Result<OwnCluster> {
+        let exe = std::env::current_exe()?;
+        let mut child = tokio::process::Command::new(exe)
+            .args([
+                "up",
+                "--rpc-port",
+                "0",
+                "--metadata-port",
+                "0",
+                "--metrics-port",
+                "0",
+            ])
+            .args(["--segment-size", &segment.to_string(), "--quiet"])
+            .stdout(std::process::Stdio::piped())
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting `mooncake up`")?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let ready = tokio::time::timeout(Duration::from_secs(60), async {
+            while let Some(l) = lines.next_line().await? {
+                if let Some(r) = super::up::parse_ready(&l) {
+                    return Ok(r);
+                }
+            }
+            bail!("`mooncake up` exited before it was ready")
+        })
+        .await
+        .context("`mooncake up` not ready within 60 s")??;
+        // Keep draining stdout so the child never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Ok(OwnCluster {
+            child,
+            master: ready.master,
+            metadata: ready.metadata,
+        })
+    }
+
+    async fn stop(mut self) {
+        if let Some(pid) = self.child.id() {
+            // SAFETY: plain syscall on our own child's pid; no memory involved.
+            unsafe {
+                libc::kill(pid as i32, libc::SIGTERM);
+            }
+        }
+        if tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+            .await
+            .is_err()
+        {
+            self.child.kill().await.ok();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
+        assert!(parse_duration("x").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn percentiles() {
+        let lat: Vec<u64> = (1..=100).map(|x| x * 1000).collect();
+        let r = summarize(Op::Get, 1000, 1, lat, 0, 1.0);
+        assert_eq!(r.latency_p50_us, 50.0);
+        assert_eq!(r.latency_p99_us, 99.0);
+        assert_eq!(r.ops_per_s, 100.0);
+        assert!((r.throughput_gbps - 100_000.0 / 1e9).abs() < 1e-12);
+    }
+}
