@@ -67,7 +67,7 @@ pub fn parse(conn: &str) -> Result<ConnSpec, MetadataError> {
 
 fn parse_http(conn: &str) -> Result<ConnSpec, MetadataError> {
     let mut url = reqwest::Url::parse(conn).map_err(|e| invalid(conn, e.to_string()))?;
-    if url.host_str().map_or(true, str::is_empty) {
+    if !matches!(url.host_str(), Some(h) if !h.is_empty()) {
         return Err(invalid(conn, "missing host"));
     }
     if url.path().is_empty() || url.path() == "/" {

@@ -8,15 +8,17 @@
 //! value at that moment (`Put`) or its absence (`Delete`), so a watcher always
 //! converges on the latest state, though two quick writes may both be reported
 //! with the second value. Notifications sent while the pub/sub connection is
-//! down are lost; after a reconnect the watcher re-reads the prefix and reports
-//! what changed meanwhile.
+//! down are lost; after a reconnect (which re-enables notifications, as a
+//! restarted server forgets them) the watcher re-reads the prefix, reports a
+//! `Delete` for each key it knew that vanished and a `Put` for every key
+//! present, so it converges on the server's state.
 //!
 //! Where `CONFIG` is not allowed (managed redis, renamed command) the watcher
 //! polls instead: every `poll_interval` (default 500 ms, clamped to
 //! [`crate::watch::MIN_POLL_INTERVAL`]..=[`crate::watch::MAX_POLL_INTERVAL`]) it
 //! scans the prefix, reads all values (MGET) and reports the differences.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -352,10 +354,11 @@ impl MetadataStore for RedisMetadata {
         if self.uses_notifications().await? {
             // Subscribed before returning: every later change is notified.
             let sub = subscribe(&conn, &prefix, self.opts.connect_timeout).await?;
+            let interval = self.opts.poll_interval;
             tokio::spawn(async move {
                 tokio::select! {
                     _ = stop.stopped(&tx) => {}
-                    _ = notification_loop(conn, prefix, sub, &tx) => {}
+                    _ = notification_loop(conn, prefix, sub, interval, &tx) => {}
                 }
             });
         } else {
@@ -415,42 +418,28 @@ fn classify(event: &str) -> Notified {
     }
 }
 
+/// Deliver keyspace notifications as events; resubscribe (and re-enable
+/// notifications, which a restarted server forgets) when the pub/sub
+/// connection drops. Returns when the receiver is gone.
 async fn notification_loop(
     conn: Conn,
     prefix: String,
     sub: redis::aio::PubSub,
+    poll_interval: Duration,
     tx: &mpsc::Sender<WatchEvent>,
 ) {
     let chan_prefix = channel_prefix(conn.db);
-    let mut sub = Some(sub);
+    // Keys under the prefix as far as this watcher knows, to report the ones
+    // that vanished while it was disconnected.
+    let mut present: BTreeSet<String> = conn
+        .list(&prefix)
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    let mut messages = sub.into_on_message();
     let mut outage = OutageLog::default();
     loop {
-        let mut messages = match sub.take() {
-            Some(s) => s.into_on_message(),
-            None => {
-                // Resubscribe, then report what changed while we were away.
-                let mut backoff = Duration::from_millis(100);
-                let s = loop {
-                    tokio::time::sleep(backoff).await;
-                    match subscribe(&conn, &prefix, Duration::from_secs(2)).await {
-                        Ok(s) => break s,
-                        Err(e) => {
-                            outage.failed(BACKEND, &prefix, &e);
-                            backoff = (backoff * 2).min(Duration::from_secs(2));
-                        }
-                    }
-                };
-                outage.ok(BACKEND, &prefix);
-                if let Ok(now) = conn.snapshot(&prefix).await {
-                    for (key, value) in now {
-                        if tx.send(WatchEvent::Put { key, value }).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-                s.into_on_message()
-            }
-        };
         while let Some(msg) = messages.next().await {
             let Some(key) = msg.get_channel_name().strip_prefix(chan_prefix.as_str()) else {
                 continue;
@@ -477,16 +466,80 @@ async fn notification_loop(
                     }
                 },
             };
+            match &ev {
+                WatchEvent::Put { key, .. } => present.insert(key.clone()),
+                WatchEvent::Delete { key } => present.remove(key),
+            };
             if tx.send(ev).await.is_err() {
                 return;
             }
         }
-        outage.failed(
-            BACKEND,
-            &prefix,
-            &RedisError::from((ErrorKind::IoError, "pub/sub connection closed")),
-        );
+        let closed = RedisError::from((ErrorKind::IoError, "pub/sub connection closed"));
+        outage.failed(BACKEND, &prefix, &closed);
+
+        // Reconnect: notifications on, subscribed, then a snapshot to report
+        // what changed while we were away.
+        let mut backoff = Duration::from_millis(100);
+        let (sub, now) = loop {
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+            match conn.enable_notifications().await {
+                Ok(true) => {}
+                Ok(false) => {
+                    // The server no longer lets us configure it: poll instead.
+                    let Ok(now) = conn.snapshot(&prefix).await else {
+                        continue;
+                    };
+                    if resync(&mut present, &now, tx).await.is_err() {
+                        return;
+                    }
+                    return poll_loop(conn, prefix, now, poll_interval, tx).await;
+                }
+                Err(e) => {
+                    outage.failed(BACKEND, &prefix, &e);
+                    continue;
+                }
+            }
+            let sub = match subscribe(&conn, &prefix, Duration::from_secs(2)).await {
+                Ok(s) => s,
+                Err(e) => {
+                    outage.failed(BACKEND, &prefix, &e);
+                    continue;
+                }
+            };
+            match conn.snapshot(&prefix).await {
+                Ok(now) => break (sub, now),
+                Err(e) => outage.failed(BACKEND, &prefix, &e),
+            }
+        };
+        outage.ok(BACKEND, &prefix);
+        if resync(&mut present, &now, tx).await.is_err() {
+            return;
+        }
+        messages = sub.into_on_message();
     }
+}
+
+/// After a gap: `Delete` for known keys that are gone, `Put` for every key
+/// present now (their values may have changed unseen).
+async fn resync(
+    present: &mut BTreeSet<String>,
+    now: &BTreeMap<String, Vec<u8>>,
+    tx: &mpsc::Sender<WatchEvent>,
+) -> Result<(), ()> {
+    for key in present.iter().filter(|k| !now.contains_key(*k)) {
+        let key = key.clone();
+        tx.send(WatchEvent::Delete { key }).await.map_err(drop)?;
+    }
+    *present = now.keys().cloned().collect();
+    for (key, value) in now {
+        let ev = WatchEvent::Put {
+            key: key.clone(),
+            value: value.clone(),
+        };
+        tx.send(ev).await.map_err(drop)?;
+    }
+    Ok(())
 }
 
 async fn poll_loop(

@@ -79,6 +79,8 @@ pub fn free_port() -> std::io::Result<u16> {
 #[derive(Debug)]
 struct Proc {
     name: &'static str,
+    bin: PathBuf,
+    args: Vec<String>,
     child: Child,
     dir: TempDir,
 }
@@ -90,17 +92,43 @@ impl Proc {
         args: &[String],
         dir: TempDir,
     ) -> Result<Self, HarnessError> {
+        let child = Self::spawn_child(name, bin, args, dir.path())?;
+        Ok(Self {
+            name,
+            bin: bin.to_path_buf(),
+            args: args.to_vec(),
+            child,
+            dir,
+        })
+    }
+
+    fn spawn_child(
+        name: &'static str,
+        bin: &Path,
+        args: &[String],
+        dir: &Path,
+    ) -> Result<Child, HarnessError> {
         let io = |source| HarnessError::Io { name, source };
-        let log = std::fs::File::create(dir.path().join("server.log")).map_err(io)?;
-        let child = Command::new(bin)
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("server.log"))
+            .map_err(io)?;
+        Command::new(bin)
             .args(args)
-            .current_dir(dir.path())
+            .current_dir(dir)
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(io)?)
             .stderr(log)
             .spawn()
-            .map_err(io)?;
-        Ok(Self { name, child, dir })
+            .map_err(io)
+    }
+
+    /// Kill the process and start it again with the same arguments and data.
+    fn respawn(&mut self) -> Result<(), HarnessError> {
+        self.kill();
+        self.child = Self::spawn_child(self.name, &self.bin, &self.args, self.dir.path())?;
+        Ok(())
     }
 
     fn log_tail(&self) -> String {
@@ -222,13 +250,28 @@ impl EtcdServer {
             .iter()
             .map(|s| s.to_string())
             .collect();
-            let mut proc = Proc::spawn("etcd", &bin, &args, dir)?;
-            let health = b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
-            proc.await_ready(|| {
-                exchange(client_port, health).is_some_and(|a| a.contains("\"health\":\"true\""))
-            })?;
-            Ok(Self { proc, client_port })
+            let mut this = Self {
+                proc: Proc::spawn("etcd", &bin, &args, dir)?,
+                client_port,
+            };
+            this.await_ready()?;
+            Ok(this)
         })
+    }
+
+    fn await_ready(&mut self) -> Result<(), HarnessError> {
+        let port = self.client_port;
+        let health = b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+        self.proc.await_ready(|| {
+            exchange(port, health).is_some_and(|a| a.contains("\"health\":\"true\""))
+        })
+    }
+
+    /// Kill etcd and start it again on the same ports and data (keys survive);
+    /// returns once it is healthy.
+    pub fn restart(&mut self) -> Result<(), HarnessError> {
+        self.proc.respawn()?;
+        self.await_ready()
     }
 
     /// `127.0.0.1:<port>` of the client endpoint.
@@ -290,12 +333,26 @@ impl RedisServer {
             .map(|s| s.to_string())
             .collect();
             args.extend(extra.iter().map(|s| s.to_string()));
-            let mut proc = Proc::spawn("redis-server", &bin, &args, dir)?;
-            proc.await_ready(|| {
-                exchange(port, b"PING\r\n").is_some_and(|a| a.starts_with("+PONG"))
-            })?;
-            Ok(Self { proc, port })
+            let mut this = Self {
+                proc: Proc::spawn("redis-server", &bin, &args, dir)?,
+                port,
+            };
+            this.await_ready()?;
+            Ok(this)
         })
+    }
+
+    fn await_ready(&mut self) -> Result<(), HarnessError> {
+        let port = self.port;
+        self.proc
+            .await_ready(|| exchange(port, b"PING\r\n").is_some_and(|a| a.starts_with("+PONG")))
+    }
+
+    /// Kill redis and start it again on the same port. It keeps no data
+    /// (no persistence) and forgets runtime `CONFIG SET`s, as a real restart does.
+    pub fn restart(&mut self) -> Result<(), HarnessError> {
+        self.proc.respawn()?;
+        self.await_ready()
     }
 
     /// The port it listens on.

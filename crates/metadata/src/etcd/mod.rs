@@ -30,6 +30,8 @@ use client::{b64, de_i64, gateway_error, prefix_range, Header, KeyValue, BACKEND
 /// Longest line accepted from a watch stream (one event batch); bounds memory
 /// if a server misbehaves. etcd's default request limit is 1.5 MiB per value.
 const MAX_WATCH_LINE: usize = 256 << 20;
+/// Bound on opening a watch stream and receiving etcd's confirmation.
+const WATCH_CONFIRM_DEADLINE: Duration = Duration::from_secs(10);
 
 /// The etcd metadata backend. Cheap to clone; watchers stop when the last
 /// clone is dropped.
@@ -164,8 +166,25 @@ struct WatchStream {
 
 impl WatchStream {
     /// Open a watch on every key under `prefix`, from `start_revision` (or
-    /// from now), and wait for etcd to confirm it.
+    /// from now), and wait for etcd to confirm it. Bounded in time: a server
+    /// that accepts the connection but never confirms must not hang `watch()`.
     async fn open(
+        client: &EtcdClient,
+        prefix: &[u8],
+        start_revision: Option<i64>,
+    ) -> Result<Self, MetadataError> {
+        tokio::time::timeout(
+            WATCH_CONFIRM_DEADLINE,
+            Self::open_unbounded(client, prefix, start_revision),
+        )
+        .await
+        .map_err(|_| MetadataError::Unreachable {
+            backend: BACKEND,
+            message: format!("etcd did not confirm the watch within {WATCH_CONFIRM_DEADLINE:?}"),
+        })?
+    }
+
+    async fn open_unbounded(
         client: &EtcdClient,
         prefix: &[u8],
         start_revision: Option<i64>,
@@ -193,15 +212,7 @@ impl WatchStream {
             buf: Vec::new(),
             next_revision: start_revision.unwrap_or(0),
         };
-        // Bound the wait for the confirmation: a server that accepts the
-        // connection but never confirms must not hang `watch()`.
-        let first = tokio::time::timeout(Duration::from_secs(10), stream.next_answer())
-            .await
-            .map_err(|_| MetadataError::Unreachable {
-                backend: BACKEND,
-                message: "etcd did not confirm the watch within 10 s".into(),
-            })??;
-        match first {
+        match stream.next_answer().await? {
             Some(a) if a.created && !a.canceled => {
                 if start_revision.is_none() {
                     stream.next_revision = a.header.revision + 1;
@@ -312,7 +323,8 @@ async fn watch_loop(
         let mut backoff = Duration::from_millis(100);
         stream = loop {
             tokio::time::sleep(backoff).await;
-            match WatchStream::open(&client, prefix.as_bytes(), Some(stream.next_revision)).await {
+            let from = stream.next_revision;
+            match WatchStream::open(&client, prefix.as_bytes(), Some(from)).await {
                 Ok(s) => break s,
                 Err(e) => {
                     tracing::debug!(prefix, error = %e, "etcd watch reconnect failed");
