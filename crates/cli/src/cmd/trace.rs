@@ -191,7 +191,7 @@ fn print_table(args: &StatsArgs, s: &TraceStats, skipped: u64, elapsed: f64) {
     );
     println!("prefix-cache hit ratio, request order (blocks; tokens in parentheses):");
     println!(
-        "  {:<26}{} ({})",
+        "  {:<30}{} ({})",
         "unbounded (maximum)",
         pct(h.ideal_hit_ratio),
         pct(h.ideal_token_hit_ratio)
@@ -203,7 +203,7 @@ fn print_table(args: &StatsArgs, s: &TraceStats, skipped: u64, elapsed: f64) {
         for policy in &args.policies {
             if let Some(p) = h.at(*policy, cap) {
                 println!(
-                    "  {:<26}{} ({})  {:.0}% of max",
+                    "  {:<30}{} ({})  {:.0}% of max",
                     format!(
                         "{} tokens {}",
                         mooncake_conductor::plot::format_tick(cap as f64),

@@ -2,7 +2,15 @@
 //! slab slot, and an indexed binary min-heap of the *unpinned* slots ordered by
 //! the policy's key. Pinned blocks leave the heap, so they can never be chosen
 //! for eviction; each slot remembers its heap position so a key change is one
-//! sift (O(log n)).
+//! sift (O(log n)). Heap entries carry their key inline so sifting touches
+//! one contiguous array.
+//!
+//! Within one `insert`/`access` call the request's own prefix must not be
+//! evicted (that would punch a hole in it). Rather than pin and unpin every
+//! block, each call opens an epoch and stamps its blocks with it (`guard`);
+//! newly inserted blocks stay out of the heap until the call ends, and a
+//! stamped block found at the top of the heap is set aside and put back
+//! afterwards (rare: the call's blocks were just made most recent).
 
 use super::policy::{stamp, BlockMeta, EvictionPolicy};
 use super::{BlockCache, BlockHash, CacheStats, InsertOutcome};
@@ -36,12 +44,13 @@ impl Hasher for BlockHasher {
 type BlockMap = HashMap<BlockHash, u32, BuildHasherDefault<BlockHasher>>;
 
 #[derive(Debug, Clone)]
-struct Slot<K> {
+struct Slot {
     hash: BlockHash,
     meta: BlockMeta,
-    key: K,
     heap_pos: u32,
     pins: u32,
+    /// Epoch of the last call whose prefix contains this block.
+    guard: u64,
 }
 
 /// A bounded block cache evicting by policy `P`. See the module docs of
@@ -50,11 +59,15 @@ struct Slot<K> {
 pub struct PolicyCache<P: EvictionPolicy> {
     capacity: usize,
     map: BlockMap,
-    slots: Vec<Slot<P::Key>>,
+    slots: Vec<Slot>,
     free: Vec<u32>,
-    heap: Vec<u32>,
+    heap: Vec<(P::Key, u32)>,
     epoch: u64,
     stats: CacheStats,
+    /// Scratch: blocks inserted by the current call, not yet in the heap.
+    pending: Vec<u32>,
+    /// Scratch: guarded blocks lifted off the heap top during this call.
+    stash: Vec<u32>,
 }
 
 impl<P: EvictionPolicy> PolicyCache<P> {
@@ -69,6 +82,8 @@ impl<P: EvictionPolicy> PolicyCache<P> {
             heap: Vec::new(),
             epoch: 0,
             stats: CacheStats::default(),
+            pending: Vec::new(),
+            stash: Vec::new(),
         }
     }
 
@@ -77,14 +92,14 @@ impl<P: EvictionPolicy> PolicyCache<P> {
         self.map.len() - self.heap.len()
     }
 
-    /// Use count of a resident block (for tests and diagnostics).
+    /// Bookkeeping of a resident block (for tests and diagnostics).
     pub fn meta(&self, hash: BlockHash) -> Option<BlockMeta> {
         self.map.get(&hash).map(|&s| self.slots[s as usize].meta)
     }
 
     /// The block that would be evicted next, if any.
     pub fn next_victim(&self) -> Option<BlockHash> {
-        self.heap.first().map(|&s| self.slots[s as usize].hash)
+        self.heap.first().map(|&(_, s)| self.slots[s as usize].hash)
     }
 
     fn next_epoch(&mut self) -> u64 {
@@ -94,83 +109,86 @@ impl<P: EvictionPolicy> PolicyCache<P> {
 
     // ---- heap maintenance -------------------------------------------------
 
-    fn key_at(&self, heap_idx: usize) -> P::Key {
-        self.slots[self.heap[heap_idx] as usize].key
-    }
-
-    fn set_heap(&mut self, heap_idx: usize, slot: u32) {
-        self.heap[heap_idx] = slot;
-        self.slots[slot as usize].heap_pos = heap_idx as u32;
+    fn place(&mut self, i: usize, entry: (P::Key, u32)) {
+        self.slots[entry.1 as usize].heap_pos = i as u32;
+        self.heap[i] = entry;
     }
 
     fn sift_up(&mut self, mut i: usize) {
-        let slot = self.heap[i];
-        let key = self.slots[slot as usize].key;
+        let entry = self.heap[i];
         while i > 0 {
             let parent = (i - 1) / 2;
-            if self.key_at(parent) <= key {
+            if self.heap[parent].0 <= entry.0 {
                 break;
             }
             let p = self.heap[parent];
-            self.set_heap(i, p);
+            self.place(i, p);
             i = parent;
         }
-        self.set_heap(i, slot);
+        self.place(i, entry);
     }
 
     fn sift_down(&mut self, mut i: usize) {
         let n = self.heap.len();
-        let slot = self.heap[i];
-        let key = self.slots[slot as usize].key;
+        let entry = self.heap[i];
         loop {
             let l = 2 * i + 1;
             if l >= n {
                 break;
             }
             let r = l + 1;
-            let c = if r < n && self.key_at(r) < self.key_at(l) {
+            let c = if r < n && self.heap[r].0 < self.heap[l].0 {
                 r
             } else {
                 l
             };
-            if self.key_at(c) >= key {
+            if self.heap[c].0 >= entry.0 {
                 break;
             }
-            let cs = self.heap[c];
-            self.set_heap(i, cs);
+            let ce = self.heap[c];
+            self.place(i, ce);
             i = c;
         }
-        self.set_heap(i, slot);
+        self.place(i, entry);
     }
 
     fn heap_push(&mut self, slot: u32) {
-        self.heap.push(slot);
+        let key = P::key(&self.slots[slot as usize].meta);
+        self.heap.push((key, slot));
         let i = self.heap.len() - 1;
         self.sift_up(i);
     }
 
     fn heap_remove(&mut self, slot: u32) {
         let i = self.slots[slot as usize].heap_pos as usize;
-        debug_assert_ne!(i as u32, NOT_IN_HEAP);
+        debug_assert!(i < self.heap.len() && self.heap[i].1 == slot);
         let last = self.heap.pop().expect("slot is in the heap");
         self.slots[slot as usize].heap_pos = NOT_IN_HEAP;
-        if last != slot {
-            self.set_heap(i, last);
-            self.sift_down(i);
-            let j = self.slots[last as usize].heap_pos as usize;
-            self.sift_up(j);
+        if last.1 != slot {
+            let old = self.heap[i].0;
+            self.place(i, last);
+            if last.0 < old {
+                self.sift_up(i);
+            } else {
+                self.sift_down(i);
+            }
         }
     }
 
     /// Recomputes a slot's key after its meta changed.
     fn rekey(&mut self, slot: u32) {
-        let s = &mut self.slots[slot as usize];
-        s.key = P::key(&s.meta);
+        let s = &self.slots[slot as usize];
         let pos = s.heap_pos;
-        if pos != NOT_IN_HEAP {
-            self.sift_down(pos as usize);
-            let j = self.slots[slot as usize].heap_pos as usize;
-            self.sift_up(j);
+        if pos == NOT_IN_HEAP {
+            return;
+        }
+        let key = P::key(&s.meta);
+        let i = pos as usize;
+        let old = std::mem::replace(&mut self.heap[i].0, key);
+        if key < old {
+            self.sift_up(i);
+        } else {
+            self.sift_down(i);
         }
     }
 
@@ -190,7 +208,6 @@ impl<P: EvictionPolicy> PolicyCache<P> {
         }
         s.pins -= 1;
         if s.pins == 0 {
-            s.key = P::key(&s.meta);
             self.heap_push(slot);
         }
     }
@@ -201,28 +218,35 @@ impl<P: EvictionPolicy> PolicyCache<P> {
         self.free.push(slot);
     }
 
-    /// Evicts the smallest-key unpinned block; `None` when all are pinned.
-    fn evict_one(&mut self) -> Option<BlockHash> {
-        let slot = *self.heap.first()?;
-        self.heap_remove(slot);
-        self.free_slot(slot);
-        self.stats.evicted_blocks += 1;
-        Some(self.slots[slot as usize].hash)
+    /// Evicts the smallest-key unpinned block not guarded by `epoch`;
+    /// `None` when there is none.
+    fn evict_one(&mut self, epoch: u64) -> Option<BlockHash> {
+        loop {
+            let &(_, slot) = self.heap.first()?;
+            self.heap_remove(slot);
+            if self.slots[slot as usize].guard == epoch {
+                self.stash.push(slot);
+                continue;
+            }
+            self.free_slot(slot);
+            self.stats.evicted_blocks += 1;
+            return Some(self.slots[slot as usize].hash);
+        }
     }
 
-    /// Makes a new, pinned slot for `hash`.
-    fn new_pinned(&mut self, hash: BlockHash, position: usize, last_use: u64) -> u32 {
+    /// Makes a new slot for `hash`, outside the heap.
+    fn new_slot(&mut self, hash: BlockHash, depth: usize, epoch: u64) -> u32 {
         let meta = BlockMeta {
-            position: position.min(u32::MAX as usize) as u32,
+            position: depth.min(u32::MAX as usize) as u32,
             uses: 1,
-            last_use,
+            last_use: stamp(epoch, depth),
         };
         let slot = Slot {
             hash,
             meta,
-            key: P::key(&meta),
             heap_pos: NOT_IN_HEAP,
-            pins: 1,
+            pins: 0,
+            guard: epoch,
         };
         let idx = match self.free.pop() {
             Some(i) => {
@@ -236,6 +260,66 @@ impl<P: EvictionPolicy> PolicyCache<P> {
         };
         self.map.insert(hash, idx);
         idx
+    }
+
+    /// Touches the resident leading run of `hashes` in call `epoch`
+    /// (use count +1, fresh stamp, guarded) and counts the lookup.
+    fn touch_run(&mut self, hashes: &[BlockHash], epoch: u64) -> usize {
+        let mut hit = 0;
+        for (depth, h) in hashes.iter().enumerate() {
+            let Some(&slot) = self.map.get(h) else { break };
+            let s = &mut self.slots[slot as usize];
+            s.meta.uses += 1;
+            s.meta.last_use = stamp(epoch, depth);
+            s.guard = epoch;
+            self.rekey(slot);
+            hit += 1;
+        }
+        self.stats.lookups += 1;
+        self.stats.queried_blocks += hashes.len() as u64;
+        self.stats.hit_blocks += hit as u64;
+        hit
+    }
+
+    /// Makes `hashes[from..]` resident in call `epoch` (see `insert`).
+    fn fill(&mut self, hashes: &[BlockHash], from: usize, epoch: u64) -> InsertOutcome {
+        let mut out = InsertOutcome {
+            resident_prefix: from,
+            ..InsertOutcome::default()
+        };
+        for (depth, &h) in hashes.iter().enumerate().skip(from) {
+            if let Some(&slot) = self.map.get(&h) {
+                let s = &mut self.slots[slot as usize];
+                if s.guard != epoch {
+                    s.guard = epoch;
+                    s.meta.last_use = stamp(epoch, depth);
+                    self.rekey(slot);
+                }
+                out.resident_prefix = depth + 1;
+                continue;
+            }
+            if self.map.len() >= self.capacity {
+                match self.evict_one(epoch) {
+                    Some(victim) => out.evicted.push(victim),
+                    None => {
+                        self.stats.rejected_blocks += (hashes.len() - depth) as u64;
+                        break;
+                    }
+                }
+            }
+            let slot = self.new_slot(h, depth, epoch);
+            self.pending.push(slot);
+            out.inserted += 1;
+            out.resident_prefix = depth + 1;
+        }
+        while let Some(slot) = self.pending.pop() {
+            self.heap_push(slot);
+        }
+        while let Some(slot) = self.stash.pop() {
+            self.heap_push(slot);
+        }
+        self.stats.inserted_blocks += out.inserted as u64;
+        out
     }
 }
 
@@ -265,54 +349,21 @@ impl<P: EvictionPolicy> BlockCache for PolicyCache<P> {
 
     fn touch(&mut self, hashes: &[BlockHash]) -> usize {
         let epoch = self.next_epoch();
-        let mut hit = 0;
-        for (depth, h) in hashes.iter().enumerate() {
-            let Some(&slot) = self.map.get(h) else { break };
-            let m = &mut self.slots[slot as usize].meta;
-            m.uses += 1;
-            m.last_use = stamp(epoch, depth);
-            self.rekey(slot);
-            hit += 1;
-        }
-        self.stats.lookups += 1;
-        self.stats.queried_blocks += hashes.len() as u64;
-        self.stats.hit_blocks += hit as u64;
-        hit
+        self.touch_run(hashes, epoch)
     }
 
     fn insert(&mut self, hashes: &[BlockHash]) -> InsertOutcome {
         let epoch = self.next_epoch();
-        let mut out = InsertOutcome::default();
-        // Pin the prefix as we go so that making room never evicts a block of
-        // this very prefix (which would leave a hole); unpin at the end with
-        // fresh recency stamps.
-        let mut held: Vec<u32> = Vec::with_capacity(hashes.len());
-        for (depth, &h) in hashes.iter().enumerate() {
-            if let Some(&slot) = self.map.get(&h) {
-                self.pin_slot(slot);
-                self.slots[slot as usize].meta.last_use = stamp(epoch, depth);
-                held.push(slot);
-                continue;
-            }
-            if self.map.len() >= self.capacity {
-                match self.evict_one() {
-                    Some(victim) => out.evicted.push(victim),
-                    None => {
-                        self.stats.rejected_blocks += (hashes.len() - depth) as u64;
-                        break;
-                    }
-                }
-            }
-            let slot = self.new_pinned(h, depth, stamp(epoch, depth));
-            held.push(slot);
-            out.inserted += 1;
+        self.fill(hashes, 0, epoch)
+    }
+
+    fn access(&mut self, hashes: &[BlockHash]) -> usize {
+        let epoch = self.next_epoch();
+        let hit = self.touch_run(hashes, epoch);
+        if hit < hashes.len() {
+            self.fill(hashes, hit, epoch);
         }
-        out.resident_prefix = held.len();
-        for slot in held {
-            self.unpin_slot(slot);
-        }
-        self.stats.inserted_blocks += out.inserted as u64;
-        out
+        hit
     }
 
     fn pin(&mut self, hashes: &[BlockHash]) -> usize {
@@ -337,7 +388,7 @@ impl<P: EvictionPolicy> BlockCache for PolicyCache<P> {
         let Some(&slot) = self.map.get(&hash) else {
             return false;
         };
-        if self.slots[slot as usize].pins == 0 {
+        if self.slots[slot as usize].heap_pos != NOT_IN_HEAP {
             self.heap_remove(slot);
         }
         self.slots[slot as usize].pins = 0;

@@ -81,15 +81,15 @@ pub(crate) fn data_range(values: impl Iterator<Item = f64>, scale: Scale) -> (f6
     (lo, hi)
 }
 
-/// Rounds a step up to 1, 2 or 5 times a power of ten.
+/// Rounds a step to the nearest of 1, 2 or 5 times a power of ten.
 fn nice_step(raw: f64) -> f64 {
     let mag = 10f64.powf(raw.log10().floor());
     let f = raw / mag;
-    let n = if f <= 1.0 {
+    let n = if f < 1.5 {
         1.0
-    } else if f <= 2.0 {
+    } else if f < 3.0 {
         2.0
-    } else if f <= 5.0 {
+    } else if f < 7.0 {
         5.0
     } else {
         10.0

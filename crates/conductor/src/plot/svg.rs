@@ -190,7 +190,7 @@ pub(crate) fn draw_legend(svg: &mut Svg, f: &Frame, names: &[&str], left: bool) 
         return;
     }
     let longest = names.iter().map(|n| n.chars().count()).max().unwrap_or(0);
-    let w = 36.0 + longest as f64 * 7.0;
+    let w = 44.0 + longest as f64 * 7.5;
     let h = 8.0 + names.len() as f64 * 18.0;
     let x0 = if left {
         f.left + 10.0

@@ -13,7 +13,11 @@
 //!
 //! Memory: the unbounded cache keeps one hash per distinct block (the only
 //! part that grows with the trace); bounded caches hold at most their
-//! capacity.
+//! capacity; requests are buffered in chunks of [`SWEEP_CHUNK`].
+//!
+//! Speed: each bounded cache replays a whole chunk before the next cache
+//! runs (interleaving dozens of multi-megabyte caches per request thrashes
+//! the CPU caches), and the caches are spread over the available cores.
 
 use super::{TraceError, TraceRecord, TRACE_BLOCK_TOKENS};
 use crate::cache::{new_cache, BlockCache, PolicyKind};
@@ -159,8 +163,13 @@ struct Bounded {
     hit_tokens: u64,
 }
 
+/// Requests buffered before the bounded caches replay them.
+pub const SWEEP_CHUNK: usize = 1024;
+
 /// Replays requests through an unbounded cache and a set of bounded ones.
 pub struct HitRatioSweep {
+    chunk: Vec<(Vec<u64>, u32)>,
+    threads: usize,
     seen: HashSet<u64>,
     requests: u64,
     total_blocks: u64,
@@ -197,6 +206,8 @@ impl HitRatioSweep {
             })
             .collect();
         HitRatioSweep {
+            chunk: Vec::with_capacity(SWEEP_CHUNK),
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             seen: HashSet::new(),
             requests: 0,
             total_blocks: 0,
@@ -217,14 +228,43 @@ impl HitRatioSweep {
         self.ideal_hit_blocks += hit as u64;
         self.ideal_hit_tokens += rec.prefix_tokens(hit);
         self.seen.extend(ids.iter().skip(hit));
-        for b in &mut self.bounded {
-            let hit = b.cache.access(ids);
-            b.hit_tokens += rec.prefix_tokens(hit);
+        if !self.bounded.is_empty() {
+            self.chunk.push((ids.clone(), rec.input_length));
+            if self.chunk.len() >= SWEEP_CHUNK {
+                self.flush();
+            }
         }
     }
 
+    /// Replays the buffered requests through every bounded cache.
+    fn flush(&mut self) {
+        let chunk = std::mem::take(&mut self.chunk);
+        let replay = |caches: &mut [Bounded]| {
+            for b in caches {
+                for (ids, input_length) in &chunk {
+                    let hit = b.cache.access(ids);
+                    b.hit_tokens +=
+                        (hit as u64 * TRACE_BLOCK_TOKENS as u64).min(*input_length as u64);
+                }
+            }
+        };
+        let per = self.bounded.len().div_ceil(self.threads.max(1)).max(1);
+        if self.threads <= 1 || self.bounded.len() <= 1 {
+            replay(&mut self.bounded);
+        } else {
+            std::thread::scope(|s| {
+                for part in self.bounded.chunks_mut(per) {
+                    s.spawn(|| replay(part));
+                }
+            });
+        }
+        self.chunk = chunk;
+        self.chunk.clear();
+    }
+
     /// The hit ratios so far.
-    pub fn report(&self) -> HitRatioReport {
+    pub fn report(&mut self) -> HitRatioReport {
+        self.flush();
         let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
         let ideal = ratio(self.ideal_hit_blocks, self.total_blocks);
         let points = self
@@ -268,6 +308,14 @@ where
     I: IntoIterator<Item = Result<TraceRecord, TraceError>>,
 {
     let mut sweep = HitRatioSweep::new(&PolicyKind::ALL, &FIGURE9_CAPACITIES_TOKENS);
+    figure9_with(records, &mut sweep)
+}
+
+/// Like [`figure9`] with a caller-built sweep (other policies or capacities).
+pub fn figure9_with<I>(records: I, sweep: &mut HitRatioSweep) -> Result<HitRatioReport, TraceError>
+where
+    I: IntoIterator<Item = Result<TraceRecord, TraceError>>,
+{
     for r in records {
         sweep.push(&r?);
     }

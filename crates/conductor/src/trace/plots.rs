@@ -26,15 +26,23 @@ pub fn length_histogram(title: &str, counts: &LengthCounts, nbins: usize) -> His
         .y_label("requests")
 }
 
-/// CDF points of an exact length distribution (one step per distinct value).
+/// CDF points of an exact length distribution: a step wherever the
+/// cumulative fraction has grown by at least 1/2000 since the last step (and
+/// at the last value), so files stay small on long-tailed data.
 fn length_cdf(counts: &LengthCounts) -> Vec<(f64, f64)> {
     let n = counts.count().max(1) as f64;
     let mut acc = 0u64;
+    let mut drawn = 0.0;
     let mut pts = Vec::new();
+    let last = counts.iter().last().map(|(v, _)| v);
     for (v, c) in counts.iter() {
-        pts.push((v as f64, acc as f64 / n));
         acc += c;
-        pts.push((v as f64, acc as f64 / n));
+        let frac = acc as f64 / n;
+        if frac - drawn >= 1.0 / 2000.0 || Some(v) == last {
+            pts.push((v as f64, drawn));
+            pts.push((v as f64, frac));
+            drawn = frac;
+        }
     }
     pts
 }

@@ -211,7 +211,7 @@ impl StatsBuilder {
     }
 
     /// The statistics of the records pushed so far.
-    pub fn finish(self) -> TraceStats {
+    pub fn finish(mut self) -> TraceStats {
         let first = self.first.unwrap_or(0);
         let duration_s = (self.last.saturating_sub(first)) as f64 / 1000.0;
         TraceStats {
