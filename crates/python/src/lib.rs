@@ -1,0 +1,31 @@
+//! Python extension module `mooncake._mooncake`, re-exported by the pure
+//! Python package `mooncake` as `mooncake.engine` and `mooncake.store`.
+//!
+//! * [`engine`] — `TransferEngine`, `TransferOpcode` (Transfer Engine API);
+//! * [`store`] — `MooncakeDistributedStore`, `ReplicateConfig`,
+//!   `SoftPinAction` (Mooncake Store API);
+//! * [`runtime`] — the shared tokio runtime blocking calls run on with the
+//!   GIL released;
+//! * [`pybuf`] — zero-copy access to buffer-protocol objects;
+//! * [`pool`] — the managed-buffer range allocator.
+//!
+//! Return conventions are the reference's: 0 or a byte count on success, a
+//! negative code on failure; errors are also logged on the "mooncake" logger.
+
+mod engine;
+mod log;
+mod pool;
+mod pybuf;
+mod runtime;
+mod size;
+
+use pyo3::prelude::*;
+
+#[pymodule]
+fn _mooncake(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    log::init_tracing();
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add_class::<engine::PyTransferEngine>()?;
+    m.add_class::<engine::PyOpcode>()?;
+    Ok(())
+}
