@@ -100,7 +100,7 @@ fn nice_step(raw: f64) -> f64 {
 /// Extends `[lo, hi]` outward to multiples of a nice step (used so that axes
 /// start and end on a tick).
 pub(crate) fn nice_bounds(lo: f64, hi: f64) -> (f64, f64) {
-    if !(hi > lo) {
+    if !lo.is_finite() || !hi.is_finite() || hi <= lo {
         return (lo, hi);
     }
     let step = nice_step((hi - lo) / 6.0);
@@ -109,7 +109,7 @@ pub(crate) fn nice_bounds(lo: f64, hi: f64) -> (f64, f64) {
 
 /// About `target` evenly spaced ticks at nice values within `[lo, hi]`.
 pub fn linear_ticks(lo: f64, hi: f64, target: usize) -> Vec<f64> {
-    if !(hi > lo) || !lo.is_finite() || !hi.is_finite() {
+    if !lo.is_finite() || !hi.is_finite() || hi <= lo {
         return vec![lo];
     }
     let step = nice_step((hi - lo) / target.max(1) as f64);
@@ -134,7 +134,7 @@ pub fn linear_ticks(lo: f64, hi: f64, target: usize) -> Vec<f64> {
 /// Powers of ten within `[lo, hi]`, adding 2× and 5× when fewer than three
 /// decades are spanned.
 pub fn log_ticks(lo: f64, hi: f64) -> Vec<f64> {
-    if !(lo > 0.0 && hi >= lo) {
+    if lo.is_nan() || hi.is_nan() || lo <= 0.0 || hi < lo {
         return vec![];
     }
     let (a, b) = (lo.log10().floor() as i32, hi.log10().ceil() as i32);
