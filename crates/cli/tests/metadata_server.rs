@@ -76,8 +76,9 @@ async fn serves_metadata_and_stops_on_sigterm() {
         }
     };
     assert!(status.success(), "{status:?}");
-    assert!(matches!(
-        store.get("mooncake/ram/x").await,
-        Err(mooncake_metadata::MetadataError::Unreachable { .. })
-    ));
+    let after = store.get("mooncake/ram/x").await;
+    assert!(
+        matches!(after, Err(mooncake_metadata::MetadataError::Unreachable { .. })),
+        "{after:?}"
+    );
 }

@@ -23,18 +23,24 @@ pub struct Args {
     pub host: IpAddr,
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-async fn shutdown_signal() -> anyhow::Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("installing the SIGTERM handler")?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C")?,
-        _ = term.recv() => {}
-    }
-    Ok(())
+/// Resolves on Ctrl-C or SIGTERM. The handlers are installed when this is
+/// called (before the address is announced), so a signal sent as soon as the
+/// address is known is never lost.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = anyhow::Result<()>>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        Ok(())
+    })
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    let stop = shutdown_signal()?;
     let bind = SocketAddr::new(args.host, args.port);
     let server = MetadataServer::bind(bind)
         .await
@@ -51,7 +57,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     use std::io::Write as _;
     std::io::stdout().flush().ok();
 
-    shutdown_signal().await?;
+    stop.await?;
     tracing::info!("shutting down the metadata server");
     server
         .shutdown()

@@ -230,11 +230,24 @@ impl EtcdClient {
         for i in 0..n {
             let idx = (start + i) % n;
             let url = format!("http://{}{path}", self.inner.endpoints[idx]);
-            let mut req = self.inner.http.post(url).json(body);
-            if !streaming {
-                req = req.timeout(self.inner.request_timeout);
-            }
-            match req.send().await {
+            let make = || {
+                let req = self.inner.http.post(&url).json(body);
+                if streaming {
+                    req
+                } else {
+                    req.timeout(self.inner.request_timeout)
+                }
+            };
+            let first = match make().send().await {
+                // A pooled connection closed by the server (restart): once more
+                // on a fresh one. See `put_if_absent` for what that means there.
+                Err(e) if e.is_request() && !e.is_connect() && !e.is_timeout() => {
+                    tracing::debug!(error = %e, "etcd request failed on a reused connection; retrying once");
+                    make().send().await
+                }
+                other => other,
+            };
+            match first {
                 Ok(resp) => {
                     self.inner.current.store(idx, Ordering::Relaxed);
                     return Ok(resp);

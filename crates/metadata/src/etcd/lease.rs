@@ -132,6 +132,11 @@ impl EtcdClient {
 
     /// Atomically store `value` under `key` only if the key does not exist,
     /// attached to `lease` when given; otherwise return the current value.
+    ///
+    /// If the connection broke after etcd applied the transaction, the retry
+    /// answers `Exists(value)` with our own value: callers electing a leader
+    /// should compare the value (a unique candidate id) rather than trust
+    /// `Created` alone.
     pub async fn put_if_absent(
         &self,
         key: &[u8],

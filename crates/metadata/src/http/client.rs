@@ -72,6 +72,24 @@ async fn status_error(resp: reqwest::Response) -> MetadataError {
     }
 }
 
+/// Send a request built by `make`, once more on a fresh connection if the
+/// first attempt failed on the way out (typically a pooled keep-alive
+/// connection the server closed meanwhile, e.g. across a server restart).
+/// Only for idempotent requests; timeouts and refused connections are final.
+pub(crate) async fn send_idempotent(
+    backend: &'static str,
+    make: impl Fn() -> reqwest::RequestBuilder,
+) -> Result<reqwest::Response, MetadataError> {
+    match make().send().await {
+        Ok(r) => Ok(r),
+        Err(e) if e.is_request() && !e.is_connect() && !e.is_timeout() => {
+            tracing::debug!(error = %e, "request failed on a reused connection; retrying once");
+            make().send().await.map_err(|e| reqwest_error(backend, e))
+        }
+        Err(e) => Err(reqwest_error(backend, e)),
+    }
+}
+
 impl Api {
     fn with_query(&self, name: &str, value: &str) -> Url {
         let mut url = self.url.clone();
@@ -80,12 +98,8 @@ impl Api {
     }
 
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, MetadataError> {
-        let resp = self
-            .http
-            .get(self.with_query("key", key))
-            .send()
-            .await
-            .map_err(|e| reqwest_error(BACKEND, e))?;
+        let url = self.with_query("key", key);
+        let resp = send_idempotent(BACKEND, || self.http.get(url.clone())).await?;
         match resp.status() {
             StatusCode::OK => Ok(Some(
                 resp.bytes()
@@ -99,13 +113,10 @@ impl Api {
     }
 
     async fn put(&self, key: &str, value: &[u8]) -> Result<(), MetadataError> {
-        let resp = self
-            .http
-            .put(self.with_query("key", key))
-            .body(value.to_vec())
-            .send()
-            .await
-            .map_err(|e| reqwest_error(BACKEND, e))?;
+        let url = self.with_query("key", key);
+        let body = bytes::Bytes::copy_from_slice(value);
+        let resp =
+            send_idempotent(BACKEND, || self.http.put(url.clone()).body(body.clone())).await?;
         if resp.status().is_success() {
             Ok(())
         } else {
@@ -114,12 +125,8 @@ impl Api {
     }
 
     async fn delete(&self, key: &str) -> Result<(), MetadataError> {
-        let resp = self
-            .http
-            .delete(self.with_query("key", key))
-            .send()
-            .await
-            .map_err(|e| reqwest_error(BACKEND, e))?;
+        let url = self.with_query("key", key);
+        let resp = send_idempotent(BACKEND, || self.http.delete(url.clone())).await?;
         // The server answers 404 for an absent key; deleting one is no error here.
         if resp.status().is_success() || resp.status() == StatusCode::NOT_FOUND {
             Ok(())
@@ -129,12 +136,8 @@ impl Api {
     }
 
     async fn listing(&self, prefix: &str) -> Result<Listing, MetadataError> {
-        let resp = self
-            .http
-            .get(self.with_query("prefix", prefix))
-            .send()
-            .await
-            .map_err(|e| reqwest_error(BACKEND, e))?;
+        let url = self.with_query("prefix", prefix);
+        let resp = send_idempotent(BACKEND, || self.http.get(url.clone())).await?;
         if !resp.status().is_success() {
             return Err(status_error(resp).await);
         }
