@@ -7,18 +7,11 @@
 
 use mooncake_conductor::cache::PolicyKind;
 use mooncake_conductor::trace::hitrate::{figure9, FIGURE9_CAPACITIES_TOKENS};
-use mooncake_conductor::trace::TraceReader;
+use mooncake_conductor::trace::{published_trace, TraceReader};
 use std::path::PathBuf;
 
 fn conversation_trace() -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/traces/conversation_trace.jsonl");
-    assert!(
-        p.exists(),
-        "published trace not found at {} (expected ../shared/traces next to the repository)",
-        p.display()
-    );
-    p
+    published_trace("conversation_trace.jsonl").unwrap_or_else(|e| panic!("{e}"))
 }
 
 #[test]

@@ -3,18 +3,11 @@
 
 use mooncake_conductor::cache::PolicyKind;
 use mooncake_conductor::trace::stats::{compute_stats, StatsConfig};
-use mooncake_conductor::trace::{plots::write_plots, read_trace, TraceReader};
+use mooncake_conductor::trace::{plots::write_plots, published_trace, read_trace, TraceReader};
 use std::path::PathBuf;
 
 fn conversation_trace() -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/traces/conversation_trace.jsonl");
-    assert!(
-        p.exists(),
-        "published trace not found at {} (expected ../shared/traces next to the repository)",
-        p.display()
-    );
-    p
+    published_trace("conversation_trace.jsonl").unwrap_or_else(|e| panic!("{e}"))
 }
 
 #[test]

@@ -274,6 +274,30 @@ impl<R: BufRead> Iterator for TraceReader<R> {
     }
 }
 
+/// Where the published traces live in a checkout: `$MOONCAKE_TRACES` if set,
+/// else `../shared/traces` next to the repository root (resolved from this
+/// crate's source directory at build time). Used by tests, examples and CI.
+pub fn published_traces_dir() -> PathBuf {
+    match std::env::var_os("MOONCAKE_TRACES") {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/traces"),
+    }
+}
+
+/// The path of a published trace file (e.g. `conversation_trace.jsonl`), or
+/// an [`TraceError::Open`] error naming where it was looked for.
+pub fn published_trace(name: &str) -> Result<PathBuf, TraceError> {
+    let p = published_traces_dir().join(name);
+    if p.is_file() {
+        Ok(p)
+    } else {
+        Err(TraceError::Open {
+            path: p,
+            source: io::Error::new(io::ErrorKind::NotFound, "published trace not found"),
+        })
+    }
+}
+
 /// Reads a whole trace into memory, stopping at the first error.
 pub fn read_trace(path: impl AsRef<Path>) -> Result<Vec<TraceRecord>, TraceError> {
     TraceReader::open(path)?.collect()

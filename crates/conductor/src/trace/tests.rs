@@ -203,3 +203,13 @@ fn token_counts_parse() {
         Ok(vec![3_000_000, 10_000_000, 50_000_000])
     );
 }
+
+#[test]
+fn missing_published_trace_names_the_path() {
+    let e = published_trace("no-such-trace.jsonl").unwrap_err();
+    assert!(e.to_string().contains("no-such-trace.jsonl"), "{e}");
+    assert!(
+        published_traces_dir().ends_with("shared/traces")
+            || std::env::var_os("MOONCAKE_TRACES").is_some()
+    );
+}
