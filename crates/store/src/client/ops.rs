@@ -141,11 +141,33 @@ impl Client {
     async fn get_impl(&self, key: &str, target: ReadTarget<'_>) -> Result<(u64, Option<Vec<u8>>)> {
         self.check_open()?;
         validate_key(key)?;
+        let ttl = self.inner.config.lease_ttl;
         for _ in 0..LEASE_RETRIES {
             let t0 = Instant::now();
             let replicas = self.inner.master.get_replica_list(key).await?;
-            let out = self.read_object(key, &replicas, &target).await?;
-            if t0.elapsed() < self.inner.config.lease_ttl {
+            // Long reads keep the lease alive: re-ask every third of the TTL.
+            // An answer extends the lease from when it was asked, provided it
+            // came back before the previous lease ended (so the lease never
+            // lapsed) and names the same replicas (an upserted value has its
+            // own lease, not ours).
+            let renewed = parking_lot::Mutex::new(t0);
+            let keepalive = async {
+                loop {
+                    tokio::time::sleep(ttl / 3).await;
+                    let asked = Instant::now();
+                    match self.inner.master.get_replica_list(key).await {
+                        Ok(r) if r == replicas && renewed.lock().elapsed() < ttl => {
+                            *renewed.lock() = asked
+                        }
+                        _ => std::future::pending::<()>().await,
+                    }
+                }
+            };
+            let out = tokio::select! {
+                out = self.read_object(key, &replicas, &target) => out?,
+                () = keepalive => unreachable!("keepalive never completes"),
+            };
+            if renewed.lock().elapsed() < ttl {
                 return Ok(out);
             }
             debug!(key, "read outlasted the lease; asking again");

@@ -6,14 +6,12 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use mooncake_store::client::{Client, ClientConfig};
-use mooncake_store::protocol::MasterClient;
 
 /// The `mooncake` binary, built once per test binary with `cargo build -p mooncake-cli`.
 pub fn mooncake_bin() -> PathBuf {
@@ -25,13 +23,17 @@ pub fn mooncake_bin() -> PathBuf {
             .and_then(|p| p.parent())
             .expect("workspace root")
             .to_path_buf();
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "-p", "mooncake-cli", "--quiet"])
-            .current_dir(&root)
-            .status()
-            .expect("running cargo build -p mooncake-cli");
-        assert!(status.success(), "cargo build -p mooncake-cli failed");
+        // MOONCAKE_TEST_NO_BUILD=1 uses the binary as it is (for iterating while
+        // another crate of the shared tree is mid-edit).
+        if std::env::var_os("MOONCAKE_TEST_NO_BUILD").is_none() {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let status = Command::new(cargo)
+                .args(["build", "-p", "mooncake-cli", "--quiet"])
+                .current_dir(&root)
+                .status()
+                .expect("running cargo build -p mooncake-cli");
+            assert!(status.success(), "cargo build -p mooncake-cli failed");
+        }
         let target = std::env::var("CARGO_TARGET_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|_| root.join("target"));
@@ -44,15 +46,6 @@ pub fn mooncake_bin() -> PathBuf {
         bin
     })
     .clone()
-}
-
-/// A free TCP port on 127.0.0.1 (bound, then released for the child to take).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Poll `f` every 20 ms until it returns `Some`, for at most `limit`.
@@ -92,6 +85,24 @@ impl Drop for Proc {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// The first stdout line of `child` starting with `prefix` (30 s at most); the
+/// rest of its stdout is drained in the background so it never blocks.
+fn read_line_with(child: &mut Child, prefix: &'static str) -> String {
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut sent = false;
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if !sent && line.starts_with(prefix) {
+                let _ = tx.send(line);
+                sent = true;
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(30))
+        .unwrap_or_else(|_| panic!("no {prefix:?} line within 30 s"))
 }
 
 /// Master settings a test may change (reference flag names).
@@ -137,67 +148,76 @@ pub struct Node {
 
 impl Cluster {
     pub async fn start(nodes: usize, segment_size: u64, opts: MasterOpts) -> Cluster {
-        let bin = mooncake_bin();
-        let rpc = free_port();
-        let http = free_port();
-        let metrics = free_port();
-        let child = Command::new(&bin)
-            .arg("master")
-            .arg(format!("--rpc_port={rpc}"))
-            .arg("--rpc_address=127.0.0.1")
-            .arg("--enable_http_metadata_server=true")
-            .arg(format!("--http_metadata_server_port={http}"))
-            .arg("--http_metadata_server_host=127.0.0.1")
-            .arg(format!("--metrics_port={metrics}"))
-            .arg("--metrics_host=127.0.0.1")
-            .arg(format!("--client_ttl={}", opts.client_ttl_s))
-            .arg(format!("--default_kv_lease_ttl={}", opts.lease_ttl_ms))
-            .arg(format!(
-                "--default_kv_soft_pin_ttl={}",
-                opts.soft_pin_ttl_ms
-            ))
-            .arg(format!(
-                "--eviction_high_watermark_ratio={}",
-                opts.high_watermark
-            ))
-            .arg(format!("--eviction_ratio={}", opts.eviction_ratio))
-            .arg(format!(
-                "--allow_evict_soft_pinned_objects={}",
-                opts.allow_evict_soft_pinned
-            ))
+        // `mooncake up --segment-size 0` runs the master with its embedded HTTP
+        // metadata server and no storage node; master options come from the
+        // environment (`MOONCAKE_MASTER_<option>`), the ports it bound from its
+        // READY line.
+        let mut child = Command::new(mooncake_bin())
+            .args([
+                "up",
+                "--rpc-port",
+                "0",
+                "--metadata-port",
+                "0",
+                "--metrics-port",
+                "0",
+            ])
+            .args(["--segment-size", "0", "--quiet"])
+            .env("MOONCAKE_MASTER_CLIENT_TTL", opts.client_ttl_s.to_string())
+            .env(
+                "MOONCAKE_MASTER_DEFAULT_KV_LEASE_TTL",
+                opts.lease_ttl_ms.to_string(),
+            )
+            .env(
+                "MOONCAKE_MASTER_DEFAULT_KV_SOFT_PIN_TTL",
+                opts.soft_pin_ttl_ms.to_string(),
+            )
+            .env(
+                "MOONCAKE_MASTER_EVICTION_HIGH_WATERMARK_RATIO",
+                opts.high_watermark.to_string(),
+            )
+            .env(
+                "MOONCAKE_MASTER_EVICTION_RATIO",
+                opts.eviction_ratio.to_string(),
+            )
+            .env(
+                "MOONCAKE_MASTER_ALLOW_EVICT_SOFT_PINNED_OBJECTS",
+                opts.allow_evict_soft_pinned.to_string(),
+            )
             .env("MOONCAKE_LOG", "warn")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .spawn()
-            .expect("spawning mooncake master");
+            .expect("spawning mooncake up");
+        let line = read_line_with(&mut child, "READY ");
         let master = Proc {
             child,
             name: "master".into(),
         };
-        let master_addr = format!("127.0.0.1:{rpc}");
-        let addr = master_addr.clone();
-        wait_for("the master to answer", Duration::from_secs(30), || {
-            let addr = addr.clone();
-            async move {
-                let c = MasterClient::connect(&addr).await.ok()?;
-                c.ping().await.ok()
-            }
-        })
-        .await;
-        let metadata = format!("http://127.0.0.1:{http}/metadata");
-        wait_for("the metadata server", Duration::from_secs(30), || {
-            let url = format!("{metadata}?key=probe");
-            async move {
-                let r = reqwest::get(&url).await.ok()?;
-                (r.status().as_u16() == 404 || r.status().is_success()).then_some(())
-            }
-        })
-        .await;
+        let field = |name: &str| {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(name))
+                .unwrap_or_else(|| panic!("{name} in {line:?}"))
+                .to_string()
+        };
+        let master_addr = field("master=");
+        let metadata = field("metadata=");
+        let status = field("status=");
+        let http_port: u16 = metadata
+            .trim_start_matches("http://127.0.0.1:")
+            .trim_end_matches("/metadata")
+            .parse()
+            .expect("metadata port");
+        let metrics_port: u16 = status
+            .trim_start_matches("http://127.0.0.1:")
+            .trim_end_matches('/')
+            .parse()
+            .expect("status port");
         let mut c = Cluster {
             master,
             master_addr,
-            http_port: http,
-            metrics_port: metrics,
+            http_port,
+            metrics_port,
             metadata,
             nodes: Vec::new(),
             opts,
@@ -219,24 +239,11 @@ impl Cluster {
             .stdout(Stdio::piped())
             .spawn()
             .expect("spawning mooncake store-node");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut sent = false;
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if !sent && line.starts_with("READY ") {
-                    let _ = tx.send(line);
-                    sent = true;
-                }
-            }
-        });
+        let line = read_line_with(&mut child, "READY ");
         let proc = Proc {
             child,
             name: format!("node{}", self.nodes.len()),
         };
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("store-node READY line within 30 s");
         let segment = line
             .split_whitespace()
             .find_map(|w| w.strip_prefix("segment="))
