@@ -103,7 +103,7 @@ impl OffsetAllocator {
         let Some(end) = off.checked_add(alen) else {
             return false;
         };
-        if len == 0 || off % ALIGN != 0 || end > self.capacity {
+        if len == 0 || !off.is_multiple_of(ALIGN) || end > self.capacity {
             return false;
         }
         let prev = self

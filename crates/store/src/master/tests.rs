@@ -1,4 +1,5 @@
 //! State-machine tests: no sockets, a fake clock.
+#![allow(clippy::field_reassign_with_default)] // tests tweak one knob of the defaults
 
 use super::*;
 use crate::config::{AllocationStrategy, MasterConfig};
