@@ -213,3 +213,83 @@ fn missing_published_trace_names_the_path() {
             || std::env::var_os("MOONCAKE_TRACES").is_some()
     );
 }
+
+mod props {
+    use super::*;
+    use crate::trace::hitrate::HitRatioSweep;
+    use proptest::prelude::*;
+
+    fn record() -> impl Strategy<Value = TraceRecord> {
+        (
+            0u64..1_000_000,
+            0u32..200_000,
+            0u32..5_000,
+            prop::collection::vec(0u64..40, 0..12),
+        )
+            .prop_map(
+                |(timestamp, input_length, output_length, hash_ids)| TraceRecord {
+                    timestamp,
+                    input_length,
+                    output_length,
+                    hash_ids,
+                },
+            )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        /// Serialised records read back unchanged, blank lines are skipped,
+        /// and a garbage line is reported at its own line number.
+        #[test]
+        fn loader_round_trips_and_numbers_lines(
+            recs in prop::collection::vec(record(), 0..20),
+            blanks in prop::collection::vec(0usize..3, 20),
+            bad_at in prop::option::of(0usize..20),
+        ) {
+            let mut text = String::new();
+            let mut line = 0u64;
+            let mut bad_line = None;
+            for (i, r) in recs.iter().enumerate() {
+                for _ in 0..blanks[i] {
+                    text.push('\n');
+                    line += 1;
+                }
+                if bad_at == Some(i) {
+                    text.push_str("{\"timestamp\": true}\n");
+                    line += 1;
+                    bad_line = Some(line);
+                }
+                text.push_str(&serde_json::to_string(r).unwrap());
+                text.push('\n');
+                line += 1;
+            }
+            let out = read(&text);
+            let good: Vec<TraceRecord> = out.iter().filter_map(|r| r.as_ref().ok().cloned()).collect();
+            prop_assert_eq!(&good, &recs);
+            let errs: Vec<u64> = out.iter().filter_map(|r| r.as_ref().err()).map(|e| e.line().unwrap()).collect();
+            prop_assert_eq!(errs, bad_line.into_iter().collect::<Vec<_>>());
+        }
+
+        /// Bounded caches never beat the unbounded one, and a cache that
+        /// holds every distinct block equals it exactly.
+        #[test]
+        fn bounded_hits_never_exceed_ideal(recs in prop::collection::vec(record(), 1..60), cap in 0u64..30) {
+            let mut sweep = HitRatioSweep::new(&PolicyKind::ALL, &[cap * 512, 1_000 * 512]);
+            for r in &recs {
+                sweep.push(r);
+            }
+            let rep = sweep.report();
+            let distinct: std::collections::HashSet<u64> =
+                recs.iter().flat_map(|r| r.hash_ids.iter().copied()).collect();
+            prop_assert_eq!(rep.unique_blocks, distinct.len() as u64);
+            for p in &rep.points {
+                prop_assert!(p.hit_ratio <= rep.ideal_hit_ratio + 1e-12, "{:?}", p);
+                prop_assert!(p.token_hit_ratio <= rep.ideal_token_hit_ratio + 1e-12, "{:?}", p);
+                if p.capacity_blocks >= distinct.len() {
+                    prop_assert!((p.hit_ratio - rep.ideal_hit_ratio).abs() < 1e-12, "{:?}", p);
+                }
+            }
+        }
+    }
+}
