@@ -32,7 +32,7 @@ pub enum TransferError {
     AlreadyRegistered { addr: usize, len: usize },
     #[error("peer {segment} unreachable: {message}")]
     PeerUnreachable { segment: String, message: String },
-    #[error("cluster token refused by {0}")]
+    #[error("cluster token mismatch: {0}")]
     TokenMismatch(String),
     #[error("no enabled transport can reach {segment} at {addr:#x}")]
     NoRoute { segment: String, addr: u64 },
