@@ -18,6 +18,7 @@ mod pool;
 mod pybuf;
 mod runtime;
 mod size;
+mod store;
 
 use pyo3::prelude::*;
 
@@ -27,5 +28,9 @@ fn _mooncake(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<engine::PyTransferEngine>()?;
     m.add_class::<engine::PyOpcode>()?;
+    m.add_class::<store::PyStore>()?;
+    m.add_class::<store::PyReplicateConfig>()?;
+    m.add_class::<store::PySoftPinAction>()?;
+    m.add_function(wrap_pyfunction!(store::parse_size, m)?)?;
     Ok(())
 }

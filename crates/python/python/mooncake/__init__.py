@@ -1,4 +1,8 @@
-"""Mooncake in Rust: the reference's Python API (``mooncake.store``, ``mooncake.engine``)."""
+"""Mooncake in Rust: the reference's Python API.
+
+* ``mooncake.store`` — ``MooncakeDistributedStore``, ``ReplicateConfig``, ``SoftPinAction``
+* ``mooncake.engine`` — ``TransferEngine``, ``TransferOpcode``
+"""
 
 from mooncake._mooncake import __version__
 

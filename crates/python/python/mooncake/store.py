@@ -1,0 +1,111 @@
+"""Mooncake Store client (``from mooncake.store import MooncakeDistributedStore, ReplicateConfig``).
+
+Same names, arguments, defaults and return codes as the reference's module:
+0 (or a byte count) on success, a negative error code on failure, ``b""`` from
+``get`` of a missing key. ``setup`` takes the positional form, a config dict
+(sizes as ints or strings such as "16MB"), or nothing (then
+``MOONCAKE_CONFIG_PATH`` / ``MOONCAKE_*`` environment variables).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Dict, List, Optional
+
+from mooncake import _tensor
+from mooncake._mooncake import MooncakeDistributedStore as _NativeStore
+from mooncake._mooncake import ReplicateConfig, SoftPinAction
+from mooncake.mooncake_config import MooncakeConfig
+
+__all__ = ["MooncakeDistributedStore", "ReplicateConfig", "SoftPinAction", "BufferHandle"]
+
+_log = logging.getLogger("mooncake")
+
+_INVALID_PARAMS = -600
+
+
+class BufferHandle(bytes):
+    """An object's bytes (``get_buffer``); supports the buffer protocol."""
+
+    def size(self) -> int:
+        return len(self)
+
+
+def _dict_args(config: Dict[str, Any]) -> Dict[str, Any]:
+    def pick(*names: str, default: Any = None) -> Any:
+        for n in names:
+            if n in config and config[n] is not None:
+                return config[n]
+        return default
+
+    return dict(
+        local_hostname=pick("local_hostname", default=os.getenv("LOCAL_HOSTNAME", "localhost")),
+        metadata_server=pick(
+            "metadata_server", default=os.getenv("MC_METADATA_SERVER", "http://127.0.0.1:8080/metadata")
+        ),
+        global_segment_size=pick("global_segment_size", default=3200 * 1024 * 1024),
+        local_buffer_size=pick("local_buffer_size", default=512 * 1024 * 1024),
+        protocol=pick("protocol", default="tcp"),
+        rdma_devices=pick("rdma_devices", "device_name", default=""),
+        master_server_addr=pick(
+            "master_server_addr", "master_server_address", default=os.getenv("MOONCAKE_MASTER", "127.0.0.1:50051")
+        ),
+    )
+
+
+class MooncakeDistributedStore(_NativeStore):
+    """A store client: put/get objects by key, zero-copy into registered memory."""
+
+    def setup(self, *args: Any, **kwargs: Any) -> int:
+        if len(args) == 1 and isinstance(args[0], dict) and not kwargs:
+            return self._setup_positional(**_dict_args(args[0]))
+        if not args and set(kwargs) == {"config"} and isinstance(kwargs["config"], dict):
+            return self._setup_positional(**_dict_args(kwargs["config"]))
+        if not args and not kwargs:
+            try:
+                cfg = MooncakeConfig.load_from_env()
+            except (ValueError, OSError) as e:
+                _log.warning("setup: %s", e)
+                return _INVALID_PARAMS
+            return self._setup_positional(**_dict_args(cfg.as_dict()))
+        return self._setup_positional(*args, **kwargs)
+
+    def init_all(self, protocol: str, device_name: str, mount_segment_size: int) -> int:
+        """Set up from the environment with this protocol, device and segment size."""
+        try:
+            base = MooncakeConfig.load_from_env().as_dict()
+        except (ValueError, OSError):
+            base = {}
+        args = _dict_args(base)
+        args.update(protocol=protocol, rdma_devices=device_name, global_segment_size=mount_segment_size)
+        return self._setup_positional(**args)
+
+    # ---- buffers -------------------------------------------------------------------
+    def get_buffer(self, key: str) -> Optional[BufferHandle]:
+        data = self.get(key)
+        return BufferHandle(data) if data else None
+
+    def batch_get_buffer(self, keys: List[str]) -> List[Optional[BufferHandle]]:
+        return [BufferHandle(d) if d else None for d in self.get_batch(list(keys))]
+
+    # ---- tensors (numpy arrays or torch tensors; dtype and shape round-trip) ----------
+    def put_tensor(self, key: str, tensor: Any, config: Optional[ReplicateConfig] = None) -> int:
+        header, data = _tensor.encode(tensor)
+        return self.put_parts(key, header, data, config=config)
+
+    def upsert_tensor(self, key: str, tensor: Any, config: Optional[ReplicateConfig] = None) -> int:
+        header, data = _tensor.encode(tensor)
+        return self.upsert_parts(key, header, data, config=config)
+
+    def get_tensor(self, key: str) -> Any:
+        blob = self.get(key)
+        return _tensor.decode(blob) if blob else None
+
+    def batch_put_tensor(self, keys: List[str], tensors_list: List[Any], config: Optional[ReplicateConfig] = None) -> List[int]:
+        if len(keys) != len(tensors_list):
+            return [_INVALID_PARAMS] * len(keys)
+        return [self.put_tensor(k, t, config) for k, t in zip(keys, tensors_list)]
+
+    def batch_get_tensor(self, keys: List[str]) -> List[Any]:
+        return _tensor.decode_many(self.get_batch(list(keys)))
