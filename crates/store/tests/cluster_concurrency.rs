@@ -72,7 +72,11 @@ async fn concurrent_writers_and_readers_see_only_whole_objects() {
                             assert!(
                                 matches!(
                                     e.master_code(),
-                                    Some(ErrorCode::ObjectNotFound | ErrorCode::ObjectHasLease)
+                                    Some(
+                                        ErrorCode::ObjectNotFound
+                                            | ErrorCode::ObjectHasLease
+                                            | ErrorCode::ReplicaNotReady
+                                    )
                                 ),
                                 "remove {key}: {e}"
                             );
