@@ -11,6 +11,7 @@
 # Env:   DURATION=4 (seconds per point)  BATCH=16 (requests per batch, as the
 #        reference measurements)  OURS_MODE=split|both (two processes, as the
 #        reference, or target and initiator in one process)  SKIP_BUILD=1
+#        MC=path/to/mooncake (default: target/release/mooncake, built here)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -49,7 +50,8 @@ stop_last() { # kill the most recent background job's process group
   unset 'PIDS[-1]'
 }
 free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; return 1; }
+# Waits for a listener without connecting to it (iperf3 would take a probe for a client).
+wait_port() { for _ in $(seq 100); do ss -Hltn "sport = :$1" | grep -q . && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; return 1; }
 log() { echo "[bench] $*" >&2; }
 record() { echo "$1" >> "$RAW"; }   # one JSON object per line
 
@@ -74,7 +76,7 @@ if [[ -z ${SKIP_BUILD:-} ]]; then
   log "building ours (release)"
   (cd "$ROOT" && cargo build --release -q -p mooncake-cli)
 fi
-MC=$ROOT/target/release/mooncake
+MC=${MC:-$ROOT/target/release/mooncake}
 ours() { "$MC" bench transfer --json --duration "${DURATION}s" "$@" 2>>"$WORK/ours.err" | tail -n1; }
 
 # ---- machine limits
@@ -152,18 +154,20 @@ for point in "1048576 1" "1048576 2" "4194304 1"; do
   log "ours shm block=$block threads=$threads: $j (memcpy $m)"
 done
 
-# ---- file (ours, io_uring + O_DIRECT) vs fio direct I/O on the same file
+# ---- file (ours, io_uring + O_DIRECT) vs fio direct I/O on the same file, with as many
+# requests in flight as ours at most has (batch x threads)
 FILE=$WORK/file-segment.dat
 FILE_LEN=$((1 << 30))
-for op in write read; do
+for point in "write 1" "read 1" "read 2"; do
+  read -r op threads <<<"$point"
   j=$(ours --protocol file --op "$op" --file "$FILE" --buffer-size "$FILE_LEN" --block-size 1MiB \
-      --batch-size "$BATCH" --threads 1 || true)
-  record "{\"kind\":\"file\",\"who\":\"ours\",\"block\":1048576,\"threads\":1,\"op\":\"$op\",\"result\":${j:-null}}"
+      --batch-size "$BATCH" --threads "$threads" || true)
+  record "{\"kind\":\"file\",\"who\":\"ours\",\"block\":1048576,\"threads\":$threads,\"op\":\"$op\",\"result\":${j:-null}}"
   g=$(fio --name=direct --filename="$FILE" --rw="$op" --bs=1M --direct=1 --ioengine=io_uring \
-        --iodepth="$BATCH" --size="$FILE_LEN" --runtime="$DURATION" --time_based --output-format=json 2>/dev/null \
+        --iodepth=$((BATCH * threads)) --size="$FILE_LEN" --runtime="$DURATION" --time_based --output-format=json 2>/dev/null \
       | python3 -c "import json,sys;d=json.load(sys.stdin);print(d['jobs'][0]['$op']['bw_bytes']/1e9)" || echo null)
-  record "{\"kind\":\"fio\",\"who\":\"machine\",\"block\":1048576,\"threads\":1,\"op\":\"$op\",\"gbps\":$g}"
-  log "ours file $op: $j (fio direct $g GB/s)"
+  record "{\"kind\":\"fio\",\"who\":\"machine\",\"block\":1048576,\"threads\":$threads,\"op\":\"$op\",\"iodepth\":$((BATCH * threads)),\"gbps\":$g}"
+  log "ours file $op threads=$threads: $j (fio direct iodepth $((BATCH * threads)): $g GB/s)"
 done
 
 python3 "$ROOT/bench/summarise.py" "$RAW" "$OUT/transfer.json" "$OUT/transfer.md" \

@@ -58,15 +58,16 @@ def main():
         m = find("memcpy", "machine", block=r["block"], threads=r["threads"])
         row("shm", f'{r["op"]} {size(r["block"])} x{r["threads"]} thr', r, "memcpy", gbps(m) if m else None, 0.7)
     for r in [r for r in recs if r["kind"] == "file" and r["who"] == "ours"]:
-        f = find("fio", "machine", op=r["op"])
+        f = find("fio", "machine", op=r["op"], threads=r["threads"])
         direct = ((r.get("result") or {}).get("direct_io"))
         cfg = f'{r["op"]} {size(r["block"])} x{r["threads"]} thr' + ("" if direct else " (buffered)")
-        row("file", cfg, r, f'fio direct {r["op"]}', gbps(f) if f else None, 0.7)
+        qd = f.get("iodepth") if f else None
+        row("file", cfg, r, f'fio direct {r["op"]} qd {qd}', gbps(f) if f else None, 0.7)
 
     machine = {
         "memcpy_gbps": {f'{size(r["block"])} x{r["threads"]}': gbps(r) for r in recs if r["kind"] == "memcpy"},
         "iperf3_gbps": {str(r["streams"]): r["gbps"] for r in recs if r["kind"] == "iperf3"},
-        "fio_direct_gbps": {r["op"]: r["gbps"] for r in recs if r["kind"] == "fio"},
+        "fio_direct_gbps": {f'{r["op"]} qd {r.get("iodepth")}': r["gbps"] for r in recs if r["kind"] == "fio"},
         "reference_tcp_gbps": {f'{r["op"]} {size(r["block"])} x{r["threads"]}': r["gbps"] for r in recs if r["kind"] == "tcp" and r["who"] == "reference"},
     }
     doc = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "host": platform.node(),

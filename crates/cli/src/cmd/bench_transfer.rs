@@ -175,7 +175,7 @@ async fn run_target(args: &Args) -> anyhow::Result<()> {
     let len = buffer_size(args)?;
     let buffer = engine.allocate_managed_buffer(len).await?;
     eprintln!(
-        "target segment {} serving a {} buffer at {:#x}; Ctrl-C to stop",
+        "target segment {} serving a {} buffer at {:#x}; Ctrl-C or SIGTERM to stop",
         engine.segment_name(),
         format_size(len),
         buffer.addr()

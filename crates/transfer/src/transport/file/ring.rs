@@ -20,6 +20,8 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
 use io_uring::{opcode, types, IoUring};
 
 use super::backing::{AlignedBuf, BackingFile, DIRECT_ALIGN};
@@ -67,6 +69,9 @@ struct Job {
 /// A pool of io_uring workers; requests are spread round-robin.
 pub struct RingPool {
     senders: Vec<mpsc::Sender<Job>>,
+    /// One eventfd per worker: written after each send, so a worker blocked in
+    /// the ring waiting for completions also wakes for new work.
+    wakers: Vec<Arc<OwnedFd>>,
     next: AtomicUsize,
     threads: Vec<JoinHandle<()>>,
 }
@@ -75,20 +80,31 @@ impl RingPool {
     /// Start `workers` threads, each with a ring of `depth` entries.
     pub fn new(workers: usize, depth: u32) -> Result<Self, FileError> {
         let mut senders = Vec::new();
+        let mut wakers = Vec::new();
         let mut threads = Vec::new();
         for i in 0..workers.max(1) {
             // Set the ring up here, so a kernel without io_uring is a typed error now.
-            let ring = IoUring::new(depth.max(2)).map_err(FileError::Ring)?;
+            let ring = IoUring::new(depth.max(4)).map_err(FileError::Ring)?;
+            // SAFETY: eventfd has no memory-safety preconditions.
+            let raw = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+            if raw < 0 {
+                return Err(FileError::Ring(io::Error::last_os_error()));
+            }
+            // SAFETY: `raw` is a fresh descriptor that nothing else owns.
+            let waker = Arc::new(unsafe { OwnedFd::from_raw_fd(raw) });
             let (tx, rx) = mpsc::channel();
+            let worker_waker = waker.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("mc-uring-{i}"))
-                .spawn(move || Worker::new(ring, rx).run())
+                .spawn(move || Worker::new(ring, rx, worker_waker).run())
                 .map_err(FileError::Ring)?;
             senders.push(tx);
+            wakers.push(waker);
             threads.push(handle);
         }
         Ok(Self {
             senders,
+            wakers,
             next: AtomicUsize::new(0),
             threads,
         })
@@ -101,8 +117,9 @@ impl RingPool {
         }
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.senders.len();
         if let Err(mpsc::SendError(job)) = self.senders[i].send(Job { req, done }) {
-            (job.done)(Err(FileError::Shutdown));
+            return (job.done)(Err(FileError::Shutdown));
         }
+        wake(&self.wakers[i]);
     }
 
     /// Run one request and wait for it (blocking; not for async contexts).
@@ -123,11 +140,25 @@ impl Drop for RingPool {
     fn drop(&mut self) {
         // Closing the channels lets each worker finish what it holds and exit.
         self.senders.clear();
+        for w in &self.wakers {
+            wake(w);
+        }
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
     }
 }
+
+/// Bump a worker's eventfd (its armed read completes and the worker wakes).
+fn wake(fd: &OwnedFd) {
+    let one: u64 = 1;
+    // SAFETY: writes 8 bytes from a live local to a valid eventfd; a failure
+    // (counter saturated) still leaves the worker woken.
+    unsafe { libc::write(fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+}
+
+/// `user_data` of the eventfd read (piece indices are far smaller).
+const WAKE_TOKEN: u64 = u64::MAX;
 
 /// A piece of a request, in flight or waiting for a ring slot.
 struct Piece {
@@ -151,6 +182,11 @@ struct JobState {
 struct Worker {
     ring: IoUring,
     rx: mpsc::Receiver<Job>,
+    waker: Arc<OwnedFd>,
+    /// Target of the armed eventfd read; leaked, so it outlives any read the
+    /// kernel may still hold when the ring is torn down.
+    wake_buf: &'static mut u64,
+    wake_armed: bool,
     depth: usize,
     jobs: Vec<Option<JobState>>,
     free_jobs: Vec<usize>,
@@ -161,11 +197,15 @@ struct Worker {
 }
 
 impl Worker {
-    fn new(ring: IoUring, rx: mpsc::Receiver<Job>) -> Self {
-        let depth = ring.params().sq_entries() as usize;
+    fn new(ring: IoUring, rx: mpsc::Receiver<Job>, waker: Arc<OwnedFd>) -> Self {
+        // One slot stays free for re-arming the eventfd read.
+        let depth = ring.params().sq_entries() as usize - 1;
         Self {
             ring,
             rx,
+            waker,
+            wake_buf: Box::leak(Box::new(0u64)),
+            wake_armed: false,
             depth,
             jobs: Vec::new(),
             free_jobs: Vec::new(),
@@ -179,15 +219,6 @@ impl Worker {
     fn run(mut self) {
         let mut open = true;
         loop {
-            if self.in_flight == 0 && self.waiting.is_empty() {
-                if !open {
-                    return;
-                }
-                match self.rx.recv() {
-                    Ok(job) => self.accept(job),
-                    Err(_) => return,
-                }
-            }
             // Take everything queued, but do not hoard far beyond the ring's depth.
             while open && self.waiting.len() < 4 * self.depth {
                 match self.rx.try_recv() {
@@ -196,23 +227,42 @@ impl Worker {
                     Err(mpsc::TryRecvError::Disconnected) => open = false,
                 }
             }
-            self.push_waiting();
-            if self.in_flight > 0 {
-                match self.ring.submit_and_wait(1) {
-                    Ok(_) => {}
-                    Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
-                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
-                    Err(e) => {
-                        // The ring itself is broken: nothing in flight will complete.
-                        // Leak the in-flight state (memory stays untouched by us) and
-                        // fail the caller's work rather than hang.
-                        tracing::error!(error = %e, "io_uring submit failed; file worker stops");
-                        self.abandon(e);
-                        return;
-                    }
-                }
-                self.reap();
+            if !open && self.in_flight == 0 && self.waiting.is_empty() {
+                return;
             }
+            self.push_waiting();
+            self.arm_wake();
+            // Sleeps until a piece completes or a submitter bumps the eventfd.
+            match self.ring.submit_and_wait(1) {
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
+                Err(e) => {
+                    // The ring itself is broken: nothing in flight will complete.
+                    // Leak the in-flight state (memory stays untouched by us) and
+                    // fail the caller's work rather than hang.
+                    tracing::error!(error = %e, "io_uring submit failed; file worker stops");
+                    self.abandon(e);
+                    return;
+                }
+            }
+            self.reap();
+        }
+    }
+
+    /// Keep one read on the eventfd pending, so new work wakes `submit_and_wait`.
+    fn arm_wake(&mut self) {
+        if self.wake_armed {
+            return;
+        }
+        let buf: *mut u64 = &mut *self.wake_buf;
+        let entry = opcode::Read::new(types::Fd(self.waker.as_raw_fd()), buf.cast(), 8)
+            .build()
+            .user_data(WAKE_TOKEN);
+        // SAFETY: `wake_buf` is leaked (lives forever) and the eventfd is kept open
+        // by `self.waker` and the pool; a free SQ slot is reserved for this entry.
+        if unsafe { self.ring.submission().push(&entry) }.is_ok() {
+            self.wake_armed = true;
         }
     }
 
@@ -301,6 +351,10 @@ impl Worker {
             .map(|c| (c.user_data() as usize, c.result()))
             .collect();
         for (idx, res) in cqes {
+            if idx as u64 == WAKE_TOKEN {
+                self.wake_armed = false;
+                continue;
+            }
             self.in_flight -= 1;
             self.complete(idx, res);
         }
@@ -402,7 +456,7 @@ fn split(req: &IoRequest) -> Vec<Piece> {
             let len = ((to - at) as usize).min(MAX_PIECE);
             let mem_off = (at - start) as usize;
             let mem = (req.addr + mem_off) as *mut u8;
-            let bounce = if direct && (mem as usize) % DIRECT_ALIGN != 0 {
+            let bounce = if direct && !(mem as usize).is_multiple_of(DIRECT_ALIGN) {
                 let mut b = AlignedBuf::new(len);
                 if req.dir == Dir::Write {
                     // SAFETY: `mem` is caller memory valid for `len` bytes (module
