@@ -44,6 +44,8 @@ enum Command {
 enum BenchCommand {
     /// Transfer Engine throughput and latency.
     Transfer(cmd::bench_transfer::Args),
+    /// Conductor KV block cache: full-trace pass time per eviction policy.
+    Cache(cmd::bench_cache::Args),
     /// Store put/get/is_exist throughput and latency.
     Store(cmd::bench_store::Args),
 }
@@ -70,6 +72,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Segment(a) => cmd::segment::run(a).await,
         Command::Trace(a) => cmd::trace::run(a).await,
         Command::Bench(BenchCommand::Transfer(a)) => cmd::bench_transfer::run(a).await,
+        Command::Bench(BenchCommand::Cache(a)) => cmd::bench_cache::run(a).await,
         Command::Bench(BenchCommand::Store(a)) => cmd::bench_store::run(a).await,
         Command::Client(a) => cmd::client::run(a).await,
         Command::StoreNode(a) => cmd::store_node::run(a).await,
