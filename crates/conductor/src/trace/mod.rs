@@ -289,7 +289,7 @@ pub fn published_traces_dir() -> PathBuf {
 pub fn published_trace(name: &str) -> Result<PathBuf, TraceError> {
     let p = published_traces_dir().join(name);
     if p.is_file() {
-        Ok(p)
+        Ok(p.canonicalize().unwrap_or(p))
     } else {
         Err(TraceError::Open {
             path: p,
