@@ -196,7 +196,10 @@ async fn ticker(period: Duration, shared: Arc<Shared>, mut stop: watch::Receiver
 }
 
 async fn accept_loop(l: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    // Connection tasks live in a JoinSet so shutdown can end them all before returning.
+    let mut conns = tokio::task::JoinSet::new();
     loop {
+        while conns.try_join_next().is_some() {}
         let (sock, peer) = tokio::select! {
             r = l.accept() => match r {
                 Ok(x) => x,
@@ -207,30 +210,28 @@ async fn accept_loop(l: TcpListener, shared: Arc<Shared>, mut stop: watch::Recei
                     continue;
                 }
             },
-            _ = stop.changed() => return,
+            _ = stop.changed() => break,
         };
         let shared = shared.clone();
-        let stop = stop.clone();
-        tokio::spawn(
+        conns.spawn(
             async move {
                 shared.metrics.conn_opened();
-                tokio::select! {
-                    _ = serve_conn(sock, &shared) => {}
-                    _ = wait_stop(stop) => {}
+                // Counts the close even when the task is aborted at shutdown.
+                struct Open<'a>(&'a Metrics);
+                impl Drop for Open<'_> {
+                    fn drop(&mut self) {
+                        self.0.conn_closed();
+                    }
                 }
-                shared.metrics.conn_closed();
+                let _open = Open(&shared.metrics);
+                serve_conn(sock, &shared).await;
             }
             .instrument(tracing::debug_span!("conn", %peer)),
         );
     }
-}
-
-async fn wait_stop(mut stop: watch::Receiver<bool>) {
-    while !*stop.borrow() {
-        if stop.changed().await.is_err() {
-            return;
-        }
-    }
+    drop(l);
+    conns.abort_all();
+    while conns.join_next().await.is_some() {}
 }
 
 async fn serve_conn(sock: TcpStream, shared: &Shared) {

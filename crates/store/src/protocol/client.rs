@@ -8,6 +8,7 @@
 use super::frame::{decode_response, encode_frame, read_frame};
 use super::{
     ClientId, ErrorCode, HeartbeatReply, Replica, ReplicateConfig, Request, Response, SegmentDesc,
+    MAX_FRAME_LEN,
 };
 use bytes::BytesMut;
 use parking_lot::Mutex;
@@ -16,8 +17,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 type Reply = Result<Response, ErrorCode>;
 
@@ -53,9 +55,32 @@ impl Shared {
     }
 }
 
+/// One connection. Writes use flat combining: a caller appends its frame to `queued`, then
+/// takes the write lock and writes out everything queued — its own frame and those of
+/// callers waiting behind it, in one syscall. A caller whose frame was already written by
+/// the lock holder finds the queue empty and returns at once. No frame is stranded: each
+/// is queued before its owner asks for the lock, and every lock holder drains the queue.
 struct Conn {
-    tx: mpsc::UnboundedSender<BytesMut>,
+    queued: Mutex<BytesMut>,
+    wr: tokio::sync::Mutex<OwnedWriteHalf>,
     shared: Arc<Shared>,
+}
+
+impl Conn {
+    async fn send(&self, frame: &[u8]) -> std::io::Result<()> {
+        self.queued.lock().extend_from_slice(frame);
+        let mut w = self.wr.lock().await;
+        loop {
+            let buf = {
+                let mut q = self.queued.lock();
+                if q.is_empty() {
+                    return Ok(());
+                }
+                q.split()
+            };
+            w.write_all(&buf).await?;
+        }
+    }
 }
 
 struct Inner {
@@ -129,29 +154,9 @@ impl MasterClient {
             ErrorCode::RpcFail
         })?;
         let _ = stream.set_nodelay(true);
-        let (mut rd, mut wr) = stream.into_split();
+        let (rd, wr) = stream.into_split();
+        let mut rd = tokio::io::BufReader::with_capacity(64 << 10, rd);
         let shared = Arc::new(Shared::default());
-        let (tx, mut rx) = mpsc::unbounded_channel::<BytesMut>();
-        let s2 = shared.clone();
-        tokio::spawn(async move {
-            // Writer: coalesce whatever is queued into one write.
-            let mut buf = BytesMut::with_capacity(64 << 10);
-            while let Some(first) = rx.recv().await {
-                buf.clear();
-                buf.extend_from_slice(&first);
-                while buf.len() < (256 << 10) {
-                    match rx.try_recv() {
-                        Ok(more) => buf.extend_from_slice(&more),
-                        Err(_) => break,
-                    }
-                }
-                if wr.write_all(&buf).await.is_err() {
-                    break;
-                }
-            }
-            let _ = wr.shutdown().await;
-            s2.fail_all();
-        });
         let s3 = shared.clone();
         tokio::spawn(async move {
             let mut buf = Vec::new();
@@ -167,7 +172,11 @@ impl MasterClient {
             }
             s3.fail_all();
         });
-        let conn = Arc::new(Conn { tx, shared });
+        let conn = Arc::new(Conn {
+            queued: Mutex::new(BytesMut::with_capacity(4096)),
+            wr: tokio::sync::Mutex::new(wr),
+            shared,
+        });
         *self.inner.conn.lock() = Some(conn.clone());
         Ok(conn)
     }
@@ -181,18 +190,33 @@ impl MasterClient {
 
     /// Send one request and wait for its answer.
     pub async fn call(&self, req: &Request) -> Result<Response, ErrorCode> {
-        let conn = self.conn().await?;
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        conn.shared.pending.lock().insert(id, tx);
         let mut frame = BytesMut::with_capacity(64);
         encode_frame(&mut frame, id, req);
-        if conn.tx.send(frame).is_err() || conn.shared.closed.load(Ordering::Acquire) {
+        if frame.len() - 4 > MAX_FRAME_LEN {
+            // The master would refuse it and drop the connection; fail here instead.
+            return Err(ErrorCode::FrameTooLarge);
+        }
+        let conn = self.conn().await?;
+        let (tx, rx) = oneshot::channel();
+        conn.shared.pending.lock().insert(id, tx);
+        if conn.shared.closed.load(Ordering::Acquire) {
+            // The reader died between our liveness check and the insert; fail_all may
+            // already have run, so nobody would answer this id.
             conn.shared.pending.lock().remove(&id);
-            conn.shared.fail_all();
             return Err(ErrorCode::RpcFail);
         }
-        match tokio::time::timeout(self.inner.opts.rpc_timeout, rx).await {
+        let timeout = self.inner.opts.rpc_timeout;
+        match tokio::time::timeout(timeout, conn.send(&frame)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) | Err(_) => {
+                // A failed or stuck write leaves the stream in an unknown state: drop it.
+                conn.shared.pending.lock().remove(&id);
+                conn.shared.fail_all();
+                return Err(ErrorCode::RpcFail);
+            }
+        }
+        match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(reply)) => reply,
             Ok(Err(_)) => Err(ErrorCode::RpcFail),
             Err(_) => {
