@@ -111,7 +111,8 @@ pub trait BlockCache: fmt::Debug + Send {
     fn touch(&mut self, hashes: &[BlockHash]) -> usize;
     /// Makes the blocks of the prefix `hashes` resident, in order, evicting
     /// unpinned blocks (never blocks of `hashes` itself) as needed. Blocks
-    /// already resident are refreshed as by `touch` but not counted as hits.
+    /// already resident get a fresh recency stamp; their use count and the
+    /// hit statistics are left alone (that is `touch`'s job).
     fn insert(&mut self, hashes: &[BlockHash]) -> InsertOutcome;
     /// A request arrives: `touch` its prefix, then `insert` the rest. Returns
     /// the number of blocks that were hits.
