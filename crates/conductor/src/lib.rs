@@ -11,7 +11,7 @@
 
 pub mod cache;
 pub mod cost;
+pub mod plot;
 pub mod policy;
 pub mod sim;
-pub mod plot;
 pub mod trace;
