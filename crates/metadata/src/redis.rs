@@ -542,40 +542,29 @@ async fn resync(
     Ok(())
 }
 
+/// Poll the prefix (SCAN + MGET), comparing values; returns when the
+/// receiver is gone.
 async fn poll_loop(
     conn: Conn,
     prefix: String,
-    mut known: BTreeMap<String, Vec<u8>>,
+    known: BTreeMap<String, Vec<u8>>,
     interval: Duration,
     tx: &mpsc::Sender<WatchEvent>,
 ) {
-    let mut outage = OutageLog::default();
-    loop {
-        tokio::time::sleep(interval).await;
-        let current = match conn.snapshot(&prefix).await {
-            Ok(s) => {
-                outage.ok(BACKEND, &prefix);
-                s
-            }
-            Err(e) => {
-                outage.failed(BACKEND, &prefix, &e);
-                continue;
-            }
-        };
-        let diff = watch::diff_snapshots(&known, &current);
-        for key in diff.changed {
-            let value = current[&key].clone();
-            if tx.send(WatchEvent::Put { key, value }).await.is_err() {
-                return;
-            }
-        }
-        for key in diff.deleted {
-            if tx.send(WatchEvent::Delete { key }).await.is_err() {
-                return;
-            }
-        }
-        known = current;
-    }
+    watch::poll_loop(
+        BACKEND,
+        &prefix,
+        known,
+        interval,
+        tx,
+        || {
+            let (conn, prefix) = (conn.clone(), prefix.clone());
+            async move { conn.snapshot(&prefix).await }
+        },
+        // The snapshot already holds the value.
+        |_key, value| async move { Ok(Some(value)) },
+    )
+    .await
 }
 
 #[cfg(test)]

@@ -6,11 +6,12 @@
 //! ends at the first of `Receiver` dropped or [`StoreLifetime`] dropped.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
-use crate::WatchEvent;
+use crate::{MetadataError, WatchEvent};
 
 /// Capacity of every watch channel; a slow receiver applies back-pressure to
 /// its own watcher task only.
@@ -108,6 +109,73 @@ impl OutageLog {
     }
 }
 
+/// The polling watcher shared by the backends that cannot push changes.
+///
+/// Every `interval`: take a `snapshot` of the prefix (`key -> version`, where
+/// the version is a revision or the value itself), and for each key whose
+/// version changed ask `value` for its current value, then send `Put`s and
+/// `Delete`s. A key written twice between two polls yields one `Put` with its
+/// latest value. Returns when the receiver is gone.
+pub(crate) async fn poll_loop<V, S, SF, G, GF>(
+    backend: &'static str,
+    prefix: &str,
+    mut known: BTreeMap<String, V>,
+    interval: Duration,
+    tx: &mpsc::Sender<WatchEvent>,
+    mut snapshot: S,
+    mut value: G,
+) where
+    V: PartialEq + Clone,
+    S: FnMut() -> SF,
+    SF: Future<Output = Result<BTreeMap<String, V>, MetadataError>>,
+    G: FnMut(String, V) -> GF,
+    GF: Future<Output = Result<Option<Vec<u8>>, MetadataError>>,
+{
+    let mut outage = OutageLog::default();
+    loop {
+        tokio::time::sleep(interval).await;
+        let current = match snapshot().await {
+            Ok(s) => {
+                outage.ok(backend, prefix);
+                s
+            }
+            Err(e) => {
+                outage.failed(backend, prefix, &e);
+                continue;
+            }
+        };
+        let diff = diff_snapshots(&known, &current);
+        for key in diff.changed {
+            let version = current[&key].clone();
+            let event = match value(key.clone(), version.clone()).await {
+                Ok(Some(value)) => {
+                    known.insert(key.clone(), version);
+                    WatchEvent::Put { key, value }
+                }
+                // Deleted since the snapshot: report the delete only if the
+                // watcher had seen the key (the next poll will not list it).
+                Ok(None) if known.remove(&key).is_some() => WatchEvent::Delete { key },
+                Ok(None) => continue,
+                Err(e) => {
+                    // Forget the key so the next poll retries it.
+                    outage.failed(backend, prefix, &e);
+                    known.remove(&key);
+                    continue;
+                }
+            };
+            if tx.send(event).await.is_err() {
+                return;
+            }
+        }
+        for key in diff.deleted {
+            known.remove(&key);
+            if tx.send(WatchEvent::Delete { key }).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,6 +209,74 @@ mod tests {
             clamp_poll_interval(DEFAULT_POLL_INTERVAL),
             DEFAULT_POLL_INTERVAL
         );
+    }
+
+    /// The polling core against scripted snapshots, no server: new, changed,
+    /// vanished and failed keys, in paused (virtual) time.
+    #[tokio::test(start_paused = true)]
+    async fn poll_loop_turns_snapshots_into_events() {
+        use std::sync::{Arc, Mutex};
+        let script = Arc::new(Mutex::new(vec![
+            Err(MetadataError::Unsupported("scripted outage")),
+            Ok(snap(&[("k/a", 1), ("k/b", 1)])),
+            Ok(snap(&[("k/a", 2), ("k/b", 1), ("k/c", 3)])),
+            Ok(snap(&[("k/c", 3)])),
+        ]));
+        // Value of k/c fails once, then is readable: it must still be reported.
+        let failed_c = Arc::new(Mutex::new(false));
+        let (tx, mut rx) = mpsc::channel(16);
+        let known = snap(&[("k/b", 1)]);
+        let task = tokio::spawn(async move {
+            // As in the backends: the loop runs until the receiver is gone.
+            let stop = tx.clone();
+            let poll = poll_loop(
+                "test",
+                "k/",
+                known,
+                MIN_POLL_INTERVAL,
+                &tx,
+                || {
+                    let next = {
+                        let mut s = script.lock().unwrap();
+                        (!s.is_empty()).then(|| s.remove(0))
+                    };
+                    async move { next.unwrap_or_else(|| Ok(snap(&[("k/c", 3)]))) }
+                },
+                |key, rev| {
+                    let fail =
+                        key == "k/c" && !std::mem::replace(&mut *failed_c.lock().unwrap(), true);
+                    async move {
+                        if fail {
+                            Err(MetadataError::Unsupported("scripted failure"))
+                        } else {
+                            Ok(Some(format!("{key}@{rev}").into_bytes()))
+                        }
+                    }
+                },
+            );
+            tokio::select! {
+                _ = stop.closed() => {}
+                _ = poll => {}
+            }
+        });
+        let put = |k: &str, v: &str| WatchEvent::Put {
+            key: k.into(),
+            value: v.as_bytes().to_vec(),
+        };
+        let want = [
+            put("k/a", "k/a@1"),
+            // Third snapshot: k/a changed; k/c is new but its read fails.
+            put("k/a", "k/a@2"),
+            // Fourth: k/c retried and reported, then k/a and k/b are gone.
+            put("k/c", "k/c@3"),
+            WatchEvent::Delete { key: "k/a".into() },
+            WatchEvent::Delete { key: "k/b".into() },
+        ];
+        for w in want {
+            assert_eq!(rx.recv().await.unwrap(), w);
+        }
+        drop(rx);
+        task.await.unwrap();
     }
 
     #[tokio::test]

@@ -16,7 +16,7 @@ use reqwest::{StatusCode, Url};
 use tokio::sync::mpsc;
 
 use super::Listing;
-use crate::watch::{self, OutageLog, StoreLifetime};
+use crate::watch::{self, StoreLifetime};
 use crate::{MetadataError, MetadataStore, WatchEvent};
 
 const BACKEND: &str = "http";
@@ -246,7 +246,21 @@ impl MetadataStore for HttpMetadata {
         tokio::spawn(async move {
             tokio::select! {
                 _ = stop.stopped(&tx) => {}
-                _ = poll_loop(api, prefix, known, interval, &tx) => {}
+                _ = watch::poll_loop(
+                    BACKEND,
+                    &prefix,
+                    known,
+                    interval,
+                    &tx,
+                    || {
+                        let (api, prefix) = (api.clone(), prefix.clone());
+                        async move { api.snapshot(&prefix).await }
+                    },
+                    |key, _revision| {
+                        let api = api.clone();
+                        async move { api.get(&key).await }
+                    },
+                ) => {}
             }
         });
         Ok(rx)
@@ -254,65 +268,5 @@ impl MetadataStore for HttpMetadata {
 
     fn backend(&self) -> &'static str {
         BACKEND
-    }
-}
-
-/// Poll the listing forever, sending the differences; returns when the
-/// receiver is gone.
-async fn poll_loop(
-    api: Api,
-    prefix: String,
-    mut known: BTreeMap<String, u64>,
-    interval: Duration,
-    tx: &mpsc::Sender<WatchEvent>,
-) {
-    let mut outage = OutageLog::default();
-    loop {
-        tokio::time::sleep(interval).await;
-        let current = match api.snapshot(&prefix).await {
-            Ok(s) => {
-                outage.ok(BACKEND, &prefix);
-                s
-            }
-            Err(e) => {
-                outage.failed(BACKEND, &prefix, &e);
-                continue;
-            }
-        };
-        let diff = watch::diff_snapshots(&known, &current);
-        for key in diff.changed {
-            let event = match api.get(&key).await {
-                Ok(Some(value)) => WatchEvent::Put {
-                    key: key.clone(),
-                    value,
-                },
-                // Deleted since the listing: report the delete only if the
-                // watcher had seen the key (the next poll will not list it).
-                Ok(None) => {
-                    if known.remove(&key).is_some()
-                        && tx.send(WatchEvent::Delete { key }).await.is_err()
-                    {
-                        return;
-                    }
-                    continue;
-                }
-                Err(e) => {
-                    // Forget the key so the next poll retries it.
-                    outage.failed(BACKEND, &prefix, &e);
-                    known.remove(&key);
-                    continue;
-                }
-            };
-            if tx.send(event).await.is_err() {
-                return;
-            }
-            known.insert(key.clone(), current[&key]);
-        }
-        for key in diff.deleted {
-            known.remove(&key);
-            if tx.send(WatchEvent::Delete { key }).await.is_err() {
-                return;
-            }
-        }
     }
 }
