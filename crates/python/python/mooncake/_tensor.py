@@ -42,7 +42,9 @@ def encode(tensor: Any) -> Tuple[bytes, Any]:
         kind = TORCH
     else:
         np = _numpy()
-        a = np.ascontiguousarray(tensor)
+        a = np.asarray(tensor)
+        if not a.flags.c_contiguous:
+            a = a.copy(order="C")  # keeps 0-d shapes, unlike ascontiguousarray
         if a.dtype.hasobject:
             raise TypeError("object arrays cannot be stored as tensors")
         dtype = a.dtype.str
