@@ -5,16 +5,27 @@
 //! One trait, [`MetadataStore`], with four backends chosen by a connection
 //! string (see [`connect`]):
 //!
-//! | connection string            | backend                                   |
-//! |------------------------------|-------------------------------------------|
-//! | `embedded` (or empty)        | in-process map, shared by all engines of one process |
-//! | `http://host:port/metadata`  | our `mooncake metadata-server` (and the reference's) |
-//! | `etcd://host:port[,host:port]` or `host:port` | etcd v3 (JSON gateway)   |
-//! | `redis://host:port[/db]`     | redis                                     |
-//! | `P2PHANDSHAKE`               | no server: peers exchange descriptors on connect |
+//! | connection string            | backend                                   | watch |
+//! |------------------------------|-------------------------------------------|-------|
+//! | `embedded` (or empty)        | in-process map, shared by all engines of one process | pushed in-process |
+//! | `http://host:port[/metadata]`| our `mooncake metadata-server` ([`http`]) or the reference's | polling, 500 ms |
+//! | `etcd://host:port[,host:port]` or `host:port` | etcd v3 through its JSON gateway ([`etcd`]) | etcd watch stream, resumed by revision |
+//! | `redis://host:port[/db]`     | redis ([`redis`])                         | keyspace notifications, else polling |
+//! | `P2PHANDSHAKE`               | no server: peers exchange descriptors on connect | — |
 //!
 //! Invariants: values are opaque bytes (the transfer crate stores JSON);
-//! `put` overwrites; `get` of a missing key is `Ok(None)`, never an error.
+//! `put` overwrites; `get` of a missing key is `Ok(None)`, never an error;
+//! a malformed connection string is [`MetadataError::InvalidConnectionString`]
+//! before any I/O; a server that cannot be reached is
+//! [`MetadataError::Unreachable`] within bounded connect and request
+//! timeouts, never a hang. A watcher reports every change made after `watch`
+//! returns (polling ones report the latest value of a key written several
+//! times between two polls); its task ends when the receiver or the store is
+//! dropped.
+//!
+//! [`http::server`] holds the HTTP metadata server (standalone, or as an
+//! `axum::Router` mounted by another server); the `testing` feature adds
+//! the `testing` module, which starts real etcd and redis servers for tests.
 
 mod error;
 pub use error::MetadataError;
@@ -58,8 +69,8 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug {
     async fn delete(&self, key: &str) -> Result<(), MetadataError>;
     /// All keys that start with `prefix`, sorted.
     async fn list(&self, prefix: &str) -> Result<Vec<String>, MetadataError>;
-    /// Changes to keys under `prefix` from now on. Backends that cannot watch
-    /// (HTTP) poll; the receiver closes when the store is dropped.
+    /// Changes to keys under `prefix` from now on (see the crate docs for how
+    /// each backend watches). The receiver closes when the store is dropped.
     async fn watch(
         &self,
         prefix: &str,

@@ -3,7 +3,7 @@
 //! snapshot diff that polling watchers turn into events.
 //!
 //! Invariant: a watcher task never outlives both its receiver and its store; it
-//! ends at the first of `Receiver` dropped or [`StoreLifetime`] dropped.
+//! ends at the first of `Receiver` dropped or `StoreLifetime` dropped.
 
 use std::collections::BTreeMap;
 use std::future::Future;
