@@ -156,6 +156,10 @@ impl Proc {
         }
     }
 
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -288,6 +292,16 @@ impl EtcdServer {
     pub fn kill(&mut self) {
         self.proc.kill();
     }
+
+    /// Process id of the server.
+    pub fn pid(&self) -> u32 {
+        self.proc.pid()
+    }
+
+    /// The temporary directory holding its data and `server.log` (removed on drop).
+    pub fn dir(&self) -> &Path {
+        self.proc.dir.path()
+    }
 }
 
 /// A real redis server on loopback, without persistence.
@@ -368,5 +382,15 @@ impl RedisServer {
     /// Kill the server now (it is also killed on drop).
     pub fn kill(&mut self) {
         self.proc.kill();
+    }
+
+    /// Process id of the server.
+    pub fn pid(&self) -> u32 {
+        self.proc.pid()
+    }
+
+    /// The temporary directory holding its data and `server.log` (removed on drop).
+    pub fn dir(&self) -> &Path {
+        self.proc.dir.path()
     }
 }
