@@ -127,6 +127,23 @@ pub async fn conformance(store: &dyn MetadataStore, ns: &str) {
     assert!(everything.contains(&k("lz")) && everything.contains(&k("bin")));
     assert!(!everything.contains(&k("a")));
 
+    // Concurrent writers: every acknowledged put is there afterwards.
+    let keys: Vec<String> = (0..32).map(|i| k(&format!("conc/{i:02}"))).collect();
+    futures::future::try_join_all(keys.iter().map(|key| store.put(key, key.as_bytes())))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.list(&k("conc/")).await.unwrap(),
+        keys,
+        "{backend}: concurrent puts"
+    );
+    let values = futures::future::try_join_all(keys.iter().map(|key| store.get(key)))
+        .await
+        .unwrap();
+    for (key, value) in keys.iter().zip(values) {
+        assert_eq!(value.as_deref(), Some(key.as_bytes()), "{backend}: {key}");
+    }
+
     watch_suite(store, ns).await;
 }
 
