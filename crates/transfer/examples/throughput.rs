@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! cargo run --release -p mooncake-transfer --example throughput -- [tcp|shm] [write|read] [block KiB] [batch] [threads] [seconds]
+//! cargo run --release -p mooncake-transfer --example throughput -- memcpy
 //! ```
 //! Prints GB/s (10^9 bytes per second). Not a benchmark of record: see
 //! `mooncake bench transfer` for that.
@@ -17,17 +18,26 @@ use mooncake_transfer::*;
 async fn main() -> Result<(), TransferError> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let arg = |i: usize, d: &str| args.get(i).cloned().unwrap_or_else(|| d.to_string());
-    let protocol: Protocol = arg(0, "tcp").parse()?;
+    let protocol: Protocol = match arg(0, "tcp").as_str() {
+        "memcpy" => Protocol::Tcp,
+        p => p.parse()?,
+    };
     let opcode: Opcode = arg(1, "write").parse()?;
     let block: usize = arg(2, "1024").parse::<usize>().expect("block KiB") << 10;
     let batch: usize = arg(3, "16").parse().expect("batch");
     let threads: usize = arg(4, "1").parse().expect("threads");
     let seconds: f64 = arg(5, "3").parse().expect("seconds");
 
-    let config = TransferEngineConfig {
+    let mut config = TransferEngineConfig {
         protocols: vec![protocol],
         ..Default::default()
     };
+    // MC_SLICE_SIZE, MC_CONNECTIONS_PER_PEER, ... for experiments.
+    config.apply_env()?;
+    if std::env::args().nth(1).as_deref() == Some("memcpy") {
+        memcpy_baseline();
+        return Ok(());
+    }
     let target = TransferEngine::start(config.clone()).await?;
     let initiator = TransferEngine::start(config).await?;
     let span = block * batch;
@@ -76,4 +86,20 @@ async fn main() -> Result<(), TransferError> {
     initiator.shutdown().await;
     target.shutdown().await;
     Ok(())
+}
+
+/// Single-threaded memcpy bandwidth over 1 GiB (pages touched first).
+fn memcpy_baseline() {
+    let len = 1 << 30;
+    let src: Vec<u8> = (0..len).map(|i| i as u8).collect();
+    let mut dst = vec![0u8; len];
+    dst.copy_from_slice(&src);
+    let start = Instant::now();
+    let rounds = 4;
+    for _ in 0..rounds {
+        dst.copy_from_slice(std::hint::black_box(&src));
+        std::hint::black_box(&mut dst);
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!("memcpy: {:.2} GB/s", (len * rounds) as f64 / secs / 1e9);
 }

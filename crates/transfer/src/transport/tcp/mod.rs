@@ -30,12 +30,28 @@ use crate::descriptor::SegmentDescriptor;
 use crate::{Opcode, Protocol, TransferError};
 use client::Conn;
 
-/// Socket buffer size requested on both ends (bytes).
-const SOCKET_BUFFER: libc::c_int = 4 << 20;
+/// Socket buffer size requested on both ends (bytes) unless
+/// `MC_TCP_SOCKET_BUFFER` says otherwise; 0 leaves the kernel's autotuning.
+const SOCKET_BUFFER: usize = 4 << 20;
+
+fn socket_buffer() -> libc::c_int {
+    static SIZE: std::sync::OnceLock<libc::c_int> = std::sync::OnceLock::new();
+    *SIZE.get_or_init(|| {
+        std::env::var("MC_TCP_SOCKET_BUFFER")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(SOCKET_BUFFER)
+            .min(i32::MAX as usize) as libc::c_int
+    })
+}
 
 /// TCP_NODELAY and large socket buffers (best effort: failures only cost speed).
 pub(crate) fn tune_socket(stream: &TcpStream) {
     let _ = stream.set_nodelay(true);
+    let size = socket_buffer();
+    if size == 0 {
+        return;
+    }
     let fd = stream.as_raw_fd();
     for opt in [libc::SO_SNDBUF, libc::SO_RCVBUF] {
         // SAFETY: fd is a live socket owned by `stream`; the option value is a
@@ -45,7 +61,7 @@ pub(crate) fn tune_socket(stream: &TcpStream) {
                 fd,
                 libc::SOL_SOCKET,
                 opt,
-                &SOCKET_BUFFER as *const libc::c_int as *const libc::c_void,
+                &size as *const libc::c_int as *const libc::c_void,
                 std::mem::size_of::<libc::c_int>() as libc::socklen_t,
             );
         }
