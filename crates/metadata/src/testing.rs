@@ -75,9 +75,10 @@ pub fn free_port() -> std::io::Result<u16> {
         .port())
 }
 
-/// A child process with its data directory and log, killed on drop.
+/// A server process with its data directory and log, killed on drop. Both
+/// servers dereference to it for [`ServerProcess::kill`], `pid` and `dir`.
 #[derive(Debug)]
-struct Proc {
+pub struct ServerProcess {
     name: &'static str,
     bin: PathBuf,
     args: Vec<String>,
@@ -85,7 +86,7 @@ struct Proc {
     dir: TempDir,
 }
 
-impl Proc {
+impl ServerProcess {
     fn spawn(
         name: &'static str,
         bin: &Path,
@@ -156,17 +157,24 @@ impl Proc {
         }
     }
 
-    fn pid(&self) -> u32 {
+    /// Process id of the server.
+    pub fn pid(&self) -> u32 {
         self.child.id()
     }
 
-    fn kill(&mut self) {
+    /// The temporary directory holding its data and `server.log` (removed on drop).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Kill the server now and reap it (it is also killed on drop).
+    pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
 
-impl Drop for Proc {
+impl Drop for ServerProcess {
     fn drop(&mut self) {
         self.kill();
     }
@@ -212,7 +220,7 @@ fn with_retries<T>(
 /// A real single-member etcd cluster on loopback.
 #[derive(Debug)]
 pub struct EtcdServer {
-    proc: Proc,
+    proc: ServerProcess,
     client_port: u16,
 }
 
@@ -255,7 +263,7 @@ impl EtcdServer {
             .map(|s| s.to_string())
             .collect();
             let mut this = Self {
-                proc: Proc::spawn("etcd", &bin, &args, dir)?,
+                proc: ServerProcess::spawn("etcd", &bin, &args, dir)?,
                 client_port,
             };
             this.await_ready()?;
@@ -287,27 +295,31 @@ impl EtcdServer {
     pub fn conn_string(&self) -> String {
         format!("etcd://{}", self.endpoint())
     }
-
-    /// Kill the server now (it is also killed on drop).
-    pub fn kill(&mut self) {
-        self.proc.kill();
-    }
-
-    /// Process id of the server.
-    pub fn pid(&self) -> u32 {
-        self.proc.pid()
-    }
-
-    /// The temporary directory holding its data and `server.log` (removed on drop).
-    pub fn dir(&self) -> &Path {
-        self.proc.dir.path()
-    }
 }
+
+macro_rules! deref_to_process {
+    ($server:ty) => {
+        impl std::ops::Deref for $server {
+            type Target = ServerProcess;
+            fn deref(&self) -> &ServerProcess {
+                &self.proc
+            }
+        }
+        impl std::ops::DerefMut for $server {
+            fn deref_mut(&mut self) -> &mut ServerProcess {
+                &mut self.proc
+            }
+        }
+    };
+}
+
+deref_to_process!(EtcdServer);
+deref_to_process!(RedisServer);
 
 /// A real redis server on loopback, without persistence.
 #[derive(Debug)]
 pub struct RedisServer {
-    proc: Proc,
+    proc: ServerProcess,
     port: u16,
 }
 
@@ -348,7 +360,7 @@ impl RedisServer {
             .collect();
             args.extend(extra.iter().map(|s| s.to_string()));
             let mut this = Self {
-                proc: Proc::spawn("redis-server", &bin, &args, dir)?,
+                proc: ServerProcess::spawn("redis-server", &bin, &args, dir)?,
                 port,
             };
             this.await_ready()?;
@@ -377,20 +389,5 @@ impl RedisServer {
     /// `redis://127.0.0.1:<port>`, for [`crate::connect`].
     pub fn conn_string(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// Kill the server now (it is also killed on drop).
-    pub fn kill(&mut self) {
-        self.proc.kill();
-    }
-
-    /// Process id of the server.
-    pub fn pid(&self) -> u32 {
-        self.proc.pid()
-    }
-
-    /// The temporary directory holding its data and `server.log` (removed on drop).
-    pub fn dir(&self) -> &Path {
-        self.proc.dir.path()
     }
 }

@@ -9,7 +9,9 @@ use std::time::Duration;
 use mooncake_metadata::http::server::MetadataServer;
 use mooncake_metadata::redis::{RedisOptions, RedisWatchMode};
 use mooncake_metadata::testing::{free_port, EtcdServer, RedisServer};
-use mooncake_metadata::{connect, EmbeddedMetadata, MetadataError, MetadataStore, RedisMetadata};
+use mooncake_metadata::{
+    connect, EmbeddedMetadata, MetadataError, MetadataStore, RedisMetadata, WatchEvent,
+};
 
 fn etcd() -> EtcdServer {
     EtcdServer::start().unwrap_or_else(|e| panic!("{e}"))
@@ -169,10 +171,7 @@ async fn a_killed_server_turns_into_unreachable() {
 }
 
 /// Wait for `want`, skipping re-reports a reconnecting watcher may send first.
-async fn await_event(
-    rx: &mut tokio::sync::mpsc::Receiver<mooncake_metadata::WatchEvent>,
-    want: &mooncake_metadata::WatchEvent,
-) {
+async fn await_event(rx: &mut tokio::sync::mpsc::Receiver<WatchEvent>, want: &WatchEvent) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         match tokio::time::timeout_at(deadline, rx.recv()).await {
@@ -184,21 +183,26 @@ async fn await_event(
     }
 }
 
-#[tokio::test]
-async fn etcd_watch_resumes_after_a_restart_without_losing_changes() {
-    use mooncake_metadata::WatchEvent;
-    let mut server = etcd();
-    let store = connect(&server.conn_string()).await.unwrap();
+fn put_event(key: &str, value: &[u8]) -> WatchEvent {
+    WatchEvent::Put {
+        key: key.into(),
+        value: value.to_vec(),
+    }
+}
+
+/// A watcher on `r/` that has seen its first event (`r/a` = 1).
+async fn live_watcher(store: &dyn MetadataStore) -> tokio::sync::mpsc::Receiver<WatchEvent> {
     let mut rx = store.watch("r/").await.unwrap();
     store.put("r/a", b"1").await.unwrap();
-    await_event(
-        &mut rx,
-        &WatchEvent::Put {
-            key: "r/a".into(),
-            value: b"1".to_vec(),
-        },
-    )
-    .await;
+    await_event(&mut rx, &put_event("r/a", b"1")).await;
+    rx
+}
+
+#[tokio::test]
+async fn etcd_watch_resumes_after_a_restart_without_losing_changes() {
+    let mut server = etcd();
+    let store = connect(&server.conn_string()).await.unwrap();
+    let mut rx = live_watcher(store.as_ref()).await;
 
     server.restart().unwrap_or_else(|e| panic!("{e}"));
     // Written right after the restart, likely before the watcher reconnects:
@@ -206,38 +210,21 @@ async fn etcd_watch_resumes_after_a_restart_without_losing_changes() {
     let writer = connect(&server.conn_string()).await.unwrap();
     writer.put("r/b", b"2").await.unwrap();
     writer.delete("r/a").await.unwrap();
-    assert_eq!(
-        tokio::time::timeout(Duration::from_secs(30), rx.recv())
-            .await
-            .unwrap(),
-        Some(WatchEvent::Put {
-            key: "r/b".into(),
-            value: b"2".to_vec()
-        })
-    );
-    assert_eq!(
-        tokio::time::timeout(Duration::from_secs(30), rx.recv())
-            .await
-            .unwrap(),
-        Some(WatchEvent::Delete { key: "r/a".into() })
-    );
+    // Exactly these, in this order: nothing lost, nothing repeated.
+    for want in [
+        put_event("r/b", b"2"),
+        WatchEvent::Delete { key: "r/a".into() },
+    ] {
+        let got = tokio::time::timeout(Duration::from_secs(30), rx.recv()).await;
+        assert_eq!(got.expect("event within 30 s"), Some(want));
+    }
 }
 
 #[tokio::test]
 async fn redis_watch_resubscribes_after_a_restart() {
-    use mooncake_metadata::WatchEvent;
     let mut server = redis_server(&[]);
     let store = RedisMetadata::connect(&server.conn_string()).await.unwrap();
-    let mut rx = store.watch("r/").await.unwrap();
-    store.put("r/a", b"1").await.unwrap();
-    await_event(
-        &mut rx,
-        &WatchEvent::Put {
-            key: "r/a".into(),
-            value: b"1".to_vec(),
-        },
-    )
-    .await;
+    let mut rx = live_watcher(&store).await;
 
     // The restarted redis has no data and no notification config.
     server.restart().unwrap_or_else(|e| panic!("{e}"));
@@ -246,13 +233,6 @@ async fn redis_watch_resubscribes_after_a_restart() {
     // And notifications work again (re-enabled on the new server).
     let writer = connect(&server.conn_string()).await.unwrap();
     writer.put("r/c", b"3").await.unwrap();
-    await_event(
-        &mut rx,
-        &WatchEvent::Put {
-            key: "r/c".into(),
-            value: b"3".to_vec(),
-        },
-    )
-    .await;
+    await_event(&mut rx, &put_event("r/c", b"3")).await;
     assert!(store.uses_notifications().await.unwrap());
 }

@@ -4,94 +4,92 @@
 
 use mooncake_metadata::http::server::{MetadataServer, MetadataService};
 use mooncake_metadata::http::Listing;
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 
 fn url(server: &MetadataServer, query: &str) -> String {
     format!("http://{}/metadata?{query}", server.local_addr())
+}
+
+/// One raw request: status and body text.
+async fn call(
+    http: &reqwest::Client,
+    method: Method,
+    url: String,
+    body: Option<&str>,
+) -> (StatusCode, String) {
+    let mut req = http.request(method, url);
+    if let Some(b) = body {
+        req = req.body(b.to_string());
+    }
+    let r = req.send().await.unwrap();
+    (r.status(), r.text().await.unwrap())
 }
 
 #[tokio::test]
 async fn reference_status_codes_and_bodies() {
     let server = MetadataServer::bind("127.0.0.1:0").await.unwrap();
     let http = reqwest::Client::new();
+    let key = "key=mooncake%2Fram%2Fh%3A1";
+    let not_found = (StatusCode::NOT_FOUND, "metadata not found".to_string());
 
-    let r = http
-        .get(url(&server, "key=mooncake%2Fram%2Fh%3A1"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::NOT_FOUND);
-    assert_eq!(r.text().await.unwrap(), "metadata not found");
-
-    let r = http
-        .put(url(&server, "key=mooncake%2Fram%2Fh%3A1"))
-        .body(r#"{"name":"h:1"}"#)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-
-    // The key decodes the same whether spaces are %20 or +, and '/' escaped or not.
-    let r = http
-        .get(url(&server, "key=mooncake/ram/h:1"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-    assert_eq!(r.text().await.unwrap(), r#"{"name":"h:1"}"#);
-    http.put(url(&server, "key=a%20b"))
-        .body("x")
-        .send()
-        .await
-        .unwrap();
     assert_eq!(
-        http.get(url(&server, "key=a+b"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-        "x"
+        call(&http, Method::GET, url(&server, key), None).await,
+        not_found
+    );
+    let (status, _) = call(
+        &http,
+        Method::PUT,
+        url(&server, key),
+        Some(r#"{"name":"h:1"}"#),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+
+    // The key decodes the same whether '/' and ':' are escaped or not, and
+    // whether spaces are %20 or +.
+    assert_eq!(
+        call(
+            &http,
+            Method::GET,
+            url(&server, "key=mooncake/ram/h:1"),
+            None
+        )
+        .await,
+        (StatusCode::OK, r#"{"name":"h:1"}"#.to_string())
+    );
+    call(&http, Method::PUT, url(&server, "key=a%20b"), Some("x")).await;
+    assert_eq!(
+        call(&http, Method::GET, url(&server, "key=a+b"), None).await,
+        (StatusCode::OK, "x".to_string())
     );
 
-    let r = http
-        .delete(url(&server, "key=mooncake%2Fram%2Fh%3A1"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-    let r = http
-        .delete(url(&server, "key=mooncake%2Fram%2Fh%3A1"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::NOT_FOUND);
-    assert_eq!(r.text().await.unwrap(), "metadata not found");
-    let r = http
-        .get(url(&server, "key=mooncake%2Fram%2Fh%3A1"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let (status, _) = call(&http, Method::DELETE, url(&server, key), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        call(&http, Method::DELETE, url(&server, key), None).await,
+        not_found
+    );
+    assert_eq!(
+        call(&http, Method::GET, url(&server, key), None).await,
+        not_found
+    );
 
     // Requests without a key are refused and change nothing.
-    for req in [
-        http.get(url(&server, "")),
-        http.put(url(&server, "")).body("v"),
-        http.delete(url(&server, "other=1")),
+    for (method, query) in [
+        (Method::GET, ""),
+        (Method::PUT, ""),
+        (Method::DELETE, "other=1"),
     ] {
-        let r = req.send().await.unwrap();
-        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        let (status, _) = call(&http, method, url(&server, query), Some("v")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
     }
     assert_eq!(server.service().len(), 1);
 
-    let r = http
-        .get(format!("http://{}/health", server.local_addr()))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
+    let health = format!("http://{}/health", server.local_addr());
+    assert_eq!(
+        call(&http, Method::GET, health, None).await.0,
+        StatusCode::OK
+    );
     server.shutdown().await.unwrap();
 }
 
