@@ -78,7 +78,10 @@ async fn serves_metadata_and_stops_on_sigterm() {
     assert!(status.success(), "{status:?}");
     let after = store.get("mooncake/ram/x").await;
     assert!(
-        matches!(after, Err(mooncake_metadata::MetadataError::Unreachable { .. })),
+        matches!(
+            after,
+            Err(mooncake_metadata::MetadataError::Unreachable { .. })
+        ),
         "{after:?}"
     );
 }
