@@ -31,6 +31,8 @@ enum Command {
     Segment(cmd::segment::Args),
     /// Inspect traces: statistics, prefix-cache hit ratios, SVG plots.
     Trace(cmd::trace::Args),
+    /// Simulate Conductor's scheduling policies over a trace (`sim sweep` for all).
+    Sim(cmd::sim::Args),
     /// Store client for a terminal: put, get, rm, ls.
     Client(cmd::client::Args),
     /// Storage node: mount a segment into a store and heartbeat until killed.
@@ -71,6 +73,7 @@ async fn main() -> anyhow::Result<()> {
         Command::MetadataServer(a) => cmd::metadata_server::run(a).await,
         Command::Segment(a) => cmd::segment::run(a).await,
         Command::Trace(a) => cmd::trace::run(a).await,
+        Command::Sim(a) => cmd::sim::run(a).await,
         Command::Bench(BenchCommand::Transfer(a)) => cmd::bench_transfer::run(a).await,
         Command::Bench(BenchCommand::Cache(a)) => cmd::bench_cache::run(a).await,
         Command::Bench(BenchCommand::Store(a)) => cmd::bench_store::run(a).await,

@@ -6,6 +6,7 @@ pub mod client;
 pub mod master;
 pub mod metadata_server;
 pub mod segment;
+pub mod sim;
 pub mod store_node;
 pub mod trace;
 pub mod up;

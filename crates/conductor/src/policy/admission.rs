@@ -7,11 +7,15 @@
 //!   but blind to the requests already in prefill, which all land on decode
 //!   later: prefill and decode load swing out of phase.
 //! - [`AdmissionMode::Predictive`]: *prediction-based early rejection*:
-//!   predict the decode instance's load at the moment this request would
-//!   reach it (now + predicted TTFT). As the report does, assume a uniform
-//!   decode time per request `T`: of the requests decoding now, a share
-//!   `max(0, 1 − Δ/T)` is still there after `Δ`; every request already
-//!   heading there (in prefill or transfer) is there too.
+//!   predict the decode instance's load from the moment this request would
+//!   reach it (now + predicted TTFT `Δ`) until it would leave. As the report
+//!   does, assume a uniform decode time per request `T` (the recent mean):
+//!   a running request leaves `T` after it joined; a request in prefill or
+//!   transfer joins when that is predicted to end. The check is against the
+//!   peak over `[now + Δ, now + Δ + T]`, so a request admitted now also
+//!   accounts for earlier-admitted requests that reach decode after it
+//!   (checking only the instant `now + Δ` would let short prompts overbook
+//!   memory that long prompts already claimed).
 //!
 //! Both reject when the (current or predicted) reserved share, including
 //! this request, exceeds `threshold`.
@@ -103,14 +107,14 @@ impl Admission {
         let cap = d.capacity_tokens.max(1) as f64;
         let share = match self.mode {
             AdmissionMode::None => return Ok(()),
-            AdmissionMode::Early => (d.reserved_tokens as f64 + need) / cap,
+            AdmissionMode::Early => (d.reserved_tokens as f64 + d.waiting_tokens as f64 + need) / cap,
             AdmissionMode::Predictive => {
                 let delta = if placement.predicted_ttft_s.is_finite() {
                     placement.predicted_ttft_s
                 } else {
                     estimate_ttft_s(req, placement.prefill, view)
                 };
-                (predicted_reserved(d, delta, view, req) + need) / cap
+                (predicted_peak(view, placement.decode, delta, req) + need) / cap
             }
         };
         if share > self.threshold {
@@ -131,23 +135,28 @@ fn estimate_ttft_s(req: &RequestInfo<'_>, p: usize, view: &dyn ClusterView) -> f
             .prefill_s(uncached_tokens(req, hit, bt), cached_tokens(req, hit, bt))
 }
 
-/// Tokens decode instance `d` will have reserved `delta` seconds from now,
-/// under uniform decode time per request.
-pub fn predicted_reserved(
-    d: &DecodeLoad,
-    delta: f64,
-    view: &dyn ClusterView,
-    req: &RequestInfo<'_>,
-) -> f64 {
-    let t = if d.mean_decode_s > 0.0 {
-        d.mean_decode_s
-    } else {
-        // Nothing finished yet: one step of the current batch per token.
-        let step = view.cost().decode_step_s(d.batch.max(1) as u64, d.context_tokens);
-        step * req.output_tokens.max(1) as f64
+/// Seconds a request is predicted to hold decode memory on `d`: the recent
+/// mean decode time, or before any finished, one step of the current batch
+/// per output token of `req`.
+pub fn uniform_decode_s(view: &dyn ClusterView, d: &DecodeLoad, req: &RequestInfo<'_>) -> f64 {
+    if d.mean_decode_s > 0.0 {
+        return d.mean_decode_s;
+    }
+    let step = view
+        .cost()
+        .decode_step_s(d.batch.max(1) as u64, d.context_tokens);
+    step * req.output_tokens.max(1) as f64
+}
+
+/// The most tokens decode instance `j` is predicted to hold while `req`
+/// would decode there, if it reaches decode `delta` seconds from now.
+pub fn predicted_peak(view: &dyn ClusterView, j: usize, delta: f64, req: &RequestInfo<'_>) -> f64 {
+    let Some(d) = view.decode().get(j) else {
+        return 0.0;
     };
-    let remaining = (1.0 - delta / t).clamp(0.0, 1.0);
-    d.reserved_tokens as f64 * remaining + d.inbound_tokens as f64
+    let hold = uniform_decode_s(view, d, req);
+    let from = view.now_s() + delta.max(0.0);
+    view.decode_peak_tokens(j, from, from + hold, hold) as f64
 }
 
 #[cfg(test)]
@@ -190,6 +199,10 @@ mod tests {
         view.decode[0].inbound_tokens = cap;
         assert_eq!(early.check(&req(&b), &p, &view), Ok(()));
         assert_eq!(predictive.check(&req(&b), &p, &view), Err(RejectReason::DecodeOverload));
+        // Early counts requests already waiting at decode for memory.
+        view.decode[0].inbound_tokens = cap;
+        view.decode[0].waiting_tokens = cap;
+        assert_eq!(early.check(&req(&b), &p, &view), Err(RejectReason::DecodeOverload));
         let none = Admission::default();
         assert_eq!(none.check(&req(&b), &p, &view), Ok(()));
     }

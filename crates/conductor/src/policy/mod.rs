@@ -89,6 +89,8 @@ pub struct DecodeLoad {
     pub inbound: u32,
     /// Tokens those inbound requests will reserve.
     pub inbound_tokens: u64,
+    /// Part of `inbound_tokens` that has arrived and waits for memory.
+    pub waiting_tokens: u64,
     /// The batch's memory limit in tokens.
     pub capacity_tokens: u64,
     /// Mean seconds a request spends decoding here recently (the uniform
@@ -127,6 +129,19 @@ pub trait ClusterView {
     fn predict_prefill_s(&self, instance: usize, new_tokens: u64, cached_tokens: u64) -> f64 {
         let _ = instance;
         self.cost().prefill_s(new_tokens, cached_tokens)
+    }
+    /// The most tokens decode instance `decode` is predicted to hold at any
+    /// time in `[from, to]` if every request stays `hold_s` seconds after it
+    /// joins (the report's uniform decode time): running requests leave at
+    /// `joined + hold_s`, waiting ones join now, inbound ones join when their
+    /// prefill and transfer are predicted to end. The default, for views
+    /// without per-request timing, assumes nobody leaves and everybody
+    /// inbound arrives: `reserved + inbound`.
+    fn decode_peak_tokens(&self, decode: usize, from: f64, to: f64, hold_s: f64) -> u64 {
+        let _ = (from, to, hold_s);
+        self.decode()
+            .get(decode)
+            .map_or(0, |d| d.reserved_tokens + d.inbound_tokens)
     }
 }
 

@@ -22,6 +22,7 @@ use super::{
     cached_tokens, uncached_tokens, ClusterView, Decision, DecodeLoad, Fetch, Placement, Policy,
     RejectReason, RequestInfo,
 };
+use super::admission::predicted_peak;
 use crate::cost::CostModel;
 
 /// Algorithm 1 parameters.
@@ -39,6 +40,11 @@ pub struct Mooncake {
     /// conversation's next turn (rejecting it would make the next turn
     /// hopeless too).
     pub serve_hopeless_when_idle: bool,
+    /// Count a decode instance whose memory is predicted to be full while
+    /// the request decodes as missing the TBT SLO (∞). Off, the TBT
+    /// prediction is the step time alone and overload is left to the
+    /// admission control ([`super::admission`]).
+    pub decode_memory_check: bool,
 }
 
 impl Default for Mooncake {
@@ -47,6 +53,7 @@ impl Default for Mooncake {
             kvcache_balancing_threshold: 1.0,
             reject_on_slo: true,
             serve_hopeless_when_idle: true,
+            decode_memory_check: true,
         }
     }
 }
@@ -61,14 +68,23 @@ impl Mooncake {
     }
 }
 
-/// Predicted TBT if `req` joins decode instance `d`: one decode step of the
-/// batch it will find (running + inbound + itself), or ∞ when its memory
-/// reservation does not fit beside what is already committed.
-pub fn predicted_tbt_s(cost: &CostModel, d: &DecodeLoad, req: &RequestInfo<'_>) -> f64 {
-    let need = req.input_tokens as u64 + req.output_tokens as u64;
-    if d.reserved_tokens + d.inbound_tokens + need > d.capacity_tokens {
+/// Predicted TBT if `req` joins decode instance `d` in `delta` seconds: one
+/// decode step of the batch it will find (running + inbound + itself), or ∞
+/// when its memory reservation will not fit while it decodes (see
+/// [`predicted_peak`]).
+pub fn predicted_tbt_s(
+    view: &dyn ClusterView,
+    j: usize,
+    req: &RequestInfo<'_>,
+    delta: f64,
+    memory_check: bool,
+) -> f64 {
+    let d: &DecodeLoad = &view.decode()[j];
+    let need = (req.input_tokens as u64 + req.output_tokens as u64) as f64;
+    if memory_check && predicted_peak(view, j, delta, req) + need > d.capacity_tokens as f64 {
         return f64::INFINITY;
     }
+    let cost: &CostModel = view.cost();
     // Inbound requests hold their prompt plus on average half their output.
     let ctx = d.context_tokens + d.inbound_tokens / 2 + req.input_tokens as u64;
     cost.decode_step_s(d.batch as u64 + d.inbound as u64 + 1, ctx)
@@ -133,7 +149,7 @@ impl Policy for Mooncake {
             .decode()
             .iter()
             .enumerate()
-            .map(|(j, d)| (j, predicted_tbt_s(cost, d, req)))
+            .map(|(j, _)| (j, predicted_tbt_s(view, j, req, ttft, self.decode_memory_check)))
             .fold((0, f64::INFINITY), |acc, x| if x.1 < acc.1 { x } else { acc });
         let slo = view.slo();
         if self.reject_on_slo {
@@ -230,7 +246,7 @@ mod tests {
         assert_eq!(p.decode, 1);
         assert!(p.predicted_tbt_s < view.decode.len() as f64);
         for d in &mut view.decode {
-            d.reserved_tokens = cap;
+            d.inbound_tokens = cap;
         }
         assert_eq!(
             Mooncake::default().route(&req(&b), &view),

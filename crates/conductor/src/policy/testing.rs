@@ -69,6 +69,14 @@ impl ClusterView for FakeView {
     fn decode(&self) -> &[DecodeLoad] {
         &self.decode
     }
+    /// Running requests all leave `mean_decode_s` from now (or never, if
+    /// it is 0); inbound ones arrive now and stay.
+    fn decode_peak_tokens(&self, decode: usize, from: f64, _to: f64, _hold_s: f64) -> u64 {
+        let d = &self.decode[decode];
+        let running_left = d.mean_decode_s > 0.0 && from >= d.mean_decode_s;
+        let running = if running_left { 0 } else { d.reserved_tokens };
+        running + d.inbound_tokens
+    }
     fn prefix_blocks(&self, instance: usize, blocks: &[u64]) -> usize {
         blocks
             .iter()

@@ -22,6 +22,7 @@
 mod cluster;
 pub mod metrics;
 mod report;
+pub mod sweep;
 
 pub use report::{Outcome, OutcomeKind, SimReport, SimSummary};
 
@@ -120,8 +121,8 @@ pub struct SimConfig {
 impl Default for SimConfig {
     fn default() -> Self {
         Self {
-            prefill: 8,
-            decode: 8,
+            prefill: 12,
+            decode: 4,
             slo: Slo::default(),
             speedup: 1.0,
             block_tokens: TRACE_BLOCK_TOKENS,
@@ -474,9 +475,17 @@ impl Simulator {
         inst.load.requests += 1;
         inst.load.prefill_tokens += uncached;
         inst.load.active_tokens += input as u64;
+        let cost = &self.state.cost;
+        let arrive_at = finish
+            + if output > 1 {
+                transfer_tail_s(cost, input, compute_s)
+            } else {
+                0.0
+            };
         let d = &mut self.state.decode[placement.decode];
         d.load.inbound += 1;
         d.load.inbound_tokens += need;
+        d.arrivals.insert((arrive_at.to_bits(), id), need);
         let slot = self.alloc(Req {
             id,
             arrival: now,
@@ -563,29 +572,28 @@ impl Simulator {
         inst.cache.insert(&r.blocks);
         r.blocks = Vec::new();
         if r.output <= 1 {
-            let d = &mut self.state.decode[r.decode].load;
+            let d = &mut self.state.decode[r.decode];
+            d.arrivals.clear_request(r.id);
+            let d = &mut d.load;
             d.inbound -= 1;
             d.inbound_tokens -= r.need;
             self.complete(s, obs);
             return;
         }
-        // KV streams layer by layer during prefill; what is left after the
-        // last layer is at least one layer's share.
-        let cost = &self.state.cost;
-        let kv_s = cost.transfer_tokens_s(r.input as u64);
-        let layers = cost.config().model.layers as f64;
-        let tail = (kv_s - r.compute_s).max(kv_s / layers);
+        let tail = transfer_tail_s(&self.state.cost, r.input, r.compute_s);
         self.push(now + tail, Ev::DecodeArrive(s));
     }
 
     fn decode_arrive(&mut self, s: usize) {
-        let (j, need) = {
+        let (j, need, id) = {
             let r = self.req(s);
-            (r.decode, r.need)
+            (r.decode, r.need, r.id)
         };
         let d = &mut self.state.decode[j];
+        d.arrivals.clear_request(id);
         d.waiting.push_back(s);
         d.waiting_tokens += need;
+        d.load.waiting_tokens += need;
         self.admit_waiting(j);
         self.maybe_step(j);
     }
@@ -601,7 +609,9 @@ impl Simulator {
             }
             d.waiting.pop_front();
             d.waiting_tokens -= r.need;
+            d.load.waiting_tokens -= r.need;
             d.batch.push(s);
+            d.batch_joined.insert(s, (now, r.need));
             d.load.reserved_tokens += r.need;
             d.load.context_tokens += r.context;
             d.load.inbound -= 1;
@@ -640,6 +650,7 @@ impl Simulator {
             let d = &mut self.state.decode[j];
             d.load.context_tokens += 1;
             if r.generated >= r.output {
+                d.batch_joined.remove(&s);
                 d.load.reserved_tokens -= r.need;
                 d.load.context_tokens -= r.context;
                 d.load.batch -= 1;
@@ -695,6 +706,15 @@ impl Simulator {
         let decode = self.state.decode.iter().map(|d| d.occupancy() as f32).collect();
         self.load.push(now, prefill, decode);
     }
+}
+
+/// Seconds of KV transfer left after prefill ends: KV streams layer by layer
+/// while prefill computes, so only what outlasts the compute remains, and at
+/// least one layer's share.
+fn transfer_tail_s(cost: &CostModel, input: u32, compute_s: f64) -> f64 {
+    let kv_s = cost.transfer_tokens_s(input as u64);
+    let layers = cost.config().model.layers as f64;
+    (kv_s - compute_s).max(kv_s / layers)
 }
 
 /// Runs `policy` over `trace` with `cfg`: the one-call entry point.
