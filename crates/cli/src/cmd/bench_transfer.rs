@@ -321,25 +321,41 @@ async fn drive(
     let started = Instant::now();
     let deadline = started + args.duration;
     let mut tasks = Vec::new();
+    let slots = local_len.min(remote_len) / win;
+    let args_threads = args.threads;
+    // Files are read and written the way a sequential reader would: every batch
+    // takes the next window, so the device sees the whole file rather than the
+    // same few blocks again. Memory keeps one window per thread (as the reference's
+    // bench does).
+    let walk = args.protocol == BenchProtocol::File;
     for t in 0..args.threads {
-        // Windows wrap when the buffers are smaller than threads × window.
-        let slot = t % (local_len.min(remote_len) / win);
-        let requests: Vec<TransferRequest> = (0..args.batch_size)
-            .map(|i| TransferRequest {
-                opcode,
-                source: local.addr() + slot * win + i * args.block_size,
-                target: target.clone(),
-                target_offset: remote_base + (slot * win + i * args.block_size) as u64,
-                length: args.block_size,
-            })
-            .collect();
+        let local_base = local.addr();
+        let (target, block, batch) = (target.clone(), args.block_size, args.batch_size);
+        let make = move |slot: usize| -> Vec<TransferRequest> {
+            (0..batch)
+                .map(|i| TransferRequest {
+                    opcode,
+                    source: local_base + slot * win + i * block,
+                    target: target.clone(),
+                    target_offset: remote_base + (slot * win + i * block) as u64,
+                    length: block,
+                })
+                .collect()
+        };
         let engine = engine.clone();
         let bytes_done = progress.bytes.clone();
         let stop = stop.clone();
         tasks.push(tokio::spawn(async move {
             let mut stats = ThreadStats::default();
-            let batch_bytes = requests.iter().map(|r| r.length as u64).sum::<u64>();
+            let batch_bytes = (batch * block) as u64;
+            // Windows wrap when the buffers are smaller than threads × window.
+            let mut slot = t % slots;
+            let mut requests = make(slot);
             while Instant::now() < deadline && !stop.load(Ordering::Relaxed) {
+                if walk {
+                    requests = make(slot);
+                    slot = (slot + args_threads) % slots;
+                }
                 let t0 = Instant::now();
                 match engine.transfer(&requests).await {
                     Ok(()) => {
