@@ -195,7 +195,9 @@ impl CostConfig {
         ];
         for (name, v) in positive {
             if !(v.is_finite() && v > 0.0) {
-                return Err(CostConfigError::Invalid(format!("{name} must be > 0, got {v}")));
+                return Err(CostConfigError::Invalid(format!(
+                    "{name} must be > 0, got {v}"
+                )));
             }
         }
         let non_negative = [
@@ -205,7 +207,9 @@ impl CostConfig {
         ];
         for (name, v) in non_negative {
             if !(v.is_finite() && v >= 0.0) {
-                return Err(CostConfigError::Invalid(format!("{name} must be >= 0, got {v}")));
+                return Err(CostConfigError::Invalid(format!(
+                    "{name} must be >= 0, got {v}"
+                )));
             }
         }
         let fractions = [
@@ -217,11 +221,15 @@ impl CostConfig {
         ];
         for (name, v) in fractions {
             if !(v.is_finite() && v > 0.0 && v <= 1.0) {
-                return Err(CostConfigError::Invalid(format!("{name} must be in (0, 1], got {v}")));
+                return Err(CostConfigError::Invalid(format!(
+                    "{name} must be in (0, 1], got {v}"
+                )));
             }
         }
         if m.coef_a + m.coef_b <= 0.0 {
-            return Err(CostConfigError::Invalid("coef_a + coef_b must be > 0".into()));
+            return Err(CostConfigError::Invalid(
+                "coef_a + coef_b must be > 0".into(),
+            ));
         }
         let weights_gb = m.parameters * m.elem_bytes as f64 / 1e9;
         if weights_gb >= h.gpu_mem_gb * h.gpus as f64 * h.gpu_mem_utilization {

@@ -15,7 +15,9 @@ use mooncake_conductor::cost::CostConfig;
 use mooncake_conductor::policy::admission::{Admission, AdmissionMode};
 use mooncake_conductor::policy::{PolicyName, Slo};
 use mooncake_conductor::sim::sweep::{run_sweep, write_sweep, SweepConfig, TraceIter};
-use mooncake_conductor::sim::{simulate, ChunkedPrefill, Observer, SimConfig, SimError, SimSummary};
+use mooncake_conductor::sim::{
+    simulate, ChunkedPrefill, Observer, SimConfig, SimError, SimSummary,
+};
 use mooncake_conductor::trace::{published_trace, TraceReader};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -208,8 +210,13 @@ fn run_one(args: RunArgs) -> anyhow::Result<()> {
         "{spinner} simulating [{bar:30}] {pos}/{len} requests",
     );
     let mut obs = Progress(pb.clone());
-    let report = simulate(cfg.clone(), args.policy.build(cfg.seed), open_trace(&path)?, &mut obs)
-        .with_context(|| format!("simulating {}", path.display()))?;
+    let report = simulate(
+        cfg.clone(),
+        args.policy.build(cfg.seed),
+        open_trace(&path)?,
+        &mut obs,
+    )
+    .with_context(|| format!("simulating {}", path.display()))?;
     pb.finish_and_clear();
     let s = &report.summary;
     if args.json {
@@ -232,7 +239,11 @@ fn print_summary(path: &Path, s: &SimSummary) {
     );
     l(
         "SLOs",
-        format!("TTFT ≤ {} s, TBT ≤ {} ms", s.slo_ttft_s, s.slo_tbt_s * 1000.0),
+        format!(
+            "TTFT ≤ {} s, TBT ≤ {} ms",
+            s.slo_ttft_s,
+            s.slo_tbt_s * 1000.0
+        ),
     );
     l("requests", s.requests.to_string());
     l("completed", s.completed.to_string());
@@ -259,7 +270,10 @@ fn print_summary(path: &Path, s: &SimSummary) {
             s.tbt_p99_s * 1e3
         ),
     );
-    l("cache hit ratio", format!("{:.2}%", s.cache_hit_ratio * 100.0));
+    l(
+        "cache hit ratio",
+        format!("{:.2}%", s.cache_hit_ratio * 100.0),
+    );
     l("fetched blocks", s.fetched_blocks.to_string());
     l(
         "prefill GPU time",

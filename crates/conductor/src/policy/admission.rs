@@ -107,7 +107,9 @@ impl Admission {
         let cap = d.capacity_tokens.max(1) as f64;
         let share = match self.mode {
             AdmissionMode::None => return Ok(()),
-            AdmissionMode::Early => (d.reserved_tokens as f64 + d.waiting_tokens as f64 + need) / cap,
+            AdmissionMode::Early => {
+                (d.reserved_tokens as f64 + d.waiting_tokens as f64 + need) / cap
+            }
             AdmissionMode::Predictive => {
                 let delta = if placement.predicted_ttft_s.is_finite() {
                     placement.predicted_ttft_s
@@ -167,7 +169,10 @@ mod tests {
 
     #[test]
     fn parse_names() {
-        assert_eq!("predictive".parse::<AdmissionMode>(), Ok(AdmissionMode::Predictive));
+        assert_eq!(
+            "predictive".parse::<AdmissionMode>(),
+            Ok(AdmissionMode::Predictive)
+        );
         assert!("sometimes".parse::<AdmissionMode>().is_err());
     }
 
@@ -192,17 +197,26 @@ mod tests {
             mode: AdmissionMode::Predictive,
             threshold: 0.95,
         };
-        assert_eq!(early.check(&req(&b), &p, &view), Err(RejectReason::DecodeOverload));
+        assert_eq!(
+            early.check(&req(&b), &p, &view),
+            Err(RejectReason::DecodeOverload)
+        );
         assert_eq!(predictive.check(&req(&b), &p, &view), Ok(()));
         // Conversely: decode is empty now but 100% is already inbound.
         view.decode[0].reserved_tokens = 0;
         view.decode[0].inbound_tokens = cap;
         assert_eq!(early.check(&req(&b), &p, &view), Ok(()));
-        assert_eq!(predictive.check(&req(&b), &p, &view), Err(RejectReason::DecodeOverload));
+        assert_eq!(
+            predictive.check(&req(&b), &p, &view),
+            Err(RejectReason::DecodeOverload)
+        );
         // Early counts requests already waiting at decode for memory.
         view.decode[0].inbound_tokens = cap;
         view.decode[0].waiting_tokens = cap;
-        assert_eq!(early.check(&req(&b), &p, &view), Err(RejectReason::DecodeOverload));
+        assert_eq!(
+            early.check(&req(&b), &p, &view),
+            Err(RejectReason::DecodeOverload)
+        );
         let none = Admission::default();
         assert_eq!(none.check(&req(&b), &p, &view), Ok(()));
     }

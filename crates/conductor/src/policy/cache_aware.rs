@@ -49,7 +49,10 @@ mod tests {
     #[test]
     fn ties_go_to_shortest_queue() {
         let b = [1, 2];
-        let view = FakeView::new(3, 1).busy(0, 1, 2.0).busy(1, 1, 1.0).busy(2, 1, 3.0);
+        let view = FakeView::new(3, 1)
+            .busy(0, 1, 2.0)
+            .busy(1, 1, 1.0)
+            .busy(2, 1, 3.0);
         assert_eq!(accepted(CacheAware.route(&req(&b), &view)).prefill, 1);
     }
 }

@@ -15,7 +15,9 @@
 //! the fewest committed blocks (the same cost with no prefill term). No
 //! admission control: Dynamo queues rather than rejects.
 
-use super::{least_loaded_decode, place, uncached_tokens, ClusterView, Decision, Policy, RequestInfo};
+use super::{
+    least_loaded_decode, place, uncached_tokens, ClusterView, Decision, Policy, RequestInfo,
+};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 

@@ -2,7 +2,9 @@
 //! prefill instance with the smallest predicted queue time (sum of predicted
 //! prefill times), ignoring every cache; decode by fewest committed tokens.
 
-use super::{argmin_by, least_loaded_decode, ClusterView, Decision, Placement, Policy, RequestInfo};
+use super::{
+    argmin_by, least_loaded_decode, ClusterView, Decision, Placement, Policy, RequestInfo,
+};
 
 /// Shortest predicted queue.
 #[derive(Debug, Default, Clone, Copy)]

@@ -278,7 +278,9 @@ impl PolicyName {
             PolicyName::CacheAware => Box::new(cache_aware::CacheAware),
             PolicyName::MooncakeLocal => Box::new(mooncake::Mooncake::local_only()),
             PolicyName::Mooncake => Box::new(mooncake::Mooncake::default()),
-            PolicyName::Dynamo => Box::new(dynamo::Dynamo::new(dynamo::DynamoConfig::default(), seed)),
+            PolicyName::Dynamo => {
+                Box::new(dynamo::Dynamo::new(dynamo::DynamoConfig::default(), seed))
+            }
             PolicyName::Sglang => Box::new(sglang::SgLang::new(sglang::SgLangConfig::default())),
         }
     }

@@ -18,11 +18,11 @@
 //! With `kvcache_balancing_threshold = ∞` ([`Mooncake::local_only`]) this is
 //! the paper's "local cache-aware" scheduler of Figure 5.
 
+use super::admission::predicted_peak;
 use super::{
     cached_tokens, uncached_tokens, ClusterView, Decision, DecodeLoad, Fetch, Placement, Policy,
     RejectReason, RequestInfo,
 };
-use super::admission::predicted_peak;
 use crate::cost::CostModel;
 
 /// Algorithm 1 parameters.
@@ -138,7 +138,7 @@ impl Policy for Mooncake {
                     });
                 }
             }
-            if best.as_ref().map_or(true, |b| ttft < b.0) {
+            if best.as_ref().is_none_or(|b| ttft < b.0) {
                 best = Some((ttft, i, fetch));
             }
         }
@@ -149,8 +149,16 @@ impl Policy for Mooncake {
             .decode()
             .iter()
             .enumerate()
-            .map(|(j, _)| (j, predicted_tbt_s(view, j, req, ttft, self.decode_memory_check)))
-            .fold((0, f64::INFINITY), |acc, x| if x.1 < acc.1 { x } else { acc });
+            .map(|(j, _)| {
+                (
+                    j,
+                    predicted_tbt_s(view, j, req, ttft, self.decode_memory_check),
+                )
+            })
+            .fold(
+                (0, f64::INFINITY),
+                |acc, x| if x.1 < acc.1 { x } else { acc },
+            );
         let slo = view.slo();
         if self.reject_on_slo {
             let idle_and_hopeless = self.serve_hopeless_when_idle
@@ -212,7 +220,10 @@ mod tests {
     fn threshold_blocks_small_gains() {
         // Instance 1 has 10 of 12 blocks, instance 0 has 12: ratio 1.2 ≤ 1.5.
         let b: Vec<u64> = (1..=12).collect();
-        let view = FakeView::new(2, 1).busy(0, 2, 30.0).cached(0, &b).cached(1, &b[..10]);
+        let view = FakeView::new(2, 1)
+            .busy(0, 2, 30.0)
+            .cached(0, &b)
+            .cached(1, &b[..10]);
         let mut m = Mooncake {
             kvcache_balancing_threshold: 1.5,
             ..Mooncake::default()

@@ -60,7 +60,10 @@ struct ApproxTree {
 
 impl ApproxTree {
     fn match_len(&self, blocks: &[u64]) -> usize {
-        blocks.iter().take_while(|b| self.last.contains_key(b)).count()
+        blocks
+            .iter()
+            .take_while(|b| self.last.contains_key(b))
+            .count()
     }
 
     fn insert(&mut self, blocks: &[u64], clock: &mut u64) {
@@ -139,9 +142,12 @@ impl Policy for SgLang {
         let p = if imbalanced {
             argmin_by(n, |i| loads[i] as f64).unwrap_or(0)
         } else {
-            let matches: Vec<usize> = (0..n).map(|i| self.trees[i].match_len(req.blocks)).collect();
+            let matches: Vec<usize> = (0..n)
+                .map(|i| self.trees[i].match_len(req.blocks))
+                .collect();
             let best = argmin_by(n, |i| -(matches[i] as f64)).unwrap_or(0);
-            let rate = matches.get(best).copied().unwrap_or(0) as f64 / req.blocks.len().max(1) as f64;
+            let rate =
+                matches.get(best).copied().unwrap_or(0) as f64 / req.blocks.len().max(1) as f64;
             if rate > self.cfg.cache_threshold {
                 best
             } else {

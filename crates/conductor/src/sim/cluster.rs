@@ -6,9 +6,9 @@
 //! (requests that do not fit wait, FIFO); `inbound` counts exactly the
 //! requests assigned to a decode instance that have not joined its batch.
 
+use super::ChunkedPrefill;
 use crate::cache::BlockCache;
 use crate::cost::CostModel;
-use super::ChunkedPrefill;
 use crate::policy::{ClusterView, DecodeLoad, PrefillLoad, Slo};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
@@ -220,7 +220,8 @@ impl ClusterView for ClusterState {
             return 0;
         };
         // Sweep (time, ±tokens) over every request's predicted stay.
-        let mut ev: Vec<(f64, i64)> = Vec::with_capacity(2 * (d.batch_joined.len() + d.arrivals.len()) + 2);
+        let mut ev: Vec<(f64, i64)> =
+            Vec::with_capacity(2 * (d.batch_joined.len() + d.arrivals.len()) + 2);
         let mut push = |start: f64, tokens: u64| {
             ev.push((start, tokens as i64));
             ev.push((start + hold_s, -(tokens as i64)));
@@ -245,7 +246,14 @@ impl ClusterView for ClusterState {
             }
         }
         // The level at `from` itself counts even if no event falls in range.
-        let at_from = peak.max(level_at(&d.batch_joined, d.waiting_tokens, &d.arrivals, self.now, from, hold_s));
+        let at_from = peak.max(level_at(
+            &d.batch_joined,
+            d.waiting_tokens,
+            &d.arrivals,
+            self.now,
+            from,
+            hold_s,
+        ));
         at_from.max(0) as u64
     }
     fn predict_prefill_s(&self, instance: usize, new_tokens: u64, cached_tokens: u64) -> f64 {

@@ -99,7 +99,10 @@ impl Histogram {
         for (b, &c) in self.counts.iter().enumerate() {
             if c > 0 {
                 seen += c;
-                out.push((Self::bucket_value(b).min(self.max), seen as f64 / self.n as f64));
+                out.push((
+                    Self::bucket_value(b).min(self.max),
+                    seen as f64 / self.n as f64,
+                ));
             }
         }
         out
@@ -237,7 +240,13 @@ mod tests {
     fn tbt_is_mean_of_longest_tenth() {
         let mut t = TbtTracker::new(20);
         for i in 0..20 {
-            t.push(if i == 3 { 1.0 } else if i == 7 { 0.5 } else { 0.05 });
+            t.push(if i == 3 {
+                1.0
+            } else if i == 7 {
+                0.5
+            } else {
+                0.05
+            });
         }
         // 20 intervals → longest 2: (1.0 + 0.5) / 2.
         assert!((t.tbt_s() - 0.75).abs() < 1e-6);

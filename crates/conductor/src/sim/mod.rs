@@ -29,9 +29,7 @@ pub use report::{Outcome, OutcomeKind, SimReport, SimSummary};
 use crate::cache::{new_cache, PolicyKind};
 use crate::cost::{CostConfig, CostConfigError, CostModel};
 use crate::policy::admission::Admission;
-use crate::policy::{
-    cached_tokens, Decision, Policy, RejectReason, RequestInfo, Slo,
-};
+use crate::policy::{cached_tokens, Decision, Policy, RejectReason, RequestInfo, Slo};
 use crate::trace::{TraceRecord, TRACE_BLOCK_TOKENS};
 use cluster::{ClusterState, DecodeInstance, PrefillInstance};
 use metrics::{Histogram, LoadSeries, TbtTracker};
@@ -152,7 +150,9 @@ pub enum SimError {
     #[error("trace error: {0}")]
     Trace(String),
     /// The policy returned an instance that does not exist.
-    #[error("policy `{policy}` placed request {id} on a non-existent instance ({prefill}, {decode})")]
+    #[error(
+        "policy `{policy}` placed request {id} on a non-existent instance ({prefill}, {decode})"
+    )]
     BadPlacement {
         /// Policy name.
         policy: String,
@@ -279,10 +279,15 @@ impl Simulator {
     /// A cluster per `cfg`, scheduled by `policy`.
     pub fn new(cfg: SimConfig, policy: Box<dyn Policy>) -> Result<Self, SimError> {
         if cfg.prefill == 0 || cfg.decode == 0 {
-            return Err(SimError::Config("need at least one prefill and one decode instance".into()));
+            return Err(SimError::Config(
+                "need at least one prefill and one decode instance".into(),
+            ));
         }
         if !(cfg.speedup.is_finite() && cfg.speedup > 0.0) {
-            return Err(SimError::Config(format!("speedup must be > 0, got {}", cfg.speedup)));
+            return Err(SimError::Config(format!(
+                "speedup must be > 0, got {}",
+                cfg.speedup
+            )));
         }
         if cfg.block_tokens == 0 {
             return Err(SimError::Config("block_tokens must be > 0".into()));
@@ -292,11 +297,15 @@ impl Simulator {
         }
         if let Some(c) = &cfg.chunked_prefill {
             if c.group_size == 0 || c.chunk_tokens == 0 {
-                return Err(SimError::Config("chunked prefill needs group_size and chunk_tokens > 0".into()));
+                return Err(SimError::Config(
+                    "chunked prefill needs group_size and chunk_tokens > 0".into(),
+                ));
             }
         }
         let cost = CostModel::new(cfg.cost.clone())?;
-        let decode_cap = cfg.decode_capacity_tokens.unwrap_or_else(|| cost.kv_capacity_tokens());
+        let decode_cap = cfg
+            .decode_capacity_tokens
+            .unwrap_or_else(|| cost.kv_capacity_tokens());
         let cache_blocks = (cfg.cache_capacity_tokens / cfg.block_tokens as u64) as usize;
         let prefill = (0..cfg.prefill)
             .map(|_| PrefillInstance {
@@ -366,7 +375,7 @@ impl Simulator {
             self.state.now = self.state.now.max(t);
             read += 1;
             self.arrive(rec, obs)?;
-            if read % 256 == 0 {
+            if read.is_multiple_of(256) {
                 obs.on_progress(read);
             }
             next = self.pull(&mut trace)?;
@@ -390,7 +399,11 @@ impl Simulator {
 
     fn push(&mut self, t: f64, ev: Ev) {
         self.seq += 1;
-        self.events.push(Event { t, seq: self.seq, ev });
+        self.events.push(Event {
+            t,
+            seq: self.seq,
+            ev,
+        });
     }
 
     fn handle(&mut self, ev: Ev, next: &Option<(f64, TraceRecord)>, obs: &mut dyn Observer) {
@@ -415,7 +428,11 @@ impl Simulator {
         self.totals.first_arrival.get_or_insert(now);
         self.totals.last_arrival = now;
         let input = rec.input_length.max(1);
-        let output = self.cfg.output_tokens_override.unwrap_or(rec.output_length).max(1);
+        let output = self
+            .cfg
+            .output_tokens_override
+            .unwrap_or(rec.output_length)
+            .max(1);
         let info = RequestInfo {
             id,
             input_tokens: input,
@@ -423,7 +440,13 @@ impl Simulator {
             blocks: &rec.hash_ids,
         };
         let need = input as u64 + output as u64;
-        let max_cap = self.state.decode.iter().map(|d| d.load.capacity_tokens).max().unwrap_or(0);
+        let max_cap = self
+            .state
+            .decode
+            .iter()
+            .map(|d| d.load.capacity_tokens)
+            .max()
+            .unwrap_or(0);
         if output > 1 && need > max_cap {
             self.reject(id, now, RejectReason::TooLarge, obs);
             return Ok(());
@@ -455,7 +478,9 @@ impl Simulator {
         if let Some(f) = placement.fetch {
             if let Some(src) = self.state.prefill.get_mut(f.from) {
                 // Only what the source really holds can be fetched.
-                let avail = src.cache.touch(&rec.hash_ids[..f.prefix_blocks.min(rec.hash_ids.len())]);
+                let avail = src
+                    .cache
+                    .touch(&rec.hash_ids[..f.prefix_blocks.min(rec.hash_ids.len())]);
                 prefix = prefix.max(avail);
             }
         }
@@ -657,7 +682,11 @@ impl Simulator {
                 let took = now - r.joined;
                 let m = &mut self.totals.mean_decode_s[j];
                 // Exponential average: recent behaviour matters for prediction.
-                *m = if *m == 0.0 { took } else { 0.9 * *m + 0.1 * took };
+                *m = if *m == 0.0 {
+                    took
+                } else {
+                    0.9 * *m + 0.1 * took
+                };
                 d.load.mean_decode_s = *m;
                 self.complete(s, obs);
             } else {
@@ -703,7 +732,12 @@ impl Simulator {
             .iter()
             .map(|p| (p.busy_until - now).max(0.0) as f32)
             .collect();
-        let decode = self.state.decode.iter().map(|d| d.occupancy() as f32).collect();
+        let decode = self
+            .state
+            .decode
+            .iter()
+            .map(|d| d.occupancy() as f32)
+            .collect();
         self.load.push(now, prefill, decode);
     }
 }

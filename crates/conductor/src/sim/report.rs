@@ -127,7 +127,11 @@ pub(super) fn build(mut sim: Simulator, wall_s: f64) -> SimReport {
     let first = t.first_arrival.unwrap_or(0.0);
     let duration = t.last_arrival - first;
     let makespan = now - first;
-    let span = if duration > 0.0 { duration } else { makespan.max(1e-9) };
+    let span = if duration > 0.0 {
+        duration
+    } else {
+        makespan.max(1e-9)
+    };
     let rejected: u64 = t.rejected.values().sum();
     let admitted = t.requests - rejected;
     let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };

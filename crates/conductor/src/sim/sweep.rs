@@ -96,7 +96,10 @@ pub fn run_sweep(
 ) -> Result<SweepResult, SimError> {
     let total = cfg.policies.len() * cfg.speedups.len() + 3;
     let mut done = 0;
-    let mut one = |c: SimConfig, policy: Box<dyn Policy>, obs: &mut dyn Observer| -> Result<SimReport, SimError> {
+    let mut one = |c: SimConfig,
+                   policy: Box<dyn Policy>,
+                   obs: &mut dyn Observer|
+     -> Result<SimReport, SimError> {
         let r = simulate(c, policy, open()?, obs)?;
         done += 1;
         progress(done, total);
@@ -124,7 +127,11 @@ pub fn run_sweep(
     }
     let mut admission = Vec::new();
     let mut admission_load = Vec::new();
-    for mode in [AdmissionMode::None, AdmissionMode::Early, AdmissionMode::Predictive] {
+    for mode in [
+        AdmissionMode::None,
+        AdmissionMode::Early,
+        AdmissionMode::Predictive,
+    ] {
         let c = SimConfig {
             speedup: cfg.admission_speedup,
             prefill: cfg.admission_prefill,
@@ -165,7 +172,11 @@ pub fn admission_policy(name: PolicyName, seed: u64) -> Box<dyn Policy> {
 }
 
 /// Writes `sweep.json` and the SVG plots into `dir`; returns the paths.
-pub fn write_sweep(result: &SweepResult, cfg: &SweepConfig, dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+pub fn write_sweep(
+    result: &SweepResult,
+    cfg: &SweepConfig,
+    dir: &Path,
+) -> std::io::Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir)?;
     let mut out = Vec::new();
     let mut save = |name: &str, svg: String| -> std::io::Result<()> {

@@ -53,15 +53,25 @@ fn single_request_timing_matches_cost_model() {
     let s = &rep.summary;
     assert_eq!((s.requests, s.completed, s.rejected), (1, 1, 0));
     let want_ttft = cost.prefill_s(2048, 0);
-    assert!((s.ttft_mean_s - want_ttft).abs() < 1e-9, "{} vs {want_ttft}", s.ttft_mean_s);
-    let OutcomeKind::Completed { tbt_s, effective, .. } = outs[0].kind else {
+    assert!(
+        (s.ttft_mean_s - want_ttft).abs() < 1e-9,
+        "{} vs {want_ttft}",
+        s.ttft_mean_s
+    );
+    let OutcomeKind::Completed {
+        tbt_s, effective, ..
+    } = outs[0].kind
+    else {
         panic!("not completed");
     };
     assert!(effective);
     // 10 intervals → TBT = the longest one: the first, which includes the
     // KV tail transfer and a step of the 1-request batch.
     let step = cost.decode_step_s(1, 2049);
-    assert!(tbt_s >= step && tbt_s < step * 1.5, "{tbt_s} vs step {step}");
+    assert!(
+        tbt_s >= step && tbt_s < step * 1.5,
+        "{tbt_s} vs step {step}"
+    );
     assert_eq!(s.cache_hit_ratio, 0.0);
 }
 
@@ -123,7 +133,9 @@ fn mooncake_fetches_prefix_to_idle_instance() {
 #[test]
 fn load_only_spreads_a_burst_random_may_not() {
     // 4 identical requests at once on 4 instances: load-only puts one on each.
-    let trace: Vec<_> = (0..4).map(|i| rec(0, 4096, 1, &[i * 10, i * 10 + 1])).collect();
+    let trace: Vec<_> = (0..4)
+        .map(|i| rec(0, 4096, 1, &[i * 10, i * 10 + 1]))
+        .collect();
     let (lo, _) = run(small(4, 1), PolicyName::LoadOnly, trace.clone());
     let one = CostModel::default().prefill_s(4096, 0);
     assert!((lo.summary.ttft_p99_s / one - 1.0).abs() < 0.01);
@@ -200,7 +212,15 @@ fn early_and_predictive_admission_reject_at_decode_overload() {
             threshold: 1.0,
         };
         let (rep, _) = run(cfg.clone(), PolicyName::LoadOnly, trace.clone());
-        assert!(rep.summary.rejected_by.get("decode-overload").copied().unwrap_or(0) > 0, "{mode}");
+        assert!(
+            rep.summary
+                .rejected_by
+                .get("decode-overload")
+                .copied()
+                .unwrap_or(0)
+                > 0,
+            "{mode}"
+        );
         assert_eq!(rep.summary.completed + rep.summary.rejected, 100);
     }
 }
@@ -211,7 +231,13 @@ fn trace_errors_surface() {
         Ok(rec(0, 10, 2, &[1])),
         Err("line 2: missing field `input_length`".into()),
     ];
-    let err = simulate(small(1, 1), PolicyName::Random.build(1), items, &mut NoObserver).unwrap_err();
+    let err = simulate(
+        small(1, 1),
+        PolicyName::Random.build(1),
+        items,
+        &mut NoObserver,
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("line 2"), "{err}");
     assert!(Simulator::new(small(0, 1), PolicyName::Random.build(1)).is_err());
     let mut bad = small(1, 1);

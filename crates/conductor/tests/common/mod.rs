@@ -28,7 +28,10 @@ pub fn run(policy: PolicyName, cfg: &SimConfig) -> SimSummary {
 
 /// Runs a policy object over the conversation trace.
 pub fn run_with(policy: Box<dyn Policy>, cfg: &SimConfig) -> SimSummary {
-    let recs = trace().iter().cloned().map(Ok::<_, std::convert::Infallible>);
+    let recs = trace()
+        .iter()
+        .cloned()
+        .map(Ok::<_, std::convert::Infallible>);
     simulate(cfg.clone(), policy, recs, &mut NoObserver)
         .expect("simulation runs")
         .summary
