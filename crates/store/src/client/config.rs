@@ -35,6 +35,10 @@ pub struct ClientConfig {
     /// because the object may have been replaced under it.
     #[serde(with = "ms")]
     pub lease_ttl: Duration,
+    /// Touch every page of the mounted segment at mount time, so puts never
+    /// pay first-touch page faults (memory is committed up front, like pinned
+    /// RDMA registrations).
+    pub prefault_segment: bool,
     /// Deadline of one master RPC.
     #[serde(with = "ms")]
     pub rpc_timeout: Duration,
@@ -54,6 +58,7 @@ impl Default for ClientConfig {
             global_segment_size: 0,
             local_buffer_size: 64 << 20,
             lease_ttl: Duration::from_millis(5_000),
+            prefault_segment: true,
             rpc_timeout: Duration::from_secs(10),
             transfer_timeout: Duration::from_secs(30),
         }
