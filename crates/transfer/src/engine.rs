@@ -205,6 +205,9 @@ impl TransferEngine {
                     .unwrap_or_default()
             }),
             serve_data: config.protocols.contains(&Protocol::Tcp),
+            frame_timeout: config
+                .transfer_timeout
+                .max(std::time::Duration::from_secs(10)),
         };
         tokio::spawn(server::serve(listener, sctx, stop_rx.clone()));
         if !p2p {

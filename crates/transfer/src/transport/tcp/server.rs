@@ -34,6 +34,8 @@ pub struct ServerContext {
     pub descriptor: DescriptorFn,
     /// Whether one-sided data ops are served (tcp enabled).
     pub serve_data: bool,
+    /// Longest time one frame (after its header) may take.
+    pub frame_timeout: std::time::Duration,
 }
 
 /// Accept connections until `stop` turns true.
@@ -136,86 +138,112 @@ async fn serve_conn(mut stream: TcpStream, ctx: &ServerContext) -> Result<(), Tr
                 "peer sent requests without presenting the cluster token".into(),
             ));
         }
-        match req.op {
-            Op::Hello => {
-                let mut token = vec![0u8; req.len as usize];
-                stream.read_exact(&mut token).await?;
-                let ok = match &ctx.token {
-                    None => true,
-                    Some(t) => constant_time_eq(t.as_bytes(), &token),
-                };
-                if !ok {
-                    let _ = respond(&mut stream, Status::TokenMismatch, req.id).await;
-                    return Err(TransferError::TokenMismatch(
-                        "peer presented a wrong cluster token".into(),
-                    ));
-                }
-                authenticated = true;
-                respond(&mut stream, Status::Ok, req.id).await?;
+        // A frame, once started, must finish in time: a stalled peer must not
+        // hold a lease (and so block unregister_memory) forever.
+        match tokio::time::timeout(
+            ctx.frame_timeout,
+            handle(&mut stream, ctx, req, &mut authenticated),
+        )
+        .await
+        {
+            Ok(r) => r?,
+            Err(_) => {
+                return Err(TransferError::Protocol(format!(
+                    "{:?} frame not completed within {:?}",
+                    req.op, ctx.frame_timeout
+                )))
             }
-            Op::GetDescriptor => {
-                let body = (ctx.descriptor)();
-                let h = ResponseHeader {
-                    status: Status::Ok,
-                    id: req.id,
-                    len: body.len() as u64,
-                };
-                write_all_two(&mut stream, &h.encode(), &body).await?;
+        }
+    }
+}
+
+/// Serve one decoded request.
+async fn handle(
+    stream: &mut TcpStream,
+    ctx: &ServerContext,
+    req: RequestHeader,
+    authenticated: &mut bool,
+) -> Result<(), TransferError> {
+    match req.op {
+        Op::Hello => {
+            let mut token = vec![0u8; req.len as usize];
+            stream.read_exact(&mut token).await?;
+            let ok = match &ctx.token {
+                None => true,
+                Some(t) => constant_time_eq(t.as_bytes(), &token),
+            };
+            if !ok {
+                let _ = respond(stream, Status::TokenMismatch, req.id).await;
+                return Err(TransferError::TokenMismatch(
+                    "peer presented a wrong cluster token".into(),
+                ));
             }
-            Op::Read => {
-                let lease = if ctx.serve_data {
-                    ctx.registry.lease(req.addr, req.len)
-                } else {
-                    Err(TransferError::NotRegistered {
-                        addr: req.addr,
+            *authenticated = true;
+            respond(stream, Status::Ok, req.id).await?;
+        }
+        Op::GetDescriptor => {
+            let body = (ctx.descriptor)();
+            let h = ResponseHeader {
+                status: Status::Ok,
+                id: req.id,
+                len: body.len() as u64,
+            };
+            write_all_two(stream, &h.encode(), &body).await?;
+        }
+        Op::Read => {
+            let lease = if ctx.serve_data {
+                ctx.registry.lease(req.addr, req.len)
+            } else {
+                Err(TransferError::NotRegistered {
+                    addr: req.addr,
+                    len: req.len,
+                })
+            };
+            match lease {
+                Ok(lease) => {
+                    let h = ResponseHeader {
+                        status: Status::Ok,
+                        id: req.id,
                         len: req.len,
-                    })
-                };
-                match lease {
-                    Ok(lease) => {
-                        let h = ResponseHeader {
-                            status: Status::Ok,
-                            id: req.id,
-                            len: req.len,
-                        };
-                        // SAFETY: the lease keeps [addr, addr+len) registered and
-                        // mapped; we only read it.
-                        let data = unsafe { lease.as_slice() };
-                        write_all_two(&mut stream, &h.encode(), data).await?;
-                    }
-                    Err(e) => {
-                        tracing::warn!(addr = req.addr, len = req.len, error = %e, "refused read");
-                        respond(&mut stream, refusal(&e), req.id).await?;
-                    }
+                    };
+                    // SAFETY: the lease keeps [addr, addr+len) registered and
+                    // mapped; we only read it.
+                    let data = unsafe { lease.as_slice() };
+                    write_all_two(stream, &h.encode(), data).await?;
+                }
+                Err(e) => {
+                    tracing::warn!(addr = req.addr, len = req.len, error = %e, "refused read");
+                    respond(stream, refusal(&e), req.id).await?;
                 }
             }
-            Op::Write => {
-                let lease = if ctx.serve_data {
-                    ctx.registry.lease(req.addr, req.len)
-                } else {
-                    Err(TransferError::NotRegistered {
-                        addr: req.addr,
-                        len: req.len,
-                    })
-                };
-                match lease {
-                    Ok(lease) => {
-                        // SAFETY: the lease keeps the range registered and mapped;
-                        // the payload goes straight into it (no staging copy).
-                        let target = unsafe { lease.as_mut_slice() };
-                        stream.read_exact(target).await?;
-                        drop(lease);
-                        respond(&mut stream, Status::Ok, req.id).await?;
-                    }
-                    Err(e) => {
-                        tracing::warn!(addr = req.addr, len = req.len, error = %e, "refused write");
-                        discard(&mut stream, req.len).await?;
-                        respond(&mut stream, refusal(&e), req.id).await?;
-                    }
+        }
+        Op::Write => {
+            let lease = if ctx.serve_data {
+                ctx.registry.lease(req.addr, req.len)
+            } else {
+                Err(TransferError::NotRegistered {
+                    addr: req.addr,
+                    len: req.len,
+                })
+            };
+            match lease {
+                Ok(lease) => {
+                    // SAFETY: the lease keeps the range registered and mapped;
+                    // the payload goes straight into it (no staging copy).
+                    let target = unsafe { lease.as_mut_slice() };
+                    stream.read_exact(target).await?;
+                    drop(lease);
+                    respond(stream, Status::Ok, req.id).await?;
+                }
+                Err(e) => {
+                    tracing::warn!(addr = req.addr, len = req.len, error = %e, "refused write");
+                    discard(stream, req.len).await?;
+                    respond(stream, refusal(&e), req.id).await?;
                 }
             }
         }
     }
+    Ok(())
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
