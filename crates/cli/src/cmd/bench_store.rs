@@ -14,8 +14,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
-use mooncake_store::client::{Client, ClientConfig};
+use mooncake_store::client::{Client, ClientConfig, Region};
 use mooncake_store::ReplicateConfig;
+use mooncake_transfer::ManagedBuffer;
 use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -55,6 +56,10 @@ pub struct Args {
     /// replicas are read through shared memory.
     #[arg(long, default_value = "auto")]
     pub transport: String,
+    /// Put from and get into registered buffers (put_from / get_into) instead
+    /// of plain memory (put / get).
+    #[arg(long)]
+    pub zero_copy: bool,
     /// Address of the measuring clients' engines.
     #[arg(long, default_value = "127.0.0.1")]
     pub local_hostname: String,
@@ -67,6 +72,7 @@ pub struct Row {
     pub value_size: u64,
     pub clients: usize,
     pub transport: String,
+    pub zero_copy: bool,
     pub ops: u64,
     pub errors: u64,
     pub seconds: f64,
@@ -158,6 +164,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 .context("connecting a bench client")?,
         );
     }
+    let mut buffers = Vec::new();
+    if args.zero_copy {
+        for c in &clients {
+            let b = c.allocate_buffer(max_value as usize).await?;
+            b.write_at(0, &pattern(max_value as usize));
+            buffers.push(Arc::new(b));
+        }
+    }
     let rcfg = ReplicateConfig {
         replica_num: args.replicas,
         ..ReplicateConfig::default()
@@ -194,21 +208,19 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                     }
                 })
             };
-            let row = phase(
-                &clients,
-                op,
-                size,
-                args.duration,
-                &keys,
-                &value,
-                &rcfg,
-                run_id,
-            )
-            .await;
+            let ctx = PhaseCtx {
+                keys: &keys,
+                value: &value,
+                buffers: &buffers,
+                rcfg: &rcfg,
+                run: run_id,
+            };
+            let row = phase(&clients, op, size, args.duration, &ctx).await;
             ticker.abort();
             phase_no += 1;
             let mut row = row;
             row.transport = args.transport.clone();
+            row.zero_copy = args.zero_copy;
             rows.push(row);
         }
     }
@@ -257,17 +269,24 @@ async fn prefill(
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What every client task of a phase shares.
+struct PhaseCtx<'a> {
+    keys: &'a Arc<parking_lot::Mutex<Vec<Vec<String>>>>,
+    value: &'a Arc<Vec<u8>>,
+    /// One registered buffer per client with `--zero-copy`, else empty.
+    buffers: &'a [Arc<ManagedBuffer>],
+    rcfg: &'a ReplicateConfig,
+    run: u32,
+}
+
 async fn phase(
     clients: &[Client],
     op: Op,
     size: u64,
     duration: Duration,
-    keys: &Arc<parking_lot::Mutex<Vec<Vec<String>>>>,
-    value: &Arc<Vec<u8>>,
-    rcfg: &ReplicateConfig,
-    run: u32,
+    ctx: &PhaseCtx<'_>,
 ) -> Row {
+    let run = ctx.run;
     let start = Instant::now();
     let deadline = start + duration;
     let tasks: Vec<_> = clients
@@ -275,9 +294,10 @@ async fn phase(
         .enumerate()
         .map(|(c, client)| {
             let client = client.clone();
-            let keys = Arc::clone(keys);
-            let value = Arc::clone(value);
-            let rcfg = rcfg.clone();
+            let keys = Arc::clone(ctx.keys);
+            let value = Arc::clone(ctx.value);
+            let rcfg = ctx.rcfg.clone();
+            let buf = ctx.buffers.get(c).cloned();
             tokio::spawn(async move {
                 let mut lat = Vec::new();
                 let mut errors = 0u64;
@@ -288,7 +308,13 @@ async fn phase(
                     let ok = match op {
                         Op::Put => {
                             let k = key(run, size, c, i);
-                            let r = client.put(&k, &value, &rcfg).await;
+                            let r = match &buf {
+                                Some(b) => match Region::of(b, 0, size as usize) {
+                                    Ok(region) => client.put_from(&k, region, &rcfg).await,
+                                    Err(e) => Err(e),
+                                },
+                                None => client.put(&k, &value, &rcfg).await,
+                            };
                             if r.is_ok() {
                                 let mut ks = keys.lock();
                                 ks[c].push(k);
@@ -300,7 +326,12 @@ async fn phase(
                         }
                         Op::Get => {
                             let k = &mine[i as usize % mine.len().max(1)];
-                            matches!(client.get(k).await, Ok(v) if v.len() as u64 == size)
+                            match &buf {
+                                Some(b) => {
+                                    matches!(client.get_into(k, Region::whole(b)).await, Ok(n) if n == size)
+                                }
+                                None => matches!(client.get(k).await, Ok(v) if v.len() as u64 == size),
+                            }
                         }
                         Op::Exist => {
                             let k = &mine[i as usize % mine.len().max(1)];
@@ -351,6 +382,7 @@ fn summarize(op: Op, size: u64, clients: usize, mut lat: Vec<u64>, errors: u64, 
         value_size: size,
         clients,
         transport: String::new(),
+        zero_copy: false,
         ops: n,
         errors,
         seconds: secs,

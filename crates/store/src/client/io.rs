@@ -8,6 +8,7 @@
 //! replicas move in parallel.
 
 use std::collections::HashMap;
+use std::mem::MaybeUninit;
 
 use mooncake_transfer::{Opcode, SegmentHandle, TransferRequest};
 
@@ -25,7 +26,9 @@ pub(crate) enum Src<'a> {
 
 /// Where a get puts its bytes.
 pub(crate) enum Dst<'a> {
-    Bytes(&'a mut [u8]),
+    /// Uninitialised memory of exactly the object's size; a successful read
+    /// has written every byte of it.
+    Bytes(&'a mut [MaybeUninit<u8>]),
     /// Address of registered memory with room for the whole value.
     Registered(usize),
 }
@@ -143,7 +146,10 @@ impl Client {
                     {
                         Some((m, off)) => {
                             let lo = s.obj_off as usize;
-                            m.buffer.read_at(off, &mut out[lo..lo + s.len as usize]);
+                            let dst = &mut out[lo..lo + s.len as usize];
+                            // SAFETY: own_offset checked that [off, off + len) lies
+                            // inside our mounted buffer, which `m` keeps mapped.
+                            unsafe { copy_out(m.buffer.as_ptr(), off, dst) };
                         }
                         None => remote.push(s),
                     }
@@ -171,12 +177,26 @@ impl Client {
                     self.inner.engine.transfer(&reqs).await?;
                     for s in &in_window {
                         let lo = s.obj_off as usize;
-                        region.read(lo - w.start as usize, &mut out[lo..lo + s.len as usize]);
+                        region
+                            .read_uninit(lo - w.start as usize, &mut out[lo..lo + s.len as usize]);
                     }
                 }
             }
         }
         Ok(())
+    }
+}
+
+/// Copy `dst.len()` bytes from `base + off` into `dst`.
+///
+/// # Safety
+/// `[base + off, base + off + dst.len())` must be readable memory that stays
+/// mapped for the duration of the call.
+pub(crate) unsafe fn copy_out(base: *const u8, off: usize, dst: &mut [MaybeUninit<u8>]) {
+    // SAFETY: the source range is valid (caller contract); `dst` is a distinct
+    // Rust slice (no overlap) and MaybeUninit<u8> has the layout of u8.
+    unsafe {
+        std::ptr::copy_nonoverlapping(base.add(off), dst.as_mut_ptr().cast::<u8>(), dst.len())
     }
 }
 

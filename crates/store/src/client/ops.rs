@@ -208,10 +208,18 @@ impl Client {
         for i in order {
             let res = match target {
                 ReadTarget::Vec => {
-                    let mut v = vec![0u8; size as usize];
-                    self.read_replica(&replicas[i], Dst::Bytes(&mut v))
+                    // Not zero-filled: the read writes every byte (the spans of a
+                    // replica whose sizes check_sizes verified cover [0, size)).
+                    let mut v = Vec::<u8>::with_capacity(size as usize);
+                    let dst = &mut v.spare_capacity_mut()[..size as usize];
+                    self.read_replica(&replicas[i], Dst::Bytes(dst))
                         .await
-                        .map(|()| Some(v))
+                        .map(|()| {
+                            // SAFETY: read_replica succeeded, so all `size` bytes of
+                            // the spare capacity were written (see above).
+                            unsafe { v.set_len(size as usize) };
+                            Some(v)
+                        })
                 }
                 ReadTarget::Region(r) => self
                     .read_replica(&replicas[i], Dst::Registered(r.addr()))

@@ -158,10 +158,13 @@ impl StagingRegion {
         self.staging.buffer.write_at(self.off + at, src);
     }
 
-    /// Copy from the region at `at` into `dst`.
-    pub(crate) fn read(&self, at: usize, dst: &mut [u8]) {
+    /// Copy from the region at `at` into (possibly uninitialised) `dst`.
+    pub(crate) fn read_uninit(&self, at: usize, dst: &mut [std::mem::MaybeUninit<u8>]) {
         assert!(at + dst.len() <= self.len, "staging read out of region");
-        self.staging.buffer.read_at(self.off + at, dst);
+        // SAFETY: the region lies inside the staging buffer (FreeList invariant)
+        // and the range was checked against the region just above; the buffer
+        // stays mapped while `self` holds its Arc.
+        unsafe { super::io::copy_out(self.staging.buffer.as_ptr(), self.off + at, dst) }
     }
 }
 
