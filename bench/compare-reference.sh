@@ -97,7 +97,9 @@ for streams in 1 2; do
 done
 stop_last
 
-# ---- tcp: the reference and ours, same block size, batch size, threads
+# ---- tcp: the reference and ours, same block size, batch size, threads. Both targets stay
+# up and each point runs the reference and ours back to back, so both see the same load
+# (this machine is shared and noisy); iperf3 runs at the start and again at the end.
 MATRIX=("65536 1 write" "65536 2 write" "1048576 1 write" "1048576 2 write"
         "4194304 1 write" "4194304 2 write" "1048576 1 read" "1048576 2 read")
 REF_BUF=$((1 << 30))
@@ -107,6 +109,16 @@ wait_port "$MPORT"
 REF_MD=http://127.0.0.1:$MPORT/metadata
 bg "$WORK/ref-target.log" "$REF_BENCH" --mode=target --protocol=tcp --metadata_server="$REF_MD" \
    --local_server_name="127.0.0.1:$RPORT" --buffer_size=$REF_BUF
+OURS_BUF=256MiB
+if [[ $OURS_MODE == split ]]; then
+  OPORT=$(free_port); TPORT=$(free_port)
+  bg "$WORK/ours-meta.log" "$MC" metadata-server --port "$OPORT"
+  wait_port "$OPORT"
+  OURS_MD=http://127.0.0.1:$OPORT/metadata
+  bg "$WORK/ours-target.log" "$MC" bench transfer --mode target --protocol tcp --metadata "$OURS_MD" \
+     --local-hostname "127.0.0.1:$TPORT" --buffer-size "$OURS_BUF"
+  wait_port "$TPORT"
+fi
 sleep 2   # the reference target publishes its segment asynchronously; it has no readiness signal
 for point in "${MATRIX[@]}"; do
   read -r block threads op <<<"$point"
@@ -118,21 +130,6 @@ for point in "${MATRIX[@]}"; do
   g=$(sed -n 's/.*throughput \([0-9.]*\) GB\/s.*/\1/p' <<<"$out" | tail -n1)
   record "{\"kind\":\"tcp\",\"who\":\"reference\",\"block\":$block,\"threads\":$threads,\"op\":\"$op\",\"gbps\":${g:-null}}"
   log "reference tcp $op block=$block threads=$threads: ${g:-FAILED} GB/s"
-done
-stop_last; stop_last
-
-OURS_BUF=256MiB
-if [[ $OURS_MODE == split ]]; then
-  OPORT=$(free_port); TPORT=$(free_port)
-  bg "$WORK/ours-meta.log" "$MC" metadata-server --port "$OPORT"
-  wait_port "$OPORT"
-  OURS_MD=http://127.0.0.1:$OPORT/metadata
-  bg "$WORK/ours-target.log" "$MC" bench transfer --mode target --protocol tcp --metadata "$OURS_MD" \
-     --local-hostname "127.0.0.1:$TPORT" --buffer-size "$OURS_BUF"
-  wait_port "$TPORT"
-fi
-for point in "${MATRIX[@]}"; do
-  read -r block threads op <<<"$point"
   if [[ $OURS_MODE == split ]]; then
     j=$(ours --mode initiator --protocol tcp --metadata "$OURS_MD" --segment-id "127.0.0.1:$TPORT" \
         --op "$op" --block-size "$block" --batch-size "$BATCH" --threads "$threads" --buffer-size "$OURS_BUF" || true)
@@ -143,6 +140,19 @@ for point in "${MATRIX[@]}"; do
   log "ours tcp $op block=$block threads=$threads: $j"
 done
 if [[ $OURS_MODE == split ]]; then stop_last; stop_last; fi
+stop_last; stop_last
+
+# iperf3 again: the table uses the better of the two runs per stream count
+IPORT=$(free_port)
+bg "$WORK/iperf-server2.log" iperf3 -s -p "$IPORT"
+wait_port "$IPORT"
+for streams in 1 2; do
+  g=$(iperf3 -c 127.0.0.1 -p "$IPORT" -t "$DURATION" -P "$streams" -J \
+      | python3 -c 'import json,sys;d=json.load(sys.stdin);print(d["end"]["sum_received"]["bits_per_second"]/8e9)')
+  record "{\"kind\":\"iperf3\",\"who\":\"machine\",\"streams\":$streams,\"gbps\":$g}"
+  log "iperf3 streams=$streams (second run): $g GB/s"
+done
+stop_last
 
 # ---- shm (ours, one process: two engines, the target's managed buffer mapped) vs memcpy
 for point in "1048576 1" "1048576 2" "4194304 1"; do

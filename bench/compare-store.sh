@@ -85,9 +85,13 @@ log "ours: put/get/exist over tcp, 1 client"
 log "ours: is_exist with $CLIENTS8 clients"
 "$MC" bench store --value-size 4096 --ops exist --clients "$CLIENTS8" --duration "${DURATION}s" \
   --segment-size $((256 << 20)) --json > "$WORK/ours8.json"
-log "ours: same-host get through shared memory"
+log "ours: same-host get through shared memory (get, then zero-copy get_into)"
 "$MC" bench store --value-size 1048576,4194304 --ops get --clients 1 --duration "${DURATION}s" \
-  --transport auto --segment-size $((1 << 30)) --json > "$WORK/ours-shm.json"
+  --transport auto --segment-size $((1 << 30)) --json > "$WORK/ours-shm-copy.json"
+"$MC" bench store --value-size 1048576,4194304 --ops get --clients 1 --duration "${DURATION}s" \
+  --transport auto --zero-copy --segment-size $((1 << 30)) --json > "$WORK/ours-shm-zc.json"
+python3 -c 'import json,sys; print(json.dumps(json.load(open(sys.argv[1])) + json.load(open(sys.argv[2]))))' \
+  "$WORK/ours-shm-copy.json" "$WORK/ours-shm-zc.json" > "$WORK/ours-shm.json"
 
 python3 - "$WORK" "$OUT/store.json" "$REF_RSS" <<'PYEOF'
 import json, sys
@@ -118,7 +122,8 @@ r8, o8 = ref8[0], ours8[0]
 print(f"\nis_exist, {o8['clients']} clients: ref {r8['ops_per_s']:.0f} ops/s, ours {o8['ops_per_s']:.0f} ops/s "
       f"-> {o8['ops_per_s'] / r8['ops_per_s']:.2f}x (target >= 2x)")
 for s in shm:
-    print(f"same-host shm get {human(s['value_size'])}: {s['throughput_gbps']:.2f} GB/s (target >= 4 GB/s), "
+    api = "get_into (zero-copy)" if s.get("zero_copy") else "get"
+    print(f"same-host shm {api} {human(s['value_size'])}: {s['throughput_gbps']:.2f} GB/s (target >= 4 GB/s), "
           f"p50 {s['latency_p50_us']:.0f} µs")
 print("\ntargets: put >= 4x at 1 MiB & 4 MiB; get >= 1.5x; is_exist p50 and p99 <= 0.5x the reference")
 for r in rows:

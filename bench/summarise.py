@@ -46,7 +46,8 @@ def main():
             "met": (ratio is not None and ratio >= target) if target else None,
         })
 
-    iperf2 = gbps(find("iperf3", "machine", streams=2) or {})
+    # iperf3 runs twice (start and end); the machine limit is the better run.
+    iperf2 = max((r["gbps"] for r in recs if r["kind"] == "iperf3" and r.get("streams") == 2 and r["gbps"]), default=None)
     for r in [r for r in recs if r["kind"] == "tcp" and r["who"] == "ours"]:
         ref = find("tcp", "reference", block=r["block"], threads=r["threads"], op=r["op"])
         target = 2.0 if (r["block"] == 65536 or r["threads"] == 2) else 1.0
@@ -66,7 +67,8 @@ def main():
 
     machine = {
         "memcpy_gbps": {f'{size(r["block"])} x{r["threads"]}': gbps(r) for r in recs if r["kind"] == "memcpy"},
-        "iperf3_gbps": {str(r["streams"]): r["gbps"] for r in recs if r["kind"] == "iperf3"},
+        "iperf3_gbps": {str(s): max(r["gbps"] for r in recs if r["kind"] == "iperf3" and r["streams"] == s)
+                        for s in sorted({r["streams"] for r in recs if r["kind"] == "iperf3"})},
         "fio_direct_gbps": {f'{r["op"]} qd {r.get("iodepth")}': r["gbps"] for r in recs if r["kind"] == "fio"},
         "reference_tcp_gbps": {f'{r["op"]} {size(r["block"])} x{r["threads"]}': r["gbps"] for r in recs if r["kind"] == "tcp" and r["who"] == "reference"},
     }
