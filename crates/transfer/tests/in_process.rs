@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -234,4 +235,93 @@ async fn unavailable_transports_and_bad_config() {
         Err(TransferError::UnknownSegment(_))
     ));
     e.shutdown().await;
+}
+
+/// A loopback TCP proxy whose live connections can be cut at will.
+struct CuttingProxy {
+    port: u16,
+    conns: Arc<parking_lot::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl CuttingProxy {
+    async fn start(upstream: u16) -> CuttingProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let conns = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let list = Arc::clone(&conns);
+        let accept = tokio::spawn(async move {
+            while let Ok((mut down, _)) = listener.accept().await {
+                let task = tokio::spawn(async move {
+                    if let Ok(mut up) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+                    {
+                        let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+                    }
+                });
+                list.lock().push(task);
+            }
+        });
+        CuttingProxy {
+            port,
+            conns,
+            accept,
+        }
+    }
+
+    /// Close every proxied connection (both sides see a reset/EOF).
+    fn cut(&self) {
+        for t in self.conns.lock().drain(..) {
+            t.abort();
+        }
+    }
+}
+
+impl Drop for CuttingProxy {
+    fn drop(&mut self) {
+        self.cut();
+        self.accept.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_pooled_connections_are_retried_on_fresh_ones() {
+    let e = engine("embedded", &[Protocol::Tcp], None).await;
+    let peer = engine("embedded", &[Protocol::Tcp], None).await;
+    let remote = peer.allocate_managed_buffer(4 << 20).await.unwrap();
+    let proxy = CuttingProxy::start(peer.rpc_port()).await;
+    // Publish the peer under another name that routes through the proxy.
+    let mut desc = peer.local_descriptor();
+    desc.name = format!("via-proxy-{}", proxy.port);
+    desc.rpc_port = proxy.port;
+    desc.host_id.clear();
+    e.metadata()
+        .put(&mooncake_metadata::segment_key(&desc.name), &desc.to_json())
+        .await
+        .unwrap();
+    let target = e.open_segment(&desc.name).await.unwrap();
+    let local = e.allocate_managed_buffer(4 << 20).await.unwrap();
+    let data = random_bytes(9, 4 << 20);
+    local.write_at(0, &data);
+    let write = req(
+        Opcode::Write,
+        &local,
+        0,
+        &target,
+        remote.addr() as u64,
+        4 << 20,
+    );
+    e.transfer(&[write.clone()]).await.unwrap();
+    // Every pooled connection is now dead; the next transfer must notice,
+    // drop them and succeed on fresh connections.
+    proxy.cut();
+    remote.fill(0, 4 << 20, 0);
+    e.transfer(&[write])
+        .await
+        .expect("retried on fresh connections");
+    let mut got = vec![0u8; 4 << 20];
+    remote.read_at(0, &mut got);
+    assert!(got == data);
+    e.shutdown().await;
+    peer.shutdown().await;
 }
