@@ -311,7 +311,7 @@ async fn broken_pooled_connections_are_retried_on_fresh_ones() {
         remote.addr() as u64,
         4 << 20,
     );
-    e.transfer(&[write.clone()]).await.unwrap();
+    e.transfer(std::slice::from_ref(&write)).await.unwrap();
     // Every pooled connection is now dead; the next transfer must notice,
     // drop them and succeed on fresh connections.
     proxy.cut();
