@@ -2,7 +2,7 @@
 //! environment (`MC_*`, the reference's names) and flags (the CLI maps flags
 //! onto the fields).
 //!
-//! Invariants: `slice_size > 0`, `connections_per_peer > 0` (checked by
+//! Invariants: `0 < slice_size <= 1 GiB` (one tcp frame), `connections_per_peer > 0` (checked by
 //! [`TransferEngineConfig::validate`], which `TransferEngine::start` calls).
 
 use std::fmt;
