@@ -73,6 +73,8 @@ async fn main() {
                 rpc_port: 0,
                 metrics_host: "127.0.0.1".into(),
                 metrics_port: 0,
+                // The bench's segment owner never heartbeats; keep it alive for the run.
+                client_ttl: 3600,
                 ..Default::default()
             })
             .await

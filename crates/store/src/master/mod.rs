@@ -6,8 +6,13 @@
 //!   dispatch ([`MasterState::handle`]) and read-only views ([`views`]).
 //! * [`server`] — the thin tokio shell: RPC listener, background ticker, HTTP endpoints.
 //!
-//! Memory: an object costs its key, one map slot and one boxed slice of 24-byte pieces
-//! (see the crate README for the measured bytes per object).
+//! Memory: an object costs its key (boxed), one hash-map slot (key pointer + 48-byte
+//! `Object`) and one boxed slice of 24-byte pieces — no per-object LRU links (the
+//! eviction pass selects victims with `select_nth_unstable` over access times instead).
+//! Measured by `examples/master_memory.rs` (1,000,000 one-replica objects, 27-byte keys):
+//! **187 bytes/object of heap, 216 bytes/object of RSS** (≈ 206 MiB per million objects;
+//! the hash table is at 54% load there, so this is near the top of its 2× growth cycle).
+//! put_start+put_end pairs run at ~250k/s on one core in the same run.
 
 pub mod allocator;
 pub mod clock;
