@@ -255,4 +255,31 @@ mod tests {
             .to_config()
             .is_err());
     }
+
+    #[test]
+    fn file_then_flags() {
+        let dir = tempfile_dir();
+        let path = dir.join("master.toml");
+        std::fs::write(
+            &path,
+            "rpc_port = 7000\nclient_ttl = 30\nmetrics_port = 9100\n",
+        )
+        .unwrap();
+        let p = path.to_str().unwrap();
+        let c = parse(&["--config", p, "--rpc_port=7001"]);
+        assert_eq!((c.rpc_port, c.client_ttl, c.metrics_port), (7001, 30, 9100));
+        std::fs::write(&path, "no_such_option = 1\n").unwrap();
+        let bad = T::try_parse_from(["master", "--config", p])
+            .unwrap()
+            .a
+            .to_config();
+        assert!(bad.is_err());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    fn tempfile_dir() -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("mooncake-master-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
 }
