@@ -374,3 +374,43 @@ async fn client_reconnects_after_master_restart() {
     );
     srv.shutdown().await;
 }
+
+#[tokio::test]
+async fn oversized_reply_is_a_typed_error() {
+    let srv = MasterServer::start(cfg()).await.unwrap();
+    let c = MasterClient::connect(&srv.rpc_addr().to_string())
+        .await
+        .unwrap();
+    // Long segment names make every piece ~4 KB on the wire.
+    let name = "s".repeat(4000);
+    c.mount_segment(ClientId(1), &seg(&name, 1 << 30))
+        .await
+        .unwrap();
+    let rc = ReplicateConfig::default();
+    let keys: Vec<String> = (0..4400).map(|i| format!("k{i}")).collect();
+    for chunk in keys.chunks(1000) {
+        let items: Vec<(String, u64)> = chunk.iter().map(|k| (k.clone(), 64)).collect();
+        assert!(c
+            .batch_put_start(&items, &rc)
+            .await
+            .unwrap()
+            .iter()
+            .all(|r| r.is_ok()));
+        assert!(c
+            .batch_put_end(chunk)
+            .await
+            .unwrap()
+            .iter()
+            .all(|r| r.is_ok()));
+    }
+    assert_eq!(
+        c.batch_get_replica_list(&keys).await,
+        Err(ErrorCode::BufferOverflow)
+    );
+    // The connection is still good and a smaller batch works.
+    assert_eq!(
+        c.batch_get_replica_list(&keys[..100]).await.unwrap().len(),
+        100
+    );
+    srv.shutdown().await;
+}

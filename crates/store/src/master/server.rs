@@ -275,7 +275,14 @@ async fn serve_conn(sock: TcpStream, shared: &Shared) {
                 Err(e)
             }
         };
+        let start = out.len();
         encode_frame(&mut out, id, &reply);
+        if out.len() - start - 4 > MAX_FRAME_LEN {
+            // The client would refuse a frame this large (a huge batch of striped
+            // objects); answer with an error it can act on, e.g. by splitting the batch.
+            out.truncate(start);
+            encode_frame(&mut out, id, &Err::<Response, _>(ErrorCode::BufferOverflow));
+        }
         // Flush when no further request is already buffered (pipelined requests share a
         // write), or when the output grows large.
         if rd.buffer().is_empty() || out.len() >= (256 << 10) {

@@ -12,8 +12,9 @@ pub enum ErrorCode {
     /// An invariant broke inside the master; a bug.
     #[error("internal error")]
     Internal,
-    /// A value does not fit the buffer it was meant for.
-    #[error("buffer overflow")]
+    /// A value does not fit the buffer it was meant for; also the master's answer when a
+    /// reply would exceed the frame limit (split the batch). The request itself was applied.
+    #[error("buffer overflow (reply too large: split the batch)")]
     BufferOverflow,
     /// The named segment is not mounted.
     #[error("segment not found")]

@@ -41,7 +41,9 @@
 //! id of their request and may come back in any order. A frame that does not decode is
 //! answered [`ErrorCode::MalformedFrame`] (the connection stays usable); a frame whose
 //! declared length exceeds the limit is answered [`ErrorCode::FrameTooLarge`] and the
-//! connection is closed. New request/response variants are only ever appended.
+//! connection is closed; a reply that would exceed the limit is replaced by
+//! [`ErrorCode::BufferOverflow`] (split the batch). New request/response variants are only
+//! ever appended.
 //!
 //! # Why this protocol (measured)
 //!
