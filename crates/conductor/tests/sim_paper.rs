@@ -136,6 +136,7 @@ fn predictive_admission_damps_oscillation() {
                 mode,
                 threshold: 1.0,
             },
+            decode_wait_limit_s: Some(2.0),
             ..cluster(24, 2, 4.0)
         };
         run_with(admission_policy(PolicyName::Mooncake, cfg.seed), &cfg)

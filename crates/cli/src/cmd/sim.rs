@@ -81,6 +81,10 @@ struct ClusterArgs {
     /// Replace every request's output length (Figure 10 uses 1).
     #[arg(long)]
     output_tokens: Option<u32>,
+    /// Reject prefilled requests that wait longer than this for decode
+    /// memory (seconds); by default they wait.
+    #[arg(long, value_name = "S")]
+    decode_wait_limit: Option<f64>,
     /// Seed of randomised policies.
     #[arg(long, default_value_t = 42)]
     seed: u64,
@@ -152,6 +156,7 @@ impl ClusterArgs {
                 threshold: self.admission_threshold,
             },
             output_tokens_override: self.output_tokens,
+            decode_wait_limit_s: self.decode_wait_limit,
             seed: self.seed,
             cost,
             ..SimConfig::default()

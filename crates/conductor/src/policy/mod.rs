@@ -182,6 +182,9 @@ pub enum RejectReason {
     DecodeOverload,
     /// The request can never fit a decode instance's memory.
     TooLarge,
+    /// Prefilled, but waited longer than the decode wait limit for decode
+    /// memory (a late rejection: its prefill work is wasted).
+    DecodeTimeout,
 }
 
 impl RejectReason {
@@ -192,6 +195,7 @@ impl RejectReason {
             RejectReason::TbtSlo => "tbt-slo",
             RejectReason::DecodeOverload => "decode-overload",
             RejectReason::TooLarge => "too-large",
+            RejectReason::DecodeTimeout => "decode-timeout",
         }
     }
 }

@@ -110,6 +110,10 @@ pub struct SimConfig {
     pub output_tokens_override: Option<u32>,
     /// Seconds of simulated time between load samples.
     pub sample_interval_s: f64,
+    /// A prefilled request that cannot join a decode batch within this many
+    /// seconds is rejected there (late rejection, prefill wasted). `None`:
+    /// it waits as long as it takes (and its TBT shows the wait).
+    pub decode_wait_limit_s: Option<f64>,
     /// Seed for randomised policies.
     pub seed: u64,
     /// Model and hardware.
@@ -131,6 +135,7 @@ impl Default for SimConfig {
             admission: Admission::default(),
             output_tokens_override: None,
             sample_interval_s: 1.0,
+            decode_wait_limit_s: None,
             seed: 42,
             cost: CostConfig::default(),
         }
@@ -203,6 +208,7 @@ struct Req {
 enum Ev {
     PrefillDone(usize),
     DecodeArrive(usize),
+    DecodeTimeout(usize, u64),
     DecodeStep(usize),
     Sample,
 }
@@ -410,6 +416,7 @@ impl Simulator {
         match ev {
             Ev::PrefillDone(s) => self.prefill_done(s, obs),
             Ev::DecodeArrive(s) => self.decode_arrive(s),
+            Ev::DecodeTimeout(s, id) => self.decode_timeout(s, id, obs),
             Ev::DecodeStep(j) => self.decode_step(j, obs),
             Ev::Sample => {
                 self.sample();
@@ -573,12 +580,12 @@ impl Simulator {
         self.slots[s].as_mut().expect("live slot")
     }
 
-    fn reject(&mut self, id: u64, now: f64, reason: RejectReason, obs: &mut dyn Observer) {
-        self.totals.last_done = self.totals.last_done.max(now);
+    fn reject(&mut self, id: u64, arrival_s: f64, reason: RejectReason, obs: &mut dyn Observer) {
+        self.totals.last_done = self.totals.last_done.max(self.state.now);
         *self.totals.rejected.entry(reason).or_default() += 1;
         obs.on_outcome(&Outcome {
             id,
-            arrival_s: now,
+            arrival_s,
             kind: OutcomeKind::Rejected(reason),
         });
     }
@@ -614,11 +621,44 @@ impl Simulator {
             let r = self.req(s);
             (r.decode, r.need, r.id)
         };
+        // `id` also guards the timeout below against slot reuse.
         let d = &mut self.state.decode[j];
         d.arrivals.clear_request(id);
         d.waiting.push_back(s);
         d.waiting_tokens += need;
         d.load.waiting_tokens += need;
+        self.admit_waiting(j);
+        self.maybe_step(j);
+        if let Some(limit) = self.cfg.decode_wait_limit_s {
+            if self.state.decode[j].waiting.contains(&s) {
+                let t = self.state.now + limit;
+                self.push(t, Ev::DecodeTimeout(s, id));
+            }
+        }
+    }
+
+    /// Rejects request `id` in slot `s` if it still waits for decode memory
+    /// (the slot may have been reused since: the id guards against that).
+    fn decode_timeout(&mut self, s: usize, id: u64, obs: &mut dyn Observer) {
+        let Some(r) = self.slots[s].as_ref().filter(|r| r.id == id) else {
+            return;
+        };
+        let (j, need, arrival) = (r.decode, r.need, r.arrival);
+        let d = &mut self.state.decode[j];
+        let Some(pos) = d.waiting.iter().position(|&w| w == s) else {
+            return;
+        };
+        d.account(self.state.now);
+        d.waiting.remove(pos);
+        d.waiting_tokens -= need;
+        d.load.waiting_tokens -= need;
+        d.load.inbound -= 1;
+        d.load.inbound_tokens -= need;
+        self.slots[s] = None;
+        self.free.push(s);
+        self.in_flight -= 1;
+        self.reject(id, arrival, RejectReason::DecodeTimeout, obs);
+        // Head-of-line blocking may have ended.
         self.admit_waiting(j);
         self.maybe_step(j);
     }

@@ -37,6 +37,9 @@ pub struct SweepConfig {
     pub admission_prefill: usize,
     /// Decode instances in the admission comparison (decode-bound on purpose).
     pub admission_decode: usize,
+    /// Decode wait limit in the admission comparison: over-admitted
+    /// requests are rejected after prefill, as in the report's setting.
+    pub admission_wait_limit_s: Option<f64>,
 }
 
 impl Default for SweepConfig {
@@ -50,6 +53,7 @@ impl Default for SweepConfig {
             admission_speedup: 4.0,
             admission_prefill: 24,
             admission_decode: 2,
+            admission_wait_limit_s: Some(2.0),
         }
     }
 }
@@ -136,6 +140,7 @@ pub fn run_sweep(
             speedup: cfg.admission_speedup,
             prefill: cfg.admission_prefill,
             decode: cfg.admission_decode,
+            decode_wait_limit_s: cfg.admission_wait_limit_s.or(cfg.base.decode_wait_limit_s),
             admission: Admission {
                 mode,
                 ..cfg.base.admission

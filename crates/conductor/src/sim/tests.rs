@@ -162,6 +162,15 @@ fn decode_memory_limit_makes_requests_wait() {
         .collect();
     let (lo, hi) = (tbts[0].min(tbts[1]), tbts[0].max(tbts[1]));
     assert!(hi > 5.0 * lo, "{tbts:?}");
+    // With a wait limit, the second one is rejected at decode instead.
+    let mut cfg = small(2, 1);
+    cfg.decode_capacity_tokens = Some(1500);
+    cfg.decode_wait_limit_s = Some(0.5);
+    let trace = vec![rec(0, 1000, 100, &[1, 2]), rec(0, 1000, 100, &[3, 4])];
+    let (rep, outs) = run(cfg, PolicyName::RoundRobin, trace);
+    assert_eq!((rep.summary.completed, rep.summary.rejected), (1, 1));
+    assert_eq!(rep.summary.rejected_by.get("decode-timeout"), Some(&1));
+    assert_eq!(outs.len(), 2);
     // A request that can never fit is rejected up front, not lost.
     let mut cfg = small(1, 1);
     cfg.decode_capacity_tokens = Some(500);
@@ -263,12 +272,13 @@ fn arb_trace() -> impl Strategy<Value = Vec<TraceRecord>> {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(24))]
     #[test]
-    fn no_request_lost(trace in arb_trace(), p in 1usize..4, d in 1usize..3, admission in 0u8..3, cpp in any::<bool>()) {
+    fn no_request_lost(trace in arb_trace(), p in 1usize..4, d in 1usize..3, admission in 0u8..3, cpp in any::<bool>(), wait in prop::option::of(0.0f64..3.0)) {
         for policy in PolicyName::ALL {
             let mut cfg = small(p, d);
             cfg.decode_capacity_tokens = Some(60_000);
             cfg.cache_capacity_tokens = 20 * 512;
             cfg.chunked_prefill = cpp.then(ChunkedPrefill::default);
+            cfg.decode_wait_limit_s = wait;
             cfg.admission.mode = [AdmissionMode::None, AdmissionMode::Early, AdmissionMode::Predictive][admission as usize];
             let (rep, outs) = run(cfg, policy, trace.clone());
             let mut seen: HashMap<u64, usize> = HashMap::new();
