@@ -418,3 +418,32 @@ def test_concurrent_threads(store, unique):
     for t in threads:
         t.join(timeout=120)
     assert not errors, errors
+
+
+def test_blocking_calls_release_the_gil():
+    """setup() against a silent 'master' served by a Python thread: the thread
+    can only run its Python code after accept() while setup is still blocked
+    if setup released the GIL."""
+    import socket
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    port = srv.getsockname()[1]
+    state = {"setup_returned": False, "seen_during_setup": None}
+
+    def fake_master():
+        conn, _ = srv.accept()
+        state["seen_during_setup"] = not state["setup_returned"]
+        conn.close()          # setup fails promptly once we hang up
+        srv.close()
+
+    t = threading.Thread(target=fake_master)
+    t.start()
+    s = MooncakeDistributedStore()
+    # A segment to mount means setup must wait for the master's answer.
+    rc = s.setup("127.0.0.1", "P2PHANDSHAKE", 1 << 20, 1 << 20, "tcp", "", f"127.0.0.1:{port}")
+    state["setup_returned"] = True
+    t.join(timeout=60)
+    assert rc < 0
+    assert state["seen_during_setup"] is True

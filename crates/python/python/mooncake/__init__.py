@@ -5,5 +5,6 @@
 """
 
 from mooncake._mooncake import __version__
+from mooncake._mooncake import TransferEngine as mooncake_vllm_adaptor  # the reference's old name
 
-__all__ = ["__version__"]
+__all__ = ["__version__", "mooncake_vllm_adaptor"]

@@ -893,8 +893,11 @@ impl PyStore {
 impl Drop for PyStore {
     fn drop(&mut self) {
         if let Some(client) = self.client.get_mut().take() {
+            // Bounded: a dead master must not hang garbage collection or exit;
+            // it expires an unannounced client by itself.
             runtime().block_on(async move {
-                let _ = client.close().await;
+                let _ =
+                    tokio::time::timeout(std::time::Duration::from_secs(2), client.close()).await;
             });
         }
     }
