@@ -447,3 +447,28 @@ def test_blocking_calls_release_the_gil():
     t.join(timeout=60)
     assert rc < 0
     assert state["seen_during_setup"] is True
+
+
+def test_init_all_takes_the_rest_from_the_environment(cluster, monkeypatch, unique):
+    monkeypatch.delenv("MOONCAKE_CONFIG_PATH", raising=False)
+    monkeypatch.setenv("MOONCAKE_MASTER", cluster.master_addr)
+    monkeypatch.setenv("MOONCAKE_TE_META_DATA_SERVER", cluster.metadata_url)
+    monkeypatch.setenv("MOONCAKE_LOCAL_BUFFER_SIZE", "8MB")
+    s = MooncakeDistributedStore()
+    try:
+        assert s.init_all("tcp", "", 8 << 20) == 0
+        k = unique("init_all")
+        assert s.put(k, b"v") == 0 and s.get(k) == b"v"
+    finally:
+        s.close()
+
+
+def test_config_dict_accepts_the_config_file_spellings(cluster):
+    s = MooncakeDistributedStore()
+    d = config_dict(cluster)
+    d["master_server_address"] = d.pop("master_server_addr")
+    d["device_name"] = d.pop("rdma_devices")
+    try:
+        assert s.setup(config=d) == 0
+    finally:
+        s.close()
