@@ -126,10 +126,13 @@ fn mooncake_goodput_beats_every_policy() {
     }
 }
 
-/// Prediction-based early rejection damps the decode-load oscillation of
-/// early rejection and removes its TBT violations (decode-bound cluster).
+/// Prediction-based early rejection (decode-bound cluster, prefilled
+/// requests rejected after 2 s without decode memory): it removes early
+/// rejection's late rejections and TBT violations. The paper's other two
+/// claims (damped oscillation, fewer rejections) do not reproduce here; the
+/// README says why, and this test pins what we measured so a change shows.
 #[test]
-fn predictive_admission_damps_oscillation() {
+fn predictive_admission_removes_late_rejections() {
     let run_mode = |mode| {
         let cfg = SimConfig {
             admission: Admission {
@@ -141,16 +144,20 @@ fn predictive_admission_damps_oscillation() {
         };
         run_with(admission_policy(PolicyName::Mooncake, cfg.seed), &cfg)
     };
+    let none = run_mode(AdmissionMode::None);
     let early = run_mode(AdmissionMode::Early);
     let pred = run_mode(AdmissionMode::Predictive);
-    show("admission", &early);
-    show("admission", &pred);
+    for s in [&none, &early, &pred] {
+        show("admission", s);
+    }
+    let late = |s: &SimSummary| s.rejected_by.get("decode-timeout").copied().unwrap_or(0);
     assert!(
-        pred.decode_load_std < 0.95 * early.decode_load_std,
-        "oscillation: predictive {} vs early {}",
-        pred.decode_load_std,
-        early.decode_load_std
+        late(&none) > late(&early) && late(&early) > late(&pred),
+        "late rejections"
     );
     assert!(pred.tbt_p99_s < early.tbt_p99_s / 2.0);
-    assert!(early.rejected > 0 && pred.rejected > 0);
+    assert!(pred.tbt_p99_s <= pred.slo_tbt_s);
+    assert!(
+        early.goodput_rps > 2.0 * none.goodput_rps && pred.goodput_rps > 2.0 * none.goodput_rps
+    );
 }

@@ -97,9 +97,10 @@ pub struct SimSummary {
     pub prefill_utilization: Vec<f64>,
     /// Time-averaged reserved memory share of each decode instance.
     pub decode_load: Vec<f64>,
-    /// Standard deviation of the decode pool's load samples (oscillation).
+    /// Standard deviation of the decode pool's load samples (oscillation),
+    /// over the middle 80% of the run (ramp-up and drain excluded).
     pub decode_load_std: f64,
-    /// Standard deviation of the prefill pool's mean queue seconds.
+    /// Standard deviation of the prefill pool's mean queue seconds, same window.
     pub prefill_queue_std_s: f64,
     /// Wall-clock seconds the simulation took.
     pub sim_wall_s: f64,
@@ -116,6 +117,12 @@ pub struct SimReport {
     pub tbt: Histogram,
     /// Per-instance load samples.
     pub load: LoadSeries,
+}
+
+/// The middle 80% of a series: the steady state between ramp-up and drain.
+fn steady(xs: &[f64]) -> &[f64] {
+    let cut = xs.len() / 10;
+    &xs[cut..xs.len() - cut]
 }
 
 pub(super) fn build(mut sim: Simulator, wall_s: f64) -> SimReport {
@@ -182,8 +189,8 @@ pub(super) fn build(mut sim: Simulator, wall_s: f64) -> SimReport {
             .iter()
             .map(|d| ratio(d.load_integral, now))
             .collect(),
-        decode_load_std: std_dev(&decode_pool),
-        prefill_queue_std_s: std_dev(&prefill_pool),
+        decode_load_std: std_dev(steady(&decode_pool)),
+        prefill_queue_std_s: std_dev(steady(&prefill_pool)),
         sim_wall_s: wall_s,
     };
     SimReport {

@@ -235,6 +235,34 @@ fn early_and_predictive_admission_reject_at_decode_overload() {
 }
 
 #[test]
+fn summary_json_has_the_documented_keys() {
+    let (rep, _) = run(
+        small(1, 1),
+        PolicyName::Mooncake,
+        vec![rec(0, 600, 3, &[1, 2])],
+    );
+    let v = serde_json::to_value(&rep.summary).unwrap();
+    for k in [
+        "requests",
+        "completed",
+        "rejected",
+        "effective",
+        "goodput_rps",
+        "ttft_mean_s",
+        "ttft_p50_s",
+        "ttft_p90_s",
+        "ttft_p99_s",
+        "tbt_p99_s",
+        "cache_hit_ratio",
+        "sim_wall_s",
+    ] {
+        assert!(v.get(k).is_some_and(|x| x.is_number()), "missing {k}: {v}");
+    }
+    assert_eq!(v["requests"], 1);
+    assert_eq!(v["effective"], 1);
+}
+
+#[test]
 fn trace_errors_surface() {
     let items: Vec<Result<TraceRecord, String>> = vec![
         Ok(rec(0, 10, 2, &[1])),
