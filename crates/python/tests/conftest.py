@@ -85,10 +85,9 @@ class Cluster:
                 self.master_addr)
 
 
-@pytest.fixture(scope="session")
-def cluster(tmp_path_factory) -> Cluster:
+def start_master(log: Path) -> Cluster:
+    """A `mooncake master` with its embedded metadata server on free ports."""
     rpc_port, meta_port = free_port(), free_port()
-    log = tmp_path_factory.mktemp("master") / "master.log"
     cmd = [
         mooncake_bin(), "master",
         "--rpc_address=127.0.0.1", f"--rpc_port={rpc_port}",
@@ -105,16 +104,31 @@ def cluster(tmp_path_factory) -> Cluster:
                    STARTUP_DEADLINE_S, "the master to listen")
         if proc.poll() is not None:
             raise RuntimeError(f"master exited with {proc.returncode}:\n{log.read_text()}")
-        # Clients compare read durations with the master's lease.
-        os.environ["DEFAULT_KV_LEASE_TTL"] = str(LEASE_TTL_MS)
-        yield Cluster(f"127.0.0.1:{rpc_port}", url, LEASE_TTL_MS, proc)
-    finally:
+    except BaseException:
+        stop(proc)
+        raise
+    return Cluster(f"127.0.0.1:{rpc_port}", url, LEASE_TTL_MS, proc)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
         proc.terminate()
         try:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory) -> Cluster:
+    c = start_master(tmp_path_factory.mktemp("master") / "master.log")
+    # Clients compare read durations with the master's lease.
+    os.environ["DEFAULT_KV_LEASE_TTL"] = str(LEASE_TTL_MS)
+    try:
+        yield c
+    finally:
+        stop(c.proc)
 
 
 @pytest.fixture

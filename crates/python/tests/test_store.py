@@ -472,3 +472,23 @@ def test_config_dict_accepts_the_config_file_spellings(cluster):
         assert s.setup(config=d) == 0
     finally:
         s.close()
+
+
+def test_dead_master_is_reported_not_hung(tmp_path, unique):
+    from conftest import start_master, stop
+
+    own = start_master(tmp_path / "master.log")
+    s = MooncakeDistributedStore()
+    try:
+        assert s.setup(*own.client_args()) == 0
+        k = unique("before")
+        assert s.put(k, b"v") == 0
+        assert s.health_check() == 0
+        stop(own.proc)
+        assert s.health_check() == 2
+        assert s.put(unique("after"), b"v") < 0
+        assert s.get(k) == b""
+        assert s.is_exist(k) < 0
+    finally:
+        stop(own.proc)
+        s.close()
