@@ -214,6 +214,6 @@ mod tests {
     #[test]
     fn default_segment_is_capped() {
         let s = default_segment_size();
-        assert!(s <= DEFAULT_SEGMENT_CAP && s >= 64 << 20 && s.is_multiple_of(4096));
+        assert!((64 << 20..=DEFAULT_SEGMENT_CAP).contains(&s) && s.is_multiple_of(4096));
     }
 }
