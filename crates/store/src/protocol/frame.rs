@@ -80,8 +80,16 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     }
     let payload_len = len as usize - 8;
     buf.clear();
-    buf.resize(payload_len, 0);
-    r.read_exact(buf).await?;
+    if buf.capacity() > (1 << 20) && payload_len < (64 << 10) {
+        // Do not keep a large frame's buffer alive on an idle connection.
+        buf.shrink_to(64 << 10);
+    }
+    // Grow with the bytes that actually arrive, not with the declared length: a peer that
+    // announces 16 MiB and sends nothing costs nothing.
+    let got = (&mut *r).take(payload_len as u64).read_to_end(buf).await?;
+    if got != payload_len {
+        return Err(ReadError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+    }
     Ok(id)
 }
 

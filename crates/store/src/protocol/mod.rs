@@ -61,7 +61,8 @@
 //! | tonic gRPC    | 8       | 10,510       | 293.3  | 8,835  |
 //!
 //! The framed protocol does 3.2× gRPC's rate with one client and 5.7× with eight, at a
-//! third of its median latency, so it is the master's RPC. For orientation, the reference
+//! third of its median latency, so it is the master's RPC. (A second run at load ~5:
+//! framed 38k / 42k ops/s, gRPC 10k / 11k ops/s for 1 / 8 clients; the p50s were unchanged.) For orientation, the reference
 //! (`mooncake_master` + its Python client, same machine kind) answers `is_exist` at ~12k
 //! ops/s, p50 89 µs / p99 124 µs with one client (`shared/reference`); the end-to-end
 //! comparison through our client lives in `mooncake bench store`. With eight clients the
