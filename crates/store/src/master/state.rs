@@ -21,6 +21,7 @@ use crate::protocol::{
 };
 use rand::rngs::StdRng;
 use rand::SeedableRng;
+use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
@@ -80,8 +81,6 @@ pub struct Stats {
     pub objects_lost: u64,
     pub put_no_space: u64,
 }
-
-use serde::Serialize;
 
 /// The master's state machine.
 pub struct MasterState {
@@ -341,11 +340,8 @@ impl MasterState {
         let now = self.now_ms();
         let lease = self.cfg.default_kv_lease_ttl;
         let pin = self.cfg.default_kv_soft_pin_ttl;
-        let o = match self.objects.get_mut(key) {
-            Some(o) => o,
-            None if self.pending.contains_key(key) => return Err(ErrorCode::ObjectNotFound),
-            None => return Err(ErrorCode::ObjectNotFound),
-        };
+        // A key whose put has not ended is invisible: not found, like the reference.
+        let o = self.objects.get_mut(key).ok_or(ErrorCode::ObjectNotFound)?;
         o.lease_until = o.lease_until.max(now + lease);
         o.last_access = now;
         if o.pin_until != 0 {
