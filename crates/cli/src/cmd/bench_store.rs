@@ -63,6 +63,11 @@ pub struct Args {
     /// Address of the measuring clients' engines.
     #[arg(long, default_value = "127.0.0.1")]
     pub local_hostname: String,
+    /// Instead of the throughput phases, store this many 64-byte objects and
+    /// report the master's memory per million objects (needs the bench's own
+    /// cluster: it reads the `mooncake up` child's RSS).
+    #[arg(long, conflicts_with = "master")]
+    pub master_memory: Option<u64>,
 }
 
 /// One result row.
@@ -176,6 +181,20 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         replica_num: args.replicas,
         ..ReplicateConfig::default()
     };
+    if let Some(n) = args.master_memory {
+        let pid = own
+            .as_ref()
+            .and_then(|c| c.child.id())
+            .context("--master-memory needs the bench's own cluster")?;
+        let r = master_memory(&clients[0], pid, n, args.json).await;
+        for c in &clients {
+            c.close().await.ok();
+        }
+        if let Some(c) = own {
+            c.stop().await;
+        }
+        return r;
+    }
     let phases = (args.value_size.len() * ops.len()) as u64;
     let pb = ProgressBar::new(phases * args.duration.as_millis() as u64);
     pb.set_style(
@@ -237,6 +256,63 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(c) = own {
         c.stop().await;
     }
+    Ok(())
+}
+
+/// Resident memory of process `pid`, bytes.
+fn rss(pid: u32) -> anyhow::Result<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kb: u64 = s
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .context("VmRSS in /proc/<pid>/status")?;
+    Ok(kb * 1024)
+}
+
+/// Store `n` 64-byte objects (batches of 8192) and report how much the
+/// cluster process grew: the master's metadata (its segment is prefaulted, so
+/// the objects' bytes do not move RSS).
+async fn master_memory(client: &Client, pid: u32, n: u64, json: bool) -> anyhow::Result<()> {
+    let before = rss(pid)?;
+    let value = [0x5au8; 64];
+    let rcfg = ReplicateConfig::default();
+    let pb = ProgressBar::new(n);
+    let start = Instant::now();
+    let mut stored = 0u64;
+    let mut i = 0u64;
+    while i < n {
+        let m = (n - i).min(8192);
+        let keys: Vec<String> = (i..i + m).map(|k| format!("mem-{k:010}")).collect();
+        let values: Vec<&[u8]> = keys.iter().map(|_| &value[..]).collect();
+        let r = client.batch_put(&keys, &values, &rcfg).await?;
+        stored += r.iter().filter(|x| x.is_ok()).count() as u64;
+        i += m;
+        pb.set_position(i);
+    }
+    pb.finish_and_clear();
+    let secs = start.elapsed().as_secs_f64();
+    let after = rss(pid)?;
+    let per_object = after.saturating_sub(before) as f64 / stored.max(1) as f64;
+    let per_million_mib = per_object * 1e6 / (1u64 << 20) as f64;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"op": "master_memory", "objects": stored, "rss_before": before,
+                "rss_after": after, "bytes_per_object": per_object,
+                "mib_per_million_objects": per_million_mib, "put_ops_per_s": stored as f64 / secs})
+        );
+    } else {
+        println!(
+            "stored {stored} objects of 64 B in {secs:.1} s ({:.0} ops/s, batches of 8192); \
+             cluster RSS {} -> {} MiB: {per_object:.0} B per object, {per_million_mib:.0} MiB per million objects",
+            stored as f64 / secs,
+            before >> 20,
+            after >> 20
+        );
+    }
+    client.remove_all(true).await.ok();
     Ok(())
 }
 
