@@ -120,6 +120,18 @@ struct SweepArgs {
     /// Policies (comma-separated); default all.
     #[arg(long, value_delimiter = ',')]
     policies: Vec<PolicyName>,
+    /// Admission comparison: prefill instances.
+    #[arg(long, default_value_t = 24)]
+    admission_prefill: usize,
+    /// Admission comparison: decode instances.
+    #[arg(long, default_value_t = 2)]
+    admission_decode: usize,
+    /// Admission comparison: load level.
+    #[arg(long, default_value_t = 4.0)]
+    admission_speedup: f64,
+    /// Admission comparison: decode wait limit in seconds (0 = wait forever).
+    #[arg(long, default_value_t = 2.0)]
+    admission_wait_limit: f64,
 }
 
 impl ClusterArgs {
@@ -314,6 +326,15 @@ fn sweep(args: SweepArgs) -> anyhow::Result<()> {
     if !args.policies.is_empty() {
         cfg.policies = args.policies.clone();
     }
+    anyhow::ensure!(
+        args.admission_speedup.is_finite() && args.admission_speedup > 0.0,
+        "--admission-speedup must be positive"
+    );
+    cfg.admission_prefill = args.admission_prefill;
+    cfg.admission_decode = args.admission_decode;
+    cfg.admission_speedup = args.admission_speedup;
+    cfg.admission_wait_limit_s =
+        (args.admission_wait_limit > 0.0).then_some(args.admission_wait_limit);
     let total = (cfg.policies.len() * cfg.speedups.len() + 3) as u64;
     let pb = bar(total, false, "{spinner} sweep [{bar:30}] {pos}/{len} runs");
     let result = run_sweep(&cfg, &mut || open_trace(&path), &mut |done, _| {
