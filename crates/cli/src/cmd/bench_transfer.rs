@@ -158,12 +158,15 @@ fn protocols(p: BenchProtocol) -> Vec<Protocol> {
 }
 
 async fn start_engine(args: &Args, hostname: &str) -> anyhow::Result<Arc<TransferEngine>> {
-    let config = TransferEngineConfig {
-        local_hostname: hostname.to_string(),
-        metadata_server: args.metadata.clone(),
-        protocols: protocols(args.protocol),
-        ..TransferEngineConfig::default()
-    };
+    // Tuning knobs come from the reference's environment variables
+    // (MC_SLICE_SIZE, MC_CONNECTIONS_PER_PEER, ...); the flags decide the rest.
+    let mut config = TransferEngineConfig::default();
+    config
+        .apply_env()
+        .context("reading MC_* environment variables")?;
+    config.local_hostname = hostname.to_string();
+    config.metadata_server = args.metadata.clone();
+    config.protocols = protocols(args.protocol);
     TransferEngine::start(config)
         .await
         .with_context(|| format!("starting a transfer engine as {hostname}"))
