@@ -105,12 +105,17 @@ impl PyStore {
         Ok(0)
     }
 
+    /// The parts (any bytes-like objects) back to back, copied once.
     fn joined_parts(parts: &Bound<'_, pyo3::types::PyTuple>) -> PyResult<Vec<u8>> {
         let bufs = parts
             .iter()
-            .map(|p| PyBuf::get(&p, false).map(|b| b.as_slice().to_vec()))
+            .map(|p| PyBuf::get(&p, false))
             .collect::<PyResult<Vec<_>>>()?;
-        Ok(bufs.concat())
+        let mut out = Vec::with_capacity(bufs.iter().map(|b| b.len()).sum());
+        for b in &bufs {
+            out.extend_from_slice(b.as_slice());
+        }
+        Ok(out)
     }
 }
 
