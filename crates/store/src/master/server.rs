@@ -5,7 +5,7 @@
 //!   the answers — coalescing the answers of pipelined requests into one write.
 //! * A ticker calls [`MasterState::tick`] every `tick_interval_ms` (put timeouts, deferred
 //!   frees, client expiry, eviction).
-//! * HTTP ([`super::http`]): `/metrics`, `/health`, admin views, and optionally the
+//! * HTTP (module `http`): `/metrics`, `/health`, admin views, and optionally the
 //!   metadata service.
 //!
 //! Bad input never panics or allocates without bound: frames are length-checked before
