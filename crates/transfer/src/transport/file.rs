@@ -220,7 +220,9 @@ impl FileTransport {
             Opcode::Write => Dir::Write,
         };
         let waiter = InFlight::new();
-        let signal = waiter.state.clone();
+        // Set when the completion runs — or is dropped unrun (worker gone), so a
+        // cancelled caller never waits forever.
+        let signal = FinishOnDrop(waiter.state.clone());
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.pool.submit(
             IoRequest {
@@ -232,7 +234,7 @@ impl FileTransport {
             },
             Box::new(move |r| {
                 let _ = tx.send(r);
-                signal.finish();
+                drop(signal);
             }),
         );
         let r = rx.await.unwrap_or(Err(FileError::Shutdown));
@@ -269,6 +271,14 @@ impl DoneFlag {
     fn finish(&self) {
         *self.done.lock() = true;
         self.cv.notify_all();
+    }
+}
+
+struct FinishOnDrop(Arc<DoneFlag>);
+
+impl Drop for FinishOnDrop {
+    fn drop(&mut self) {
+        self.0.finish();
     }
 }
 
