@@ -4,7 +4,9 @@
 
 mod cluster_common;
 
-use cluster_common::{check_tagged, tagged_value, Cluster, MasterOpts};
+use std::time::Duration;
+
+use cluster_common::{check_tagged, tagged_value, wait_for, Cluster, MasterOpts};
 use mooncake_store::{ErrorCode, ReplicateConfig};
 
 const MIB: usize = 1 << 20;
@@ -58,22 +60,30 @@ async fn eviction_spares_leased_and_soft_pinned_objects() {
         Ok(1)
     );
 
-    // Under the watermark: count what is still stored.
+    // Under the watermark: eviction runs on the master's ticker, so the pool may
+    // overshoot between ticks; it must come back under within a few ticks.
     let keys: Vec<String> = (0..(3 * pool / MIB)).map(|i| format!("fill-{i}")).collect();
-    let live = client
-        .batch_is_exist(&keys)
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|e| matches!(e, Ok(true)))
-        .count()
-        + 2;
     let limit = (pool as f64 * cluster.opts.high_watermark) as usize / MIB + 1;
-    assert!(
-        live <= limit,
-        "{live} MiB stored in a {} MiB pool",
-        pool / MIB
-    );
+    let live = wait_for(
+        "eviction to bring the pool under the watermark",
+        Duration::from_secs(10),
+        || {
+            let client = client.clone();
+            let keys = keys.clone();
+            async move {
+                let live = client
+                    .batch_is_exist(&keys)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .filter(|e| matches!(e, Ok(true)))
+                    .count()
+                    + 2;
+                (live <= limit).then_some(live)
+            }
+        },
+    )
+    .await;
     assert!(live >= pool / MIB / 2, "eviction removed too much: {live}");
     // The most recent object is there and intact.
     let last = keys.last().unwrap();
