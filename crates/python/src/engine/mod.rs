@@ -187,6 +187,24 @@ impl PyTransferEngine {
         }
         Ok(())
     }
+
+    /// `init_inner` as the reference reports it: 0, or -1 after logging.
+    fn init_status(
+        &self,
+        py: Python<'_>,
+        what: &str,
+        local_hostname: &str,
+        conn: String,
+        protocol: &str,
+    ) -> i32 {
+        match self.init_inner(py, local_hostname, conn, protocol) {
+            Ok(()) => 0,
+            Err(e) => {
+                log::error(py, &format!("TransferEngine.{what}: {e}"));
+                -1
+            }
+        }
+    }
 }
 
 #[pymethods]
@@ -217,18 +235,8 @@ impl PyTransferEngine {
         device_name: &str,
     ) -> i32 {
         let _ = device_name; // RDMA device filter: no RDMA NICs are driven yet.
-        match self.init_inner(
-            py,
-            local_hostname,
-            metadata_server.trim().to_string(),
-            protocol,
-        ) {
-            Ok(()) => 0,
-            Err(e) => {
-                log::error(py, &format!("TransferEngine.initialize: {e}"));
-                -1
-            }
-        }
+        let conn = metadata_server.trim().to_string();
+        self.init_status(py, "initialize", local_hostname, conn, protocol)
     }
 
     /// `initialize` with the metadata backend named apart ("etcd", "redis",
@@ -245,13 +253,7 @@ impl PyTransferEngine {
     ) -> i32 {
         let _ = device_name;
         let conn = conn_string(metadata_server, metadata_type);
-        match self.init_inner(py, local_hostname, conn, protocol) {
-            Ok(()) => 0,
-            Err(e) => {
-                log::error(py, &format!("TransferEngine.initialize_ext: {e}"));
-                -1
-            }
-        }
+        self.init_status(py, "initialize_ext", local_hostname, conn, protocol)
     }
 
     /// The RPC port peers reach this engine on (-1 before `initialize`).

@@ -2,6 +2,9 @@
 //! polling. Every request list goes to one target segment; the engine checks
 //! both ends against the registered buffers.
 
+use std::future::Future;
+use std::sync::Arc;
+
 use mooncake_transfer::{Opcode, TransferEngine, TransferError, TransferRequest, TransferStatus};
 use pyo3::prelude::*;
 
@@ -62,38 +65,55 @@ struct Job<'a> {
     lengths: Vec<usize>,
 }
 
-impl PyTransferEngine {
-    fn run_batch(&self, py: Python<'_>, job: Job<'_>) -> i32 {
-        let Job {
+impl<'a> Job<'a> {
+    /// A single request.
+    fn one(
+        what: &'static str,
+        target: &'a str,
+        opcode: Opcode,
+        local: usize,
+        remote: u64,
+        length: usize,
+    ) -> Self {
+        Self::many(
             what,
             target,
             opcode,
-            locals,
-            remotes,
-            lengths,
-        } = job;
-        let Some(a) = self.active() else {
-            log::error(py, &format!("{what}: engine not initialized"));
-            return -1;
-        };
-        let r = block_on(py, async {
-            let reqs =
-                build_requests(&a.engine, target, opcode, &locals, &remotes, &lengths).await?;
-            if reqs.is_empty() {
-                return Ok(());
-            }
-            a.engine.transfer(&reqs).await
-        });
-        match r {
-            Ok(()) => 0,
-            Err(e) => {
-                log::error(py, &format!("{what} to {target}: {e}"));
-                -1
-            }
-        }
+            vec![local],
+            vec![remote],
+            vec![length],
+        )
     }
 
-    fn submit_batch(&self, py: Python<'_>, job: Job<'_>) -> u64 {
+    /// A request list; mismatched list lengths are reported when it runs.
+    fn many(
+        what: &'static str,
+        target: &'a str,
+        opcode: Opcode,
+        locals: Vec<usize>,
+        remotes: Vec<u64>,
+        lengths: Vec<usize>,
+    ) -> Self {
+        Job {
+            what,
+            target,
+            opcode,
+            locals,
+            remotes,
+            lengths,
+        }
+    }
+}
+
+impl PyTransferEngine {
+    /// Build `job`'s requests and hand them to `go`; `failed` (after logging)
+    /// if the engine is not initialized or any step fails.
+    fn drive<T, F, Fut>(&self, py: Python<'_>, job: Job<'_>, failed: T, go: F) -> T
+    where
+        T: Send,
+        F: FnOnce(Arc<TransferEngine>, Vec<TransferRequest>) -> Fut + Send,
+        Fut: Future<Output = Result<T, TransferError>> + Send,
+    {
         let Job {
             what,
             target,
@@ -104,25 +124,39 @@ impl PyTransferEngine {
         } = job;
         let Some(a) = self.active() else {
             log::error(py, &format!("{what}: engine not initialized"));
-            return 0;
+            return failed;
         };
         let r = block_on(py, async {
             let reqs =
                 build_requests(&a.engine, target, opcode, &locals, &remotes, &lengths).await?;
-            let batch = a.engine.allocate_batch(reqs.len().max(1))?;
-            if let Err(e) = a.engine.submit(batch, &reqs) {
-                let _ = a.engine.free_batch(batch);
+            go(Arc::clone(&a.engine), reqs).await
+        });
+        r.unwrap_or_else(|e| {
+            log::error(py, &format!("{what} to {target}: {e}"));
+            failed
+        })
+    }
+
+    /// Run `job` to completion: 0, or -1 on failure.
+    fn run_batch(&self, py: Python<'_>, job: Job<'_>) -> i32 {
+        self.drive(py, job, -1, |engine, reqs| async move {
+            if !reqs.is_empty() {
+                engine.transfer(&reqs).await?;
+            }
+            Ok(0)
+        })
+    }
+
+    /// Submit `job`: its batch id, or 0 on failure.
+    fn submit_batch(&self, py: Python<'_>, job: Job<'_>) -> u64 {
+        self.drive(py, job, 0, |engine, reqs| async move {
+            let batch = engine.allocate_batch(reqs.len().max(1))?;
+            if let Err(e) = engine.submit(batch, &reqs) {
+                let _ = engine.free_batch(batch);
                 return Err(e);
             }
-            Ok::<_, TransferError>(batch)
-        });
-        match r {
-            Ok(id) => id,
-            Err(e) => {
-                log::error(py, &format!("{what} to {target}: {e}"));
-                0
-            }
-        }
+            Ok(batch)
+        })
     }
 }
 
@@ -141,14 +175,14 @@ impl PyTransferEngine {
         let _ = transport_hint;
         self.run_batch(
             py,
-            Job {
-                what: "transfer_sync_write",
-                target: target_hostname,
-                opcode: Opcode::Write,
-                locals: vec![buffer],
-                remotes: vec![peer_buffer_address],
-                lengths: vec![length],
-            },
+            Job::one(
+                "transfer_sync_write",
+                target_hostname,
+                Opcode::Write,
+                buffer,
+                peer_buffer_address,
+                length,
+            ),
         )
     }
 
@@ -165,14 +199,14 @@ impl PyTransferEngine {
         let _ = transport_hint;
         self.run_batch(
             py,
-            Job {
-                what: "transfer_sync_read",
-                target: target_hostname,
-                opcode: Opcode::Read,
-                locals: vec![buffer],
-                remotes: vec![peer_buffer_address],
-                lengths: vec![length],
-            },
+            Job::one(
+                "transfer_sync_read",
+                target_hostname,
+                Opcode::Read,
+                buffer,
+                peer_buffer_address,
+                length,
+            ),
         )
     }
 
@@ -187,14 +221,14 @@ impl PyTransferEngine {
     ) -> i32 {
         self.run_batch(
             py,
-            Job {
-                what: "transfer_sync",
-                target: target_hostname,
-                opcode: opcode.into(),
-                locals: vec![buffer],
-                remotes: vec![peer_buffer_address],
-                lengths: vec![length],
-            },
+            Job::one(
+                "transfer_sync",
+                target_hostname,
+                opcode.into(),
+                buffer,
+                peer_buffer_address,
+                length,
+            ),
         )
     }
 
@@ -211,14 +245,14 @@ impl PyTransferEngine {
         let _ = transport_hint;
         self.run_batch(
             py,
-            Job {
-                what: "batch_transfer_sync_write",
-                target: target_hostname,
-                opcode: Opcode::Write,
-                locals: buffers,
-                remotes: peer_buffer_addresses,
+            Job::many(
+                "batch_transfer_sync_write",
+                target_hostname,
+                Opcode::Write,
+                buffers,
+                peer_buffer_addresses,
                 lengths,
-            },
+            ),
         )
     }
 
@@ -235,14 +269,14 @@ impl PyTransferEngine {
         let _ = transport_hint;
         self.run_batch(
             py,
-            Job {
-                what: "batch_transfer_sync_read",
-                target: target_hostname,
-                opcode: Opcode::Read,
-                locals: buffers,
-                remotes: peer_buffer_addresses,
+            Job::many(
+                "batch_transfer_sync_read",
+                target_hostname,
+                Opcode::Read,
+                buffers,
+                peer_buffer_addresses,
                 lengths,
-            },
+            ),
         )
     }
 
@@ -257,14 +291,14 @@ impl PyTransferEngine {
     ) -> i32 {
         self.run_batch(
             py,
-            Job {
-                what: "batch_transfer_sync",
-                target: target_hostname,
-                opcode: opcode.into(),
-                locals: buffers,
-                remotes: peer_buffer_addresses,
+            Job::many(
+                "batch_transfer_sync",
+                target_hostname,
+                opcode.into(),
+                buffers,
+                peer_buffer_addresses,
                 lengths,
-            },
+            ),
         )
     }
 
@@ -283,14 +317,14 @@ impl PyTransferEngine {
         let _ = transport_hint;
         self.submit_batch(
             py,
-            Job {
-                what: "batch_transfer_async_write",
-                target: target_hostname,
-                opcode: Opcode::Write,
-                locals: buffers,
-                remotes: peer_buffer_addresses,
+            Job::many(
+                "batch_transfer_async_write",
+                target_hostname,
+                Opcode::Write,
+                buffers,
+                peer_buffer_addresses,
                 lengths,
-            },
+            ),
         )
     }
 
@@ -307,14 +341,14 @@ impl PyTransferEngine {
         let _ = transport_hint;
         self.submit_batch(
             py,
-            Job {
-                what: "batch_transfer_async_read",
-                target: target_hostname,
-                opcode: Opcode::Read,
-                locals: buffers,
-                remotes: peer_buffer_addresses,
+            Job::many(
+                "batch_transfer_async_read",
+                target_hostname,
+                Opcode::Read,
+                buffers,
+                peer_buffer_addresses,
                 lengths,
-            },
+            ),
         )
     }
 
@@ -329,14 +363,14 @@ impl PyTransferEngine {
     ) -> u64 {
         self.submit_batch(
             py,
-            Job {
-                what: "batch_transfer_async",
-                target: target_hostname,
-                opcode: opcode.into(),
-                locals: buffers,
-                remotes: peer_buffer_addresses,
+            Job::many(
+                "batch_transfer_async",
+                target_hostname,
+                opcode.into(),
+                buffers,
+                peer_buffer_addresses,
                 lengths,
-            },
+            ),
         )
     }
 
@@ -378,14 +412,14 @@ impl PyTransferEngine {
     ) -> i64 {
         match self.submit_batch(
             py,
-            Job {
-                what: "transfer_submit_write",
-                target: target_hostname,
-                opcode: Opcode::Write,
-                locals: vec![buffer],
-                remotes: vec![peer_buffer_address],
-                lengths: vec![length],
-            },
+            Job::one(
+                "transfer_submit_write",
+                target_hostname,
+                Opcode::Write,
+                buffer,
+                peer_buffer_address,
+                length,
+            ),
         ) {
             0 => -1,
             id => i64::try_from(id).unwrap_or(-1),

@@ -105,6 +105,21 @@ impl PyStore {
         Ok(0)
     }
 
+    /// put/upsert of one bytes-like `value`; a `TypeError` for anything else.
+    fn put_object(
+        &self,
+        py: Python<'_>,
+        what: &str,
+        key: &str,
+        value: &Bound<'_, PyAny>,
+        config: Option<PyRef<'_, PyReplicateConfig>>,
+        upsert: bool,
+    ) -> PyResult<i64> {
+        let buf = PyBuf::get(value, false)
+            .map_err(|_| PyTypeError::new_err("value must be a bytes-like object"))?;
+        Ok(self.put_value(py, what, key, buf.as_slice(), &replicate(config), upsert))
+    }
+
     /// The parts (any bytes-like objects) back to back, copied once.
     fn joined_parts(parts: &Bound<'_, pyo3::types::PyTuple>) -> PyResult<Vec<u8>> {
         let bufs = parts
@@ -130,9 +145,7 @@ impl PyStore {
         value: &Bound<'_, PyAny>,
         config: Option<PyRef<'_, PyReplicateConfig>>,
     ) -> PyResult<i64> {
-        let buf = PyBuf::get(value, false)
-            .map_err(|_| PyTypeError::new_err("value must be a bytes-like object"))?;
-        Ok(self.put_value(py, "put", key, buf.as_slice(), &replicate(config), false))
+        self.put_object(py, "put", key, value, config, false)
     }
 
     /// Store `value` under `key`, replacing an existing object.
@@ -144,9 +157,7 @@ impl PyStore {
         value: &Bound<'_, PyAny>,
         config: Option<PyRef<'_, PyReplicateConfig>>,
     ) -> PyResult<i64> {
-        let buf = PyBuf::get(value, false)
-            .map_err(|_| PyTypeError::new_err("value must be a bytes-like object"))?;
-        Ok(self.put_value(py, "upsert", key, buf.as_slice(), &replicate(config), true))
+        self.put_object(py, "upsert", key, value, config, true)
     }
 
     /// Store the concatenation of `parts` under `key`.

@@ -4,7 +4,7 @@
 //! moves.
 
 use futures::future::join_all;
-use mooncake_store::client::{ClientError, CODE_INVALID_PARAMS};
+use mooncake_store::client::{ClientError, Region, CODE_INVALID_PARAMS};
 use mooncake_store::ReplicateConfig;
 use pyo3::prelude::*;
 
@@ -19,7 +19,60 @@ struct FromOp {
     upsert: bool,
 }
 
+/// The keys of a zero-copy call whose buffers lie in registered memory.
+struct Staged {
+    /// One code per key given, INVALID_PARAMS until the key's operation ran.
+    out: Vec<i64>,
+    /// Position in the call's key list of each staged key.
+    idx: Vec<usize>,
+    keys: Vec<String>,
+    regions: Vec<Region<'static>>,
+}
+
 impl PyStore {
+    /// Pair each key with its registered region, logging those whose buffer
+    /// is not registered; every key INVALID_PARAMS if the lists differ in
+    /// length.
+    fn stage(
+        &self,
+        py: Python<'_>,
+        what: &str,
+        keys: &[String],
+        ptrs: &[usize],
+        sizes: &[usize],
+    ) -> Result<Staged, Vec<i64>> {
+        if keys.len() != ptrs.len() || keys.len() != sizes.len() {
+            log::error(
+                py,
+                &format!("{what}: keys, buffer_ptrs and sizes differ in length"),
+            );
+            return Err(vec![i64::from(CODE_INVALID_PARAMS); keys.len()]);
+        }
+        let mut staged = Staged {
+            out: vec![i64::from(CODE_INVALID_PARAMS); keys.len()],
+            idx: Vec::with_capacity(keys.len()),
+            keys: Vec::with_capacity(keys.len()),
+            regions: Vec::with_capacity(keys.len()),
+        };
+        for (i, k) in keys.iter().enumerate() {
+            match self.region(ptrs[i], sizes[i]) {
+                Some(r) => {
+                    staged.idx.push(i);
+                    staged.keys.push(k.clone());
+                    staged.regions.push(r);
+                }
+                None => log::error(
+                    py,
+                    &format!(
+                        "{what}({k}): buffer {:#x}+{} is not registered",
+                        ptrs[i], sizes[i]
+                    ),
+                ),
+            }
+        }
+        Ok(staged)
+    }
+
     /// put_from/upsert_from on many keys; one code per key.
     fn many_from(
         &self,
@@ -35,33 +88,15 @@ impl PyStore {
             Ok(c) => c,
             Err(code) => return vec![code; keys.len()],
         };
-        if keys.len() != ptrs.len() || keys.len() != sizes.len() {
-            log::error(
-                py,
-                &format!("{what}: keys, buffer_ptrs and sizes differ in length"),
-            );
-            return vec![i64::from(CODE_INVALID_PARAMS); keys.len()];
-        }
-        let mut out = vec![i64::from(CODE_INVALID_PARAMS); keys.len()];
-        let mut idx = Vec::with_capacity(keys.len());
-        let mut ks = Vec::with_capacity(keys.len());
-        let mut regions = Vec::with_capacity(keys.len());
-        for (i, k) in keys.iter().enumerate() {
-            match self.region(ptrs[i], sizes[i]) {
-                Some(r) => {
-                    idx.push(i);
-                    ks.push(k.clone());
-                    regions.push(r);
-                }
-                None => log::error(
-                    py,
-                    &format!(
-                        "{what}({k}): buffer {:#x}+{} is not registered",
-                        ptrs[i], sizes[i]
-                    ),
-                ),
-            }
-        }
+        let Staged {
+            mut out,
+            idx,
+            keys: ks,
+            regions,
+        } = match self.stage(py, what, &keys, &ptrs, &sizes) {
+            Ok(s) => s,
+            Err(codes) => return codes,
+        };
         let results: Result<Vec<Result<(), ClientError>>, ClientError> = block_on(py, async {
             if upsert {
                 let futs = ks.iter().zip(&regions).map(|(k, r)| {
@@ -210,33 +245,15 @@ impl PyStore {
             Ok(c) => c,
             Err(code) => return vec![code; keys.len()],
         };
-        if keys.len() != buffer_ptrs.len() || keys.len() != sizes.len() {
-            log::error(
-                py,
-                &format!("{what}: keys, buffer_ptrs and sizes differ in length"),
-            );
-            return vec![i64::from(CODE_INVALID_PARAMS); keys.len()];
-        }
-        let mut out = vec![i64::from(CODE_INVALID_PARAMS); keys.len()];
-        let mut idx = Vec::with_capacity(keys.len());
-        let mut ks = Vec::with_capacity(keys.len());
-        let mut regions = Vec::with_capacity(keys.len());
-        for (i, k) in keys.iter().enumerate() {
-            match self.region(buffer_ptrs[i], sizes[i]) {
-                Some(r) => {
-                    idx.push(i);
-                    ks.push(k.clone());
-                    regions.push(r);
-                }
-                None => log::error(
-                    py,
-                    &format!(
-                        "{what}({k}): buffer {:#x}+{} is not registered",
-                        buffer_ptrs[i], sizes[i]
-                    ),
-                ),
-            }
-        }
+        let Staged {
+            mut out,
+            idx,
+            keys: ks,
+            regions,
+        } = match self.stage(py, what, &keys, &buffer_ptrs, &sizes) {
+            Ok(s) => s,
+            Err(codes) => return codes,
+        };
         if ks.is_empty() {
             return out;
         }
