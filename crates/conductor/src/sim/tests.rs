@@ -2,7 +2,7 @@
 //! "no request lost" property.
 
 use super::*;
-use crate::policy::admission::AdmissionMode;
+use crate::policy::admission::{Admission, AdmissionMode};
 use crate::policy::PolicyName;
 use proptest::prelude::*;
 use std::collections::HashMap;

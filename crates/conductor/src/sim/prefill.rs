@@ -1,0 +1,195 @@
+//! The prefill side: a request's arrival, routing, admission, prefix cache
+//! reuse (local and fetched from a peer), booking of prefill time on an
+//! instance or its pipeline group, and the hand-off to decode.
+//!
+//! Invariants: a request is routed and admitted before anything is booked
+//! for it, so a rejection changes no instance's load; prefill load counters
+//! added on arrival are removed exactly once when its prefill ends; the
+//! decode instance's expected arrival and inbound counters are booked on
+//! arrival, and a request with a single output token settles them itself
+//! when its prefill completes it (it never reaches decode).
+
+use super::events::Ev;
+use super::metrics::TbtTracker;
+use super::{Observer, Req, SimError, Simulator};
+use crate::cost::CostModel;
+use crate::policy::{cached_tokens, Decision, RejectReason, RequestInfo};
+use crate::trace::TraceRecord;
+
+impl Simulator {
+    pub(super) fn arrive(
+        &mut self,
+        rec: TraceRecord,
+        obs: &mut dyn Observer,
+    ) -> Result<(), SimError> {
+        let now = self.state.now;
+        let id = self.totals.requests;
+        self.totals.requests += 1;
+        self.totals.first_arrival.get_or_insert(now);
+        self.totals.last_arrival = now;
+        let input = rec.input_length.max(1);
+        let output = self
+            .cfg
+            .output_tokens_override
+            .unwrap_or(rec.output_length)
+            .max(1);
+        let info = RequestInfo {
+            id,
+            input_tokens: input,
+            output_tokens: output,
+            blocks: &rec.hash_ids,
+        };
+        let need = input as u64 + output as u64;
+        let max_cap = self
+            .state
+            .decode
+            .iter()
+            .map(|d| d.load.capacity_tokens)
+            .max()
+            .unwrap_or(0);
+        if output > 1 && need > max_cap {
+            self.reject(id, now, RejectReason::TooLarge, obs);
+            return Ok(());
+        }
+        self.state.refresh();
+        let placement = match self.policy.route(&info, &self.state) {
+            Decision::Reject(r) => {
+                self.reject(id, now, r, obs);
+                return Ok(());
+            }
+            Decision::Accept(p) => p,
+        };
+        if placement.prefill >= self.cfg.prefill || placement.decode >= self.cfg.decode {
+            return Err(SimError::BadPlacement {
+                policy: self.policy.name().into(),
+                id,
+                prefill: placement.prefill,
+                decode: placement.decode,
+            });
+        }
+        if let Err(r) = self.cfg.admission.check(&info, &placement, &self.state) {
+            self.reject(id, now, r, obs);
+            return Ok(());
+        }
+        let bt = self.cfg.block_tokens;
+        let p = placement.prefill;
+        let local = self.state.prefill[p].cache.lookup_prefix(&rec.hash_ids);
+        let mut prefix = local;
+        if let Some(f) = placement.fetch {
+            if let Some(src) = self.state.prefill.get_mut(f.from) {
+                // Only what the source really holds can be fetched.
+                let avail = src
+                    .cache
+                    .touch(&rec.hash_ids[..f.prefix_blocks.min(rec.hash_ids.len())]);
+                prefix = prefix.max(avail);
+            }
+        }
+        self.state.prefill[p].cache.touch(&rec.hash_ids[..local]);
+        let cached = cached_tokens(&info, prefix, bt);
+        let local_cached = cached_tokens(&info, local, bt);
+        let uncached = input as u64 - cached;
+        let cost = &self.state.cost;
+        let fetch_s = cost.transfer_tokens_s(cached - local_cached);
+        let setup_s = fetch_s + cost.h2d_load_s(cached);
+        let compute_s = cost.prefill_compute_s(uncached, cached);
+        self.totals.fetched_blocks += (prefix - local) as u64;
+        self.totals.input_tokens += input as u64;
+        self.totals.cached_tokens += cached;
+        let finish = self.schedule_prefill(p, uncached, setup_s, compute_s);
+        let inst = &mut self.state.prefill[p];
+        inst.load.requests += 1;
+        inst.load.prefill_tokens += uncached;
+        inst.load.active_tokens += input as u64;
+        let cost = &self.state.cost;
+        let arrive_at = finish
+            + if output > 1 {
+                transfer_tail_s(cost, input, compute_s)
+            } else {
+                0.0
+            };
+        let d = &mut self.state.decode[placement.decode];
+        d.load.inbound += 1;
+        d.load.inbound_tokens += need;
+        d.arrivals.insert((arrive_at.to_bits(), id), need);
+        let slot = self.alloc(Req {
+            id,
+            arrival: now,
+            input,
+            output,
+            blocks: rec.hash_ids,
+            prefill: p,
+            decode: placement.decode,
+            need,
+            uncached,
+            compute_s,
+            first_token: 0.0,
+            last_token: 0.0,
+            generated: 0,
+            context: 0,
+            joined: 0.0,
+            tbt: TbtTracker::new(output - 1),
+        });
+        self.push(finish, Ev::PrefillDone(slot));
+        Ok(())
+    }
+
+    /// Books prefill time on instance `p` (or its pipeline group) and
+    /// returns the finish time.
+    fn schedule_prefill(&mut self, p: usize, uncached: u64, setup_s: f64, compute_s: f64) -> f64 {
+        let now = self.state.now;
+        let n = self.state.prefill.len();
+        let group = self.cfg.chunked_prefill.and_then(|c| {
+            let members = c.group(p, n)?;
+            let busy = c.pipelined_s(compute_s, uncached, members.len())?;
+            Some((members, busy))
+        });
+        let (members, busy) = group.unwrap_or((p..p + 1, compute_s));
+        let start = members
+            .clone()
+            .map(|i| self.state.prefill[i].busy_until)
+            .fold(now, f64::max);
+        let finish = start + setup_s + busy;
+        for i in members {
+            let inst = &mut self.state.prefill[i];
+            inst.busy_until = finish;
+            inst.busy_s += busy;
+            self.totals.prefill_compute_s += busy;
+        }
+        finish
+    }
+
+    pub(super) fn prefill_done(&mut self, s: usize, obs: &mut dyn Observer) {
+        let now = self.state.now;
+        let r = self.slots[s].as_mut().expect("live slot");
+        r.first_token = now;
+        r.last_token = now;
+        r.generated = 1;
+        r.context = r.input as u64 + 1;
+        let inst = &mut self.state.prefill[r.prefill];
+        inst.load.requests -= 1;
+        inst.load.prefill_tokens -= r.uncached;
+        inst.load.active_tokens -= r.input as u64;
+        inst.cache.insert(&r.blocks);
+        r.blocks = Vec::new();
+        if r.output <= 1 {
+            let d = &mut self.state.decode[r.decode];
+            d.arrivals.clear_request(r.id);
+            let d = &mut d.load;
+            d.inbound -= 1;
+            d.inbound_tokens -= r.need;
+            self.complete(s, obs);
+            return;
+        }
+        let tail = transfer_tail_s(&self.state.cost, r.input, r.compute_s);
+        self.push(now + tail, Ev::DecodeArrive(s));
+    }
+}
+
+/// Seconds of KV transfer left after prefill ends: KV streams layer by layer
+/// while prefill computes, so only what outlasts the compute remains, and at
+/// least one layer's share.
+fn transfer_tail_s(cost: &CostModel, input: u32, compute_s: f64) -> f64 {
+    let kv_s = cost.transfer_tokens_s(input as u64);
+    let layers = cost.config().model.layers as f64;
+    (kv_s - compute_s).max(kv_s / layers)
+}
