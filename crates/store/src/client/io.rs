@@ -9,10 +9,12 @@
 
 use std::collections::HashMap;
 use std::mem::MaybeUninit;
+use std::ops::Range;
 
 use mooncake_transfer::{Opcode, SegmentHandle, TransferRequest};
 
 use super::plan::{self, Span};
+use super::staging::StagingRegion;
 use super::{Client, ClientError, Mounted, Result};
 use crate::protocol::{ErrorCode, Replica};
 
@@ -61,6 +63,67 @@ impl Client {
             .then(|| (span.addr - base) as usize)
     }
 
+    /// Copy the spans that lie in our own mounted segment with `local` (given
+    /// the span's offset there); the others, which need the engine, are
+    /// returned.
+    fn split_own<'s>(
+        &self,
+        spans: impl IntoIterator<Item = Span<'s>>,
+        mut local: impl FnMut(&Mounted, usize, &Span<'s>),
+    ) -> Vec<Span<'s>> {
+        let mounted = self.mounted();
+        let mut remote = Vec::new();
+        for s in spans {
+            match mounted
+                .as_deref()
+                .and_then(|m| Some((m, Self::own_offset(m, &s)?)))
+            {
+                Some((m, off)) => local(m, off, &s),
+                None => remote.push(s),
+            }
+        }
+        remote
+    }
+
+    /// Move the `remote` spans of a `size`-byte object through the staging
+    /// buffer, one window at a time: `fill` loads a window's region before its
+    /// transfer, `drain` unloads it after (with the spans moved in it).
+    async fn through_staging(
+        &self,
+        remote: &[Span<'_>],
+        size: u64,
+        opcode: Opcode,
+        cache: &mut HashMap<String, SegmentHandle>,
+        mut fill: impl FnMut(&StagingRegion, Range<u64>),
+        mut drain: impl FnMut(&StagingRegion, Range<u64>, &[Span<'_>]),
+    ) -> Result<()> {
+        if remote.is_empty() {
+            return Ok(());
+        }
+        let staging = self
+            .inner
+            .staging
+            .clone()
+            .ok_or(ClientError::NoStagingBuffer)?;
+        self.handles(remote.iter(), cache).await?;
+        for w in plan::windows(size, staging.window() as u64) {
+            let in_window: Vec<Span<'_>> =
+                remote.iter().filter_map(|s| clip(s, w.clone())).collect();
+            if in_window.is_empty() {
+                continue;
+            }
+            let region = staging.acquire((w.end - w.start) as usize).await;
+            fill(&region, w.clone());
+            let base = region.addr();
+            let reqs = requests(&in_window, cache, opcode, |s| {
+                base + (s.obj_off - w.start) as usize
+            });
+            self.inner.engine.transfer(&reqs).await?;
+            drain(&region, w, &in_window);
+        }
+        Ok(())
+    }
+
     /// Write `size` bytes from `src` into every replica.
     pub(crate) async fn write_replicas(
         &self,
@@ -81,45 +144,16 @@ impl Client {
                 self.inner.engine.transfer(&reqs).await?;
             }
             Src::Bytes(data) => {
-                let mounted = self.mounted();
-                let mut remote: Vec<Span<'_>> = Vec::new();
-                for r in replicas {
-                    for s in plan::spans(r, 0..size) {
-                        match mounted
-                            .as_deref()
-                            .and_then(|m| Some((m, Self::own_offset(m, &s)?)))
-                        {
-                            Some((m, off)) => {
-                                let lo = s.obj_off as usize;
-                                m.buffer.write_at(off, &data[lo..lo + s.len as usize]);
-                            }
-                            None => remote.push(s),
-                        }
-                    }
-                }
-                if remote.is_empty() {
-                    return Ok(());
-                }
-                let staging = self
-                    .inner
-                    .staging
-                    .clone()
-                    .ok_or(ClientError::NoStagingBuffer)?;
-                self.handles(remote.iter(), &mut cache).await?;
-                for w in plan::windows(size, staging.window() as u64) {
-                    let in_window: Vec<Span<'_>> =
-                        remote.iter().filter_map(|s| clip(s, w.clone())).collect();
-                    if in_window.is_empty() {
-                        continue;
-                    }
-                    let region = staging.acquire((w.end - w.start) as usize).await;
+                let spans = replicas.iter().flat_map(|r| plan::spans(r, 0..size));
+                let remote = self.split_own(spans, |m, off, s| {
+                    let lo = s.obj_off as usize;
+                    m.buffer.write_at(off, &data[lo..lo + s.len as usize]);
+                });
+                let fill = |region: &StagingRegion, w: Range<u64>| {
                     region.write(0, &data[w.start as usize..w.end as usize]);
-                    let base = region.addr();
-                    let reqs = requests(&in_window, &cache, Opcode::Write, |s| {
-                        base + (s.obj_off - w.start) as usize
-                    });
-                    self.inner.engine.transfer(&reqs).await?;
-                }
+                };
+                self.through_staging(&remote, size, Opcode::Write, &mut cache, fill, |_, _, _| {})
+                    .await?;
             }
         }
         Ok(())
@@ -137,50 +171,22 @@ impl Client {
                 self.inner.engine.transfer(&reqs).await?;
             }
             Dst::Bytes(out) => {
-                let mounted = self.mounted();
-                let mut remote = Vec::new();
-                for s in spans {
-                    match mounted
-                        .as_deref()
-                        .and_then(|m| Some((m, Self::own_offset(m, &s)?)))
-                    {
-                        Some((m, off)) => {
-                            let lo = s.obj_off as usize;
-                            let dst = &mut out[lo..lo + s.len as usize];
-                            // SAFETY: own_offset checked that [off, off + len) lies
-                            // inside our mounted buffer, which `m` keeps mapped.
-                            unsafe { copy_out(m.buffer.as_ptr(), off, dst) };
-                        }
-                        None => remote.push(s),
-                    }
-                }
-                if remote.is_empty() {
-                    return Ok(());
-                }
-                let staging = self
-                    .inner
-                    .staging
-                    .clone()
-                    .ok_or(ClientError::NoStagingBuffer)?;
-                self.handles(remote.iter(), &mut cache).await?;
-                for w in plan::windows(size, staging.window() as u64) {
-                    let in_window: Vec<Span<'_>> =
-                        remote.iter().filter_map(|s| clip(s, w.clone())).collect();
-                    if in_window.is_empty() {
-                        continue;
-                    }
-                    let region = staging.acquire((w.end - w.start) as usize).await;
-                    let base = region.addr();
-                    let reqs = requests(&in_window, &cache, Opcode::Read, |s| {
-                        base + (s.obj_off - w.start) as usize
-                    });
-                    self.inner.engine.transfer(&reqs).await?;
-                    for s in &in_window {
+                let remote = self.split_own(spans, |m, off, s| {
+                    let lo = s.obj_off as usize;
+                    let dst = &mut out[lo..lo + s.len as usize];
+                    // SAFETY: own_offset checked that [off, off + len) lies
+                    // inside our mounted buffer, which `m` keeps mapped.
+                    unsafe { copy_out(m.buffer.as_ptr(), off, dst) };
+                });
+                let drain = |region: &StagingRegion, w: Range<u64>, moved: &[Span<'_>]| {
+                    for s in moved {
                         let lo = s.obj_off as usize;
                         region
                             .read_uninit(lo - w.start as usize, &mut out[lo..lo + s.len as usize]);
                     }
-                }
+                };
+                self.through_staging(&remote, size, Opcode::Read, &mut cache, |_, _| {}, drain)
+                    .await?;
             }
         }
         Ok(())

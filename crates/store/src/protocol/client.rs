@@ -386,6 +386,15 @@ impl MasterClient {
         count(self.call(&Request::RemoveAll { force }).await?)
     }
 
+    /// `call` of a request that names only `keys`.
+    async fn call_keys(
+        &self,
+        keys: &[String],
+        request: fn(Vec<String>) -> Request,
+    ) -> Result<Response, ErrorCode> {
+        self.call(&request(keys.to_vec())).await
+    }
+
     /// put_start for many keys: one result per `(key, size)`.
     pub async fn batch_put_start(
         &self,
@@ -407,10 +416,8 @@ impl MasterClient {
         keys: &[String],
     ) -> Result<Vec<Result<(), ErrorCode>>, ErrorCode> {
         batch_done(
-            self.call(&Request::BatchPutEnd {
-                keys: keys.to_vec(),
-            })
-            .await?,
+            self.call_keys(keys, |keys| Request::BatchPutEnd { keys })
+                .await?,
         )
     }
 
@@ -420,10 +427,8 @@ impl MasterClient {
         keys: &[String],
     ) -> Result<Vec<Result<(), ErrorCode>>, ErrorCode> {
         batch_done(
-            self.call(&Request::BatchPutRevoke {
-                keys: keys.to_vec(),
-            })
-            .await?,
+            self.call_keys(keys, |keys| Request::BatchPutRevoke { keys })
+                .await?,
         )
     }
 
@@ -433,10 +438,8 @@ impl MasterClient {
         keys: &[String],
     ) -> Result<Vec<Result<Vec<Replica>, ErrorCode>>, ErrorCode> {
         batch_replicas(
-            self.call(&Request::BatchGetReplicaList {
-                keys: keys.to_vec(),
-            })
-            .await?,
+            self.call_keys(keys, |keys| Request::BatchGetReplicaList { keys })
+                .await?,
         )
     }
 
@@ -446,9 +449,7 @@ impl MasterClient {
         keys: &[String],
     ) -> Result<Vec<Result<bool, ErrorCode>>, ErrorCode> {
         match self
-            .call(&Request::BatchExists {
-                keys: keys.to_vec(),
-            })
+            .call_keys(keys, |keys| Request::BatchExists { keys })
             .await?
         {
             Response::BatchExists(v) => Ok(v),
