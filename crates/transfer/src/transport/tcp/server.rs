@@ -20,7 +20,7 @@ use tracing::Instrument;
 
 use super::frame::{Op, RequestHeader, ResponseHeader, Status, REQUEST_HEADER_LEN};
 use super::{tune_socket, write_all_two};
-use crate::memory::MemoryRegistry;
+use crate::memory::{Lease, MemoryRegistry};
 use crate::TransferError;
 
 /// Produces the current descriptor JSON (for GetDescriptor).
@@ -36,6 +36,21 @@ pub struct ServerContext {
     pub serve_data: bool,
     /// Longest time one frame (after its header) may take.
     pub frame_timeout: std::time::Duration,
+}
+
+impl ServerContext {
+    /// The lease a Read/Write of `req`'s range needs; a range that is not
+    /// registered, or any range while data ops are off, is refused.
+    fn data_lease(&self, req: &RequestHeader) -> Result<Lease, TransferError> {
+        if self.serve_data {
+            self.registry.lease(req.addr, req.len)
+        } else {
+            Err(TransferError::NotRegistered {
+                addr: req.addr,
+                len: req.len,
+            })
+        }
+    }
 }
 
 /// Accept connections until `stop` turns true.
@@ -191,15 +206,7 @@ async fn handle(
             write_all_two(stream, &h.encode(), &body).await?;
         }
         Op::Read => {
-            let lease = if ctx.serve_data {
-                ctx.registry.lease(req.addr, req.len)
-            } else {
-                Err(TransferError::NotRegistered {
-                    addr: req.addr,
-                    len: req.len,
-                })
-            };
-            match lease {
+            match ctx.data_lease(&req) {
                 Ok(lease) => {
                     let h = ResponseHeader {
                         status: Status::Ok,
@@ -218,15 +225,7 @@ async fn handle(
             }
         }
         Op::Write => {
-            let lease = if ctx.serve_data {
-                ctx.registry.lease(req.addr, req.len)
-            } else {
-                Err(TransferError::NotRegistered {
-                    addr: req.addr,
-                    len: req.len,
-                })
-            };
-            match lease {
+            match ctx.data_lease(&req) {
                 Ok(lease) => {
                     // SAFETY: the lease keeps the range registered and mapped;
                     // the payload goes straight into it (no staging copy).
