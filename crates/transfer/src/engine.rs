@@ -230,7 +230,17 @@ impl TransferEngine {
         shared: &Arc<EngineShared>,
         mut stop: watch::Receiver<bool>,
     ) -> Result<(), TransferError> {
-        let mut rx = shared.metadata.watch(SEGMENT_KEY_PREFIX).await?;
+        let mut rx = match shared.metadata.watch(SEGMENT_KEY_PREFIX).await {
+            Ok(rx) => rx,
+            // A metadata server that cannot list or watch (the reference's HTTP
+            // server) still works: cached descriptors are then refreshed on
+            // demand, when a peer refuses or is unreachable.
+            Err(mooncake_metadata::MetadataError::Unsupported(what)) => {
+                tracing::warn!(%what, "metadata backend cannot watch; descriptors refresh on demand");
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        };
         let weak = Arc::downgrade(shared);
         tokio::spawn(async move {
             loop {

@@ -6,7 +6,8 @@
 //! the values of keys whose revision changed and reports keys that vanished.
 //! A key written twice between two polls yields one `Put` with its latest value.
 //! `list` and `watch` need our server's listing extension; against the
-//! reference's server they fail with a `Backend` error.
+//! reference's server they fail with [`MetadataError::Unsupported`], which
+//! callers (the transfer engine) treat as "no change notifications".
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -138,14 +139,20 @@ impl Api {
     async fn listing(&self, prefix: &str) -> Result<Listing, MetadataError> {
         let url = self.with_query("prefix", prefix);
         let resp = send_idempotent(BACKEND, || self.http.get(url.clone())).await?;
+        // The reference's server has no listing: it answers a query without
+        // `key` with a client error (or a non-JSON body). That is a missing
+        // feature of the server, not a failure, so callers can degrade.
+        if resp.status().is_client_error() {
+            return Err(MetadataError::Unsupported(
+                "http listing (server without ?prefix=)",
+            ));
+        }
         if !resp.status().is_success() {
             return Err(status_error(resp).await);
         }
         let body = resp.bytes().await.map_err(|e| reqwest_error(BACKEND, e))?;
-        serde_json::from_slice(&body).map_err(|e| MetadataError::Backend {
-            backend: BACKEND,
-            message: format!("listing is not ours (reference server?): {e}"),
-        })
+        serde_json::from_slice(&body)
+            .map_err(|_| MetadataError::Unsupported("http listing (server without ?prefix=)"))
     }
 
     async fn snapshot(&self, prefix: &str) -> Result<BTreeMap<String, u64>, MetadataError> {
