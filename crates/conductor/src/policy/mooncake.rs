@@ -25,6 +25,15 @@ use super::{
 };
 use crate::cost::CostModel;
 
+/// A prefill instance counts as idle for [`Mooncake::serve_hopeless_when_idle`]
+/// when its queue is at most this share of the TTFT SLO. Requiring an
+/// exactly empty queue made the outcome hinge on sub-second noise (a 0.1 s
+/// tail of a short prefill turned a best-effort serve into a rejection);
+/// a queue this short next to the SLO is not overload, which is all the
+/// SLO rejection is for. Under overload the shortest queue is longer and
+/// hopeless requests are rejected as before.
+pub const NEARLY_IDLE_SLO_FRACTION: f64 = 0.1;
+
 /// Algorithm 1 parameters.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Mooncake {
@@ -34,8 +43,9 @@ pub struct Mooncake {
     /// Reject requests whose predicted TTFT or TBT misses the SLO.
     pub reject_on_slo: bool,
     /// A request that misses the TTFT SLO even on an idle instance (a huge
-    /// prompt) is not an overload symptom: when such an idle instance
-    /// exists, serve it there best-effort instead of rejecting it. It
+    /// prompt) is not an overload symptom: when its best instance is idle
+    /// or nearly so ([`NEARLY_IDLE_SLO_FRACTION`]), serve it there
+    /// best-effort instead of rejecting it. It
     /// cannot be effective, but it delays nobody and its KV seeds the
     /// conversation's next turn (rejecting it would make the next turn
     /// hopeless too).
@@ -161,8 +171,12 @@ impl Policy for Mooncake {
             );
         let slo = view.slo();
         if self.reject_on_slo {
+            // Hopeless: the SLO is missed even without the queue, so the
+            // miss is not a load symptom and rejecting it sheds no overload.
+            let queue_s = view.prefill()[prefill].queue_s;
             let idle_and_hopeless = self.serve_hopeless_when_idle
-                && view.prefill()[prefill].queue_s == 0.0
+                && ttft - queue_s > slo.ttft_s
+                && queue_s <= NEARLY_IDLE_SLO_FRACTION * slo.ttft_s
                 && tbt <= slo.tbt_s;
             if ttft > slo.ttft_s && !idle_and_hopeless {
                 return Decision::Reject(RejectReason::TtftSlo);
@@ -236,6 +250,25 @@ mod tests {
     fn rejects_when_ttft_slo_cannot_be_met() {
         let b = [1, 2];
         let view = FakeView::new(2, 1).busy(0, 9, 40.0).busy(1, 9, 35.0);
+        assert_eq!(
+            Mooncake::default().route(&req(&b), &view),
+            Decision::Reject(RejectReason::TtftSlo)
+        );
+    }
+
+    #[test]
+    fn serves_hopeless_prompt_only_on_a_nearly_idle_instance() {
+        // ~123k uncached tokens: the prefill alone misses the 30 s SLO.
+        let b: Vec<u64> = (1..=240).collect();
+        let slo = FakeView::new(1, 1).slo.ttft_s;
+        let short = 0.5 * NEARLY_IDLE_SLO_FRACTION * slo;
+        let view = FakeView::new(2, 1).busy(0, 1, short).busy(1, 3, 10.0);
+        let p = accepted(Mooncake::default().route(&req(&b), &view));
+        assert_eq!(p.prefill, 0);
+        assert!(p.predicted_ttft_s - short > slo);
+        // Every queue is long: that is load, and the request is rejected.
+        let long = 2.0 * NEARLY_IDLE_SLO_FRACTION * slo;
+        let view = FakeView::new(2, 1).busy(0, 1, long).busy(1, 3, 10.0);
         assert_eq!(
             Mooncake::default().route(&req(&b), &view),
             Decision::Reject(RejectReason::TtftSlo)
