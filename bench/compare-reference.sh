@@ -25,22 +25,8 @@ RAW=$OUT/raw.jsonl
 mkdir -p "$OUT"
 : > "$RAW"
 
-# ---- process hygiene: everything started here runs in its own process group and is killed on exit
-PIDS=()
-cleanup() {
-  set +e
-  for p in "${PIDS[@]}"; do kill -TERM -- "-$p" 2>/dev/null || kill -TERM "$p" 2>/dev/null; done
-  sleep 0.3
-  for p in "${PIDS[@]}"; do kill -KILL -- "-$p" 2>/dev/null; done
-  wait 2>/dev/null
-  rm -rf "$WORK"
-}
-trap cleanup EXIT INT TERM
-bg() { # bg LOGFILE CMD... : start in a new session, remember its pid
-  local log=$1; shift
-  setsid "$@" >"$log" 2>&1 &
-  PIDS+=("$!")
-}
+# shellcheck source=bench/procs.sh
+source "$ROOT/bench/procs.sh"
 stop_last() { # kill the most recent background job's process group
   local p=${PIDS[-1]}
   kill -TERM -- "-$p" 2>/dev/null || true

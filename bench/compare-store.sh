@@ -23,17 +23,8 @@ SEGMENT=$((3 << 30))
 WORK=$(mktemp -d)
 mkdir -p "$OUT"
 
-PIDS=()
-cleanup() {
-  set +e
-  for p in "${PIDS[@]}"; do kill -TERM -- "-$p" 2>/dev/null || kill -TERM "$p" 2>/dev/null; done
-  sleep 0.3
-  for p in "${PIDS[@]}"; do kill -KILL -- "-$p" 2>/dev/null; done
-  wait 2>/dev/null
-  rm -rf "$WORK"
-}
-trap cleanup EXIT INT TERM
-bg() { local log=$1; shift; setsid "$@" >"$log" 2>&1 & PIDS+=("$!"); }
+# shellcheck source=bench/procs.sh
+source "$ROOT/bench/procs.sh"
 stop_all() {
   for p in "${PIDS[@]}"; do kill -TERM -- "-$p" 2>/dev/null || true; done
   sleep 0.5
