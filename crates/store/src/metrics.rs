@@ -163,6 +163,12 @@ impl Metrics {
         );
         gauge(
             &mut o,
+            "mooncake_master_hard_pinned_objects",
+            "Hard-pinned objects (never evicted).",
+            summary.hard_pinned as f64,
+        );
+        gauge(
+            &mut o,
             "mooncake_master_connections_open",
             "Open RPC connections.",
             self.connections_open.load(Ordering::Relaxed) as f64,

@@ -73,8 +73,8 @@ fn strict_bool(v: &Bound<'_, PyAny>, name: &str) -> PyResult<bool> {
 }
 
 impl PyReplicateConfig {
-    /// The store client's form. Soft-pin TTL and hard pin are carried by the
-    /// master's configuration in this implementation, not per put.
+    /// The store client's form: the master applies the soft-pin action, the
+    /// per-put soft-pin TTL (None: its `default_kv_soft_pin_ttl`) and the hard pin.
     #[allow(clippy::needless_update)] // the store's struct may grow fields
     pub fn to_store(&self) -> ReplicateConfig {
         let mut preferred = self.preferred_segments.clone();
@@ -83,7 +83,10 @@ impl PyReplicateConfig {
         }
         ReplicateConfig {
             replica_num: u32::try_from(self.replica_num.max(1)).unwrap_or(u32::MAX),
-            with_soft_pin: self.soft_pin_action == PySoftPinAction::ENABLE || self.with_hard_pin,
+            with_soft_pin: self.soft_pin_action == PySoftPinAction::ENABLE,
+            preserve_soft_pin: self.soft_pin_action == PySoftPinAction::PRESERVE,
+            soft_pin_ttl_ms: self.soft_pin_ttl_ms.unwrap_or(0),
+            with_hard_pin: self.with_hard_pin,
             preferred_segments: preferred,
             ..ReplicateConfig::default()
         }

@@ -2,8 +2,8 @@
 //! segment mount/unmount, put-reservation timeouts, deferred frees, and eviction.
 //!
 //! Eviction order: objects whose lease has expired, unpinned before soft-pinned (pinned only
-//! when `allow_evict_soft_pinned_objects`), least recently used first. Leased objects are
-//! never evicted.
+//! when `allow_evict_soft_pinned_objects`), least recently used first. Leased and
+//! hard-pinned objects are never evicted.
 
 use super::segments::SegId;
 use super::state::{ClientInfo, MasterState, PieceMeta};
@@ -242,10 +242,10 @@ impl MasterState {
     pub(crate) fn evict_lru(&mut self, now: u64, n: usize, spare: Option<&str>) -> usize {
         let allow_pinned = self.cfg.allow_evict_soft_pinned_objects;
         let rank = |o: &super::state::Object| -> Option<(bool, u64)> {
-            if o.lease_until > now {
+            if o.lease_until > now || o.hard_pinned() {
                 return None;
             }
-            let pinned = o.pin_until > now;
+            let pinned = o.soft_pinned(now);
             if pinned && !allow_pinned {
                 return None;
             }

@@ -25,6 +25,8 @@ pub mod state;
 pub mod views;
 
 #[cfg(test)]
+mod pin_tests;
+#[cfg(test)]
 mod tests;
 
 pub use clock::{Clock, FakeClock, SystemClock};

@@ -11,7 +11,10 @@
 //! * a key is in at most one of `objects` (visible) and `pending` — except during an upsert,
 //!   where the old value stays visible in `objects` until put_end replaces it;
 //! * an object whose lease has not expired is never evicted, and never removed without
-//!   `force`; its space is never reused before the lease ends (upsert defers the free).
+//!   `force`; its space is never reused before the lease ends (upsert defers the free);
+//! * a hard-pinned object (`pin_until == HARD_PIN`) is never evicted; only remove,
+//!   remove_by_regex, remove_all, an upsert or the loss of its segments end it. A soft pin
+//!   is a deadline fixed at put_end (`< HARD_PIN`), not extended by reads.
 
 use super::clock::Clock;
 use super::segments::{SegId, Segments};
@@ -36,6 +39,9 @@ pub(crate) struct PieceMeta {
     pub replica: u8,
 }
 
+/// `Object::pin_until` of a hard-pinned object: a deadline no clock reaches.
+pub(crate) const HARD_PIN: u64 = u64::MAX;
+
 /// A visible object. Times are milliseconds since the state's epoch; 0 = never.
 #[derive(Debug)]
 pub(crate) struct Object {
@@ -43,7 +49,60 @@ pub(crate) struct Object {
     pub size: u64,
     pub last_access: u64,
     pub lease_until: u64,
+    /// Soft-pin deadline, or [`HARD_PIN`]; 0 = not pinned.
     pub pin_until: u64,
+}
+
+impl Object {
+    pub(crate) fn hard_pinned(&self) -> bool {
+        self.pin_until == HARD_PIN
+    }
+
+    pub(crate) fn soft_pinned(&self, now: u64) -> bool {
+        self.pin_until > now && !self.hard_pinned()
+    }
+}
+
+/// What put_end does to the object's pin, decided at put_start from the config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PinRequest {
+    /// Not pinned.
+    None,
+    /// Keep the soft-pin deadline of the object an upsert replaces.
+    Preserve,
+    /// Soft-pin for this many ms from put_end.
+    Soft(u64),
+    /// Never evict.
+    Hard,
+}
+
+impl PinRequest {
+    fn of(config: &ReplicateConfig, default_ttl_ms: u64) -> Self {
+        if config.with_hard_pin {
+            PinRequest::Hard
+        } else if config.with_soft_pin {
+            let ttl = match config.soft_pin_ttl_ms {
+                0 => default_ttl_ms,
+                t => t,
+            };
+            PinRequest::Soft(ttl)
+        } else if config.preserve_soft_pin {
+            PinRequest::Preserve
+        } else {
+            PinRequest::None
+        }
+    }
+
+    /// The new object's `pin_until` at `now`; `old` is the replaced object's.
+    fn deadline(self, now: u64, old: Option<u64>) -> u64 {
+        match self {
+            PinRequest::None => 0,
+            PinRequest::Hard => HARD_PIN,
+            // A soft pin never becomes a hard one, however long its TTL.
+            PinRequest::Soft(ttl) => now.saturating_add(ttl).min(HARD_PIN - 1),
+            PinRequest::Preserve => old.filter(|&p| p > now && p != HARD_PIN).unwrap_or(0),
+        }
+    }
 }
 
 /// A reservation made by put_start, not yet ended.
@@ -52,7 +111,7 @@ pub(crate) struct Pending {
     pub pieces: Box<[PieceMeta]>,
     pub size: u64,
     pub deadline: u64,
-    pub soft_pin: bool,
+    pub pin: PinRequest,
 }
 
 /// Space to free once a lease ends (the old value of an upserted, leased object).
@@ -195,7 +254,7 @@ impl MasterState {
                 pieces,
                 size,
                 deadline: now + self.cfg.put_start_discard_timeout_sec * 1000,
-                soft_pin: config.with_soft_pin,
+                pin: PinRequest::of(config, self.cfg.default_kv_soft_pin_ttl),
             },
         );
         Ok(replicas)
@@ -299,16 +358,13 @@ impl MasterState {
         validate_key(key)?;
         let p = self.pending.remove(key).ok_or(ErrorCode::InvalidWrite)?;
         let now = self.now_ms();
+        let old_pin = self.objects.get(key).map(|o| o.pin_until);
         let obj = Object {
             pieces: p.pieces,
             size: p.size,
             last_access: now,
             lease_until: 0,
-            pin_until: if p.soft_pin {
-                now + self.cfg.default_kv_soft_pin_ttl
-            } else {
-                0
-            },
+            pin_until: p.pin.deadline(now, old_pin),
         };
         if let Some(old) = self.objects.insert(key.into(), obj) {
             // Upsert: readers holding a lease on the old value keep its bytes until it ends.
@@ -334,19 +390,16 @@ impl MasterState {
 
     // ---------------------------------------------------------------- get
 
-    /// Replicas of a visible object; grants (extends) its lease and refreshes LRU / pin.
+    /// Replicas of a visible object; grants (extends) its lease and refreshes LRU (not
+    /// the pin: a soft-pin deadline is fixed at put_end).
     pub fn get_replica_list(&mut self, key: &str) -> Result<Vec<Replica>, ErrorCode> {
         validate_key(key)?;
         let now = self.now_ms();
         let lease = self.cfg.default_kv_lease_ttl;
-        let pin = self.cfg.default_kv_soft_pin_ttl;
         // A key whose put has not ended is invisible: not found, like the reference.
         let o = self.objects.get_mut(key).ok_or(ErrorCode::ObjectNotFound)?;
         o.lease_until = o.lease_until.max(now + lease);
         o.last_access = now;
-        if o.pin_until != 0 {
-            o.pin_until = o.pin_until.max(now + pin);
-        }
         self.stats.leases_granted += 1;
         let pieces = o.pieces.clone();
         Ok(self.to_replicas(&pieces))

@@ -8,9 +8,9 @@ use proptest::prelude::*;
 use std::sync::Arc;
 use std::time::Duration;
 
-const MIB: u64 = 1 << 20;
+pub(super) const MIB: u64 = 1 << 20;
 
-fn desc(name: &str, base: u64, size: u64) -> SegmentDesc {
+pub(super) fn desc(name: &str, base: u64, size: u64) -> SegmentDesc {
     SegmentDesc {
         name: name.into(),
         base_addr: base,
@@ -20,13 +20,13 @@ fn desc(name: &str, base: u64, size: u64) -> SegmentDesc {
     }
 }
 
-struct Fx {
-    st: MasterState,
-    clock: Arc<FakeClock>,
+pub(super) struct Fx {
+    pub st: MasterState,
+    pub clock: Arc<FakeClock>,
 }
 
 impl Fx {
-    fn new(cfg: MasterConfig, segs: &[(u128, &str, u64)]) -> Fx {
+    pub fn new(cfg: MasterConfig, segs: &[(u128, &str, u64)]) -> Fx {
         let clock = Arc::new(FakeClock::new());
         let mut st = MasterState::new(cfg, clock.clone()).with_seed(7);
         for (i, (c, n, size)) in segs.iter().enumerate() {
@@ -36,17 +36,17 @@ impl Fx {
         Fx { st, clock }
     }
 
-    fn put(&mut self, key: &str, size: u64, cfg: &ReplicateConfig) -> Result<(), ErrorCode> {
+    pub fn put(&mut self, key: &str, size: u64, cfg: &ReplicateConfig) -> Result<(), ErrorCode> {
         self.st.put_start(key, size, cfg, false)?;
         self.st.put_end(key)
     }
 
-    fn advance_ms(&self, ms: u64) {
+    pub fn advance_ms(&self, ms: u64) {
         self.clock.advance(Duration::from_millis(ms));
     }
 }
 
-fn r(n: u32) -> ReplicateConfig {
+pub(super) fn r(n: u32) -> ReplicateConfig {
     ReplicateConfig {
         replica_num: n,
         ..Default::default()

@@ -34,6 +34,7 @@ pub struct KeyView {
     pub pieces: usize,
     pub leased: bool,
     pub soft_pinned: bool,
+    pub hard_pinned: bool,
     pub last_access_ms_ago: u64,
 }
 
@@ -48,6 +49,7 @@ pub struct Summary {
     pub clients: usize,
     pub active_leases: usize,
     pub soft_pinned: usize,
+    pub hard_pinned: usize,
 }
 
 impl MasterState {
@@ -114,7 +116,8 @@ impl MasterState {
                     replicas: reps.len(),
                     pieces: o.pieces.len(),
                     leased: o.lease_until > now,
-                    soft_pinned: o.pin_until > now,
+                    soft_pinned: o.soft_pinned(now),
+                    hard_pinned: o.hard_pinned(),
                     last_access_ms_ago: now.saturating_sub(o.last_access),
                 }
             })
@@ -136,7 +139,8 @@ impl MasterState {
                 .values()
                 .filter(|o| o.lease_until > now)
                 .count(),
-            soft_pinned: self.objects.values().filter(|o| o.pin_until > now).count(),
+            soft_pinned: self.objects.values().filter(|o| o.soft_pinned(now)).count(),
+            hard_pinned: self.objects.values().filter(|o| o.hard_pinned()).count(),
         }
     }
 }

@@ -43,7 +43,10 @@
 //! declared length exceeds the limit is answered [`ErrorCode::FrameTooLarge`] and the
 //! connection is closed; a reply that would exceed the limit is replaced by
 //! [`ErrorCode::BufferOverflow`] (split the batch). New request/response variants are only
-//! ever appended.
+//! ever appended. The protocol has no version field: [`ReplicateConfig`] grew
+//! `soft_pin_ttl_ms`, `with_hard_pin` and `preserve_soft_pin` at its end (2026-11), so a
+//! put from a build older than that is answered [`ErrorCode::MalformedFrame`] — master
+//! and clients of one release are deployed together.
 //!
 //! # Why this protocol (measured)
 //!
@@ -111,10 +114,23 @@ pub struct ReplicateConfig {
     /// Copies wanted (1..=[`MAX_REPLICAS`]). Best effort: fewer if fewer segments exist.
     pub replica_num: u32,
     /// Soft-pin the object: evicted only after all unpinned objects (and only when
-    /// `allow_evict_soft_pinned_objects`), for `default_kv_soft_pin_ttl` after each access.
+    /// `allow_evict_soft_pinned_objects`) until its pin deadline, `soft_pin_ttl_ms` after
+    /// put_end. The deadline is fixed: reads do not extend it (as the reference since its
+    /// fixed-lifecycle soft pin); a later upsert may pin again.
     pub with_soft_pin: bool,
     /// Segments to place the first replica in, in order of preference (empty: any).
     pub preferred_segments: Vec<String>,
+    /// Soft-pin duration of this put in ms; 0 = the master's `default_kv_soft_pin_ttl`.
+    /// Only meaningful with `with_soft_pin`.
+    pub soft_pin_ttl_ms: u64,
+    /// Hard-pin the object: never evicted (only `remove`, `remove_by_regex`, `remove_all`
+    /// or an upsert end it). It counts toward usage; a pool full of hard-pinned objects
+    /// refuses puts with [`ErrorCode::NoSpace`].
+    pub with_hard_pin: bool,
+    /// For an upsert without `with_soft_pin`: keep the replaced object's soft-pin
+    /// deadline (the reference's `SoftPinAction.PRESERVE`) instead of clearing it
+    /// (`DISABLE`). No effect on a new key.
+    pub preserve_soft_pin: bool,
 }
 
 impl Default for ReplicateConfig {
@@ -123,6 +139,9 @@ impl Default for ReplicateConfig {
             replica_num: 1,
             with_soft_pin: false,
             preferred_segments: Vec::new(),
+            soft_pin_ttl_ms: 0,
+            with_hard_pin: false,
+            preserve_soft_pin: false,
         }
     }
 }
