@@ -36,7 +36,7 @@ pub(crate) enum Dst<'a> {
 }
 
 impl Client {
-    async fn handles<'s>(
+    pub(crate) async fn handles<'s>(
         &self,
         spans: impl Iterator<Item = &'s Span<'s>>,
         cache: &mut HashMap<String, SegmentHandle>,
@@ -234,7 +234,7 @@ fn clip<'a>(s: &Span<'a>, w: std::ops::Range<u64>) -> Option<Span<'a>> {
     })
 }
 
-fn requests(
+pub(crate) fn requests(
     spans: &[Span<'_>],
     handles: &HashMap<String, SegmentHandle>,
     opcode: Opcode,

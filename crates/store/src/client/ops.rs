@@ -12,7 +12,7 @@ use super::{Client, ClientError, Region, Result};
 use crate::protocol::{validate_key, ErrorCode, Replica, ReplicateConfig};
 
 /// How many times a get re-asks the master when a read outlasted its lease.
-const LEASE_RETRIES: usize = 3;
+pub(crate) const LEASE_RETRIES: usize = 3;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum PutMode {
