@@ -72,3 +72,32 @@ def test_unregistered_memory_is_never_written(store, unique):
     assert store.unregister_buffer(p) == 0
     assert store.get_into_ranges([p], [[key]], [[[0]]], [[[0]]], [[[3]]]) == [[[-600]]]
     assert bytes(buf) == b"." * 8
+
+
+def test_ranges_of_a_striped_object_read_only_their_bytes(make_store, unique):
+    # 40 MiB with the master's 16 MiB max slice: three stripes of ~13.3 MiB; the
+    # reader has no segment of its own, so every range crosses the Transfer Engine.
+    writer = make_store()
+    reader = make_store(global_segment_size=0)
+    key = unique("striped")
+    size = 40 << 20
+    value = bytes((i * 7 + (i >> 16)) % 251 for i in range(size))
+    assert writer.put(key, value) == 0
+    b1 = -(-size // 3)  # first stripe boundary (near-equal chunks, the longer first)
+    b2 = b1 + size // 3
+    buf = registered(reader, 1 << 20)
+    p = ctypes.addressof(buf)
+    spans = [(b1 - 100, 200), (b1, 50), (b2 - 10, 10), (b2 - 4096, 300_000), (size - 7, 7), (5, 0), (size, 0)]
+    dst = [0, 160_000, 320_000, 400_000, 720_000, 800_000, 800_000]  # disjoint
+    got = reader.get_into_ranges([p], [[key]], [[dst]], [[[s for s, _ in spans]]], [[[n for _, n in spans]]])
+    assert got == [[[n for _, n in spans]]]
+    covered = bytearray(len(buf))
+    for (src, n), d in zip(spans, dst):
+        assert bytes(buf[d:d + n]) == value[src:src + n], (src, n)
+        covered[d:d + n] = b"\x01" * n
+    assert all(buf[i] == ord(".") for i in range(len(buf)) if not covered[i])
+
+    # Past the end (even by one byte, or a zero-length range beyond it) is refused.
+    before = bytes(buf)
+    assert reader.get_into_ranges([p], [[key]], [[[0, 0]]], [[[size - 3, size + 1]]], [[[4, 0]]]) == [[[-600, -600]]]
+    assert bytes(buf) == before

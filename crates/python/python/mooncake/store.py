@@ -81,32 +81,11 @@ class MooncakeDistributedStore(_NativeStore):
         args.update(protocol=protocol, rdma_devices=device_name, global_segment_size=mount_segment_size)
         return self._setup_positional(**args)
 
-    # ---- buffers -------------------------------------------------------------------
-    def register_buffer(self, buffer_ptr: int, size: int) -> int:
-        rc = super().register_buffer(buffer_ptr, size)
-        if rc == 0:
-            self.__dict__.setdefault("_registered", {})[buffer_ptr] = size
-        return rc
-
-    def unregister_buffer(self, buffer_ptr: int) -> int:
-        rc = super().unregister_buffer(buffer_ptr)
-        if rc == 0:
-            self.__dict__.get("_registered", {}).pop(buffer_ptr, None)
-        return rc
-
-    def close(self) -> int:
-        self.__dict__.pop("_registered", None)
-        return super().close()
-
+    # ---- buffers (registration is tracked natively) ----------------------------------
     def get_into_ranges(self, buffer_ptrs, keys, dst_offsets, src_offsets, sizes) -> List[List[List[int]]]:
-        """Copy byte ranges of objects into registered buffers (see ``mooncake._ranges``)."""
-
-        def fetch(key: str):
-            n = self.get_size(key)
-            return (n, b"") if n < 0 else (0, self.get(key) if n else b"")
-
-        registered = dict(self.__dict__.get("_registered", {}))
-        return _ranges.get_into_ranges(fetch, registered, buffer_ptrs, keys, dst_offsets, src_offsets, sizes)
+        """Copy byte ranges of objects into registered buffers, moving only those bytes
+        (see ``mooncake._ranges``)."""
+        return _ranges.get_into_ranges(self._read_ranges, buffer_ptrs, keys, dst_offsets, src_offsets, sizes)
 
     def get_buffer(self, key: str) -> Optional[BufferHandle]:
         data = self.get(key)

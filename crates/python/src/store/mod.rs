@@ -14,10 +14,12 @@
 //!
 //! Files: this one holds the class, setup and lifecycle; `values.rs` the
 //! operations on plain bytes, `zero_copy.rs` those on registered memory,
-//! `keys.rs` existence and removal, `replicate.rs` the config objects,
+//! `keys.rs` existence and removal, `ranges.rs` byte-range reads
+//! (`get_into_ranges`), `replicate.rs` the config objects,
 //! `setup.rs` the configuration building.
 
 mod keys;
+mod ranges;
 mod replicate;
 mod setup;
 mod values;
