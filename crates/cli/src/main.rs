@@ -37,6 +37,8 @@ enum Command {
     Client(cmd::client::Args),
     /// Storage node: mount a segment into a store and heartbeat until killed.
     StoreNode(cmd::store_node::Args),
+    /// Standalone store client serving local dummy clients (`setup_dummy`) on port 50052.
+    RealClient(cmd::real_client::Args),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -79,5 +81,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Store(a)) => cmd::bench_store::run(a).await,
         Command::Client(a) => cmd::client::run(a).await,
         Command::StoreNode(a) => cmd::store_node::run(a).await,
+        Command::RealClient(a) => cmd::real_client::run(a).await,
     }
 }

@@ -6,10 +6,13 @@
 //!   the async [`protocol::MasterClient`].
 //! * [`client`] — the store client ([`client::Client`]): put/get/remove over the Transfer
 //!   Engine, segments, heartbeats.
+//! * [`client_service`] — the real client's local RPC service and the dummy clients
+//!   that forward to it (shared-memory pools for zero-copy buffers).
 //! * [`config`] — [`config::MasterConfig`], loadable from TOML, env and flags.
 //! * [`metrics`] — Prometheus counters and histograms kept by the master server.
 
 pub mod client;
+pub mod client_service;
 pub mod config;
 pub mod master;
 pub mod metrics;

@@ -5,6 +5,7 @@ pub mod bench_transfer;
 pub mod client;
 pub mod master;
 pub mod metadata_server;
+pub mod real_client;
 pub mod segment;
 pub mod sim;
 pub mod store_node;

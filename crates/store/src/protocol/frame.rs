@@ -51,6 +51,14 @@ pub fn decode_response(payload: &[u8]) -> Result<Result<Response, ErrorCode>, Er
         .map_err(|_| ErrorCode::MalformedFrame)
 }
 
+/// Decode a payload of any type framed with [`encode_frame`] (for protocols
+/// other than the master's that reuse this framing, e.g. the client service).
+pub fn decode_payload<T: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<T, ErrorCode> {
+    opts(payload.len())
+        .deserialize(payload)
+        .map_err(|_| ErrorCode::MalformedFrame)
+}
+
 /// Why reading a frame stopped.
 #[derive(Debug)]
 pub enum ReadError {
