@@ -13,7 +13,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, List
+from typing import Callable, List, Sequence
 
 import pytest
 
@@ -85,8 +85,9 @@ class Cluster:
                 self.master_addr)
 
 
-def start_master(log: Path) -> Cluster:
-    """A `mooncake master` with its embedded metadata server on free ports."""
+def start_master(log: Path, lease_ttl_ms: int = LEASE_TTL_MS, flags: Sequence[str] = ()) -> Cluster:
+    """A `mooncake master` with its embedded metadata server on free ports (plus
+    `flags`, e.g. eviction settings)."""
     rpc_port, meta_port = free_port(), free_port()
     cmd = [
         mooncake_bin(), "master",
@@ -94,7 +95,8 @@ def start_master(log: Path) -> Cluster:
         "--enable_http_metadata_server=true", "--http_metadata_server_host=127.0.0.1",
         f"--http_metadata_server_port={meta_port}",
         "--metrics_host=127.0.0.1", "--metrics_port=0",
-        f"--default_kv_lease_ttl={LEASE_TTL_MS}",
+        f"--default_kv_lease_ttl={lease_ttl_ms}",
+        *flags,
     ]
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
@@ -107,7 +109,7 @@ def start_master(log: Path) -> Cluster:
     except BaseException:
         stop(proc)
         raise
-    return Cluster(f"127.0.0.1:{rpc_port}", url, LEASE_TTL_MS, proc)
+    return Cluster(f"127.0.0.1:{rpc_port}", url, lease_ttl_ms, proc)
 
 
 def stop(proc: subprocess.Popen) -> None:

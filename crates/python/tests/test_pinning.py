@@ -8,12 +8,9 @@ observable) and one client whose 16 MiB segment is the whole pool."""
 
 from __future__ import annotations
 
-import subprocess
-from pathlib import Path
-
 import pytest
 
-from conftest import _metadata_up, _tcp_open, free_port, mooncake_bin, stop, wait_until
+from conftest import start_master, stop, wait_until
 from mooncake.store import MooncakeDistributedStore, ReplicateConfig, SoftPinAction
 
 MIB = 1 << 20
@@ -24,28 +21,13 @@ NOT_FOUND = -704
 
 @pytest.fixture(scope="module")
 def pin_master(tmp_path_factory):
-    rpc_port, meta_port = free_port(), free_port()
     log = tmp_path_factory.mktemp("pin-master") / "master.log"
-    cmd = [
-        mooncake_bin(), "master",
-        "--rpc_address=127.0.0.1", f"--rpc_port={rpc_port}",
-        "--enable_http_metadata_server=true", "--http_metadata_server_host=127.0.0.1",
-        f"--http_metadata_server_port={meta_port}",
-        "--metrics_host=127.0.0.1", "--metrics_port=0",
-        "--default_kv_lease_ttl=100",
-        "--default_kv_soft_pin_ttl=600000",
-        "--allow_evict_soft_pinned_objects=false",
-    ]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{meta_port}/metadata"
+    flags = ["--default_kv_soft_pin_ttl=600000", "--allow_evict_soft_pinned_objects=false"]
+    c = start_master(log, lease_ttl_ms=100, flags=flags)
     try:
-        wait_until(lambda: proc.poll() is not None or (_tcp_open(rpc_port) and _metadata_up(url)),
-                   30.0, "the pinning master to listen")
-        assert proc.poll() is None, Path(log).read_text()
-        yield f"127.0.0.1:{rpc_port}", url
+        yield c.master_addr, c.metadata_url
     finally:
-        stop(proc)
+        stop(c.proc)
 
 
 @pytest.fixture

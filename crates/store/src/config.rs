@@ -62,7 +62,8 @@ pub struct MasterConfig {
     pub eviction_ratio: f64,
     /// Lease granted by each get, milliseconds.
     pub default_kv_lease_ttl: u64,
-    /// Soft-pin duration after each access, milliseconds.
+    /// Soft-pin duration from the put, milliseconds, for puts that give no
+    /// `soft_pin_ttl_ms` of their own (reads do not extend it).
     pub default_kv_soft_pin_ttl: u64,
     /// Whether soft-pinned objects may be evicted (after all others).
     pub allow_evict_soft_pinned_objects: bool,
