@@ -35,11 +35,11 @@ mod range;
 mod staging;
 
 pub use config::{parse_size, ClientConfig};
-pub use range::RangeRead;
 pub use error::{
     to_return_code, ClientError, Result, CODE_BUFFER_OVERFLOW, CODE_INTERNAL, CODE_INVALID_PARAMS,
     CODE_INVALID_READ, CODE_TRANSFER_FAIL, CODE_UNAVAILABLE,
 };
+pub use range::RangeRead;
 
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
