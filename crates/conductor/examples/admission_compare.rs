@@ -9,7 +9,9 @@
 //! "fast std" is the standard deviation of the decode pool's committed share
 //! around its own 60 s moving average over the middle 80% of the run: the
 //! swing at the admission loop's time scale, without the trace's slow
-//! changes in arrival rate.
+//! changes in arrival rate. "coupling" is `decode_prefill_coupling`: the
+//! correlation of decode load with the prefill queue 5 s later (strongly
+//! negative = the two swing out of phase).
 
 use mooncake_conductor::cost::CostConfig;
 use mooncake_conductor::policy::admission::{Admission, AdmissionMode};
@@ -37,7 +39,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "{prefill}P+{decode}D at {speedup}x, decode wait limit {wait} s, threshold {threshold}"
     );
-    println!("admission   rejected  (late)  effective  goodput  TBT p99  decode mean  fast std");
+    println!("admission   rejected  (late)  effective  goodput  TBT p99  decode mean  fast std  coupling");
     for mode in [
         AdmissionMode::None,
         AdmissionMode::Early,
@@ -59,7 +61,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let (mean, fast) = steady_mean_and_fast_std(&pool, 30);
         let late = s.rejected_by.get("decode-timeout").copied().unwrap_or(0);
         println!(
-            "{:<10} {:>9} {:>7} {:>10} {:>8.3} {:>6.0}ms {:>12.3} {:>9.4}",
+            "{:<10} {:>9} {:>7} {:>10} {:>8.3} {:>6.0}ms {:>12.3} {:>9.4} {:>+9.2}",
             mode.as_str(),
             s.rejected,
             late,
@@ -67,7 +69,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             s.goodput_rps,
             s.tbt_p99_s * 1e3,
             mean,
-            fast
+            fast,
+            s.decode_prefill_coupling
         );
     }
     Ok(())

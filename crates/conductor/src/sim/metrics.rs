@@ -215,9 +215,39 @@ pub fn std_dev(xs: &[f64]) -> f64 {
     (xs.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / xs.len() as f64).sqrt()
 }
 
+/// Correlation between `a` at sample `i` and `b` at sample `i + lag`
+/// (0 when undefined: too few samples or a constant series).
+pub fn lagged_correlation(a: &[f64], b: &[f64], lag: usize) -> f64 {
+    let n = a.len().min(b.len());
+    if n < lag + 2 {
+        return 0.0;
+    }
+    let (x, y) = (&a[..n - lag], &b[lag..n]);
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let (mx, my) = (mean(x), mean(y));
+    let cov: f64 = x.iter().zip(y).map(|(p, q)| (p - mx) * (q - my)).sum();
+    let var = |v: &[f64], m: f64| v.iter().map(|p| (p - m) * (p - m)).sum::<f64>();
+    let denom = (var(x, mx) * var(y, my)).sqrt();
+    if denom > 0.0 {
+        cov / denom
+    } else {
+        0.0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lagged_correlation_sees_out_of_phase_series() {
+        let a: Vec<f64> = (0..200).map(|i| (i as f64 / 5.0).sin()).collect();
+        let shifted: Vec<f64> = (0..200).map(|i| -((i as f64 - 3.0) / 5.0).sin()).collect();
+        assert!(lagged_correlation(&a, &shifted, 3) < -0.99);
+        assert!(lagged_correlation(&a, &a, 0) > 0.99);
+        assert_eq!(lagged_correlation(&a, &[1.0; 200], 0), 0.0);
+        assert_eq!(lagged_correlation(&a[..2], &a[..2], 1), 0.0);
+    }
 
     #[test]
     fn histogram_quantiles_within_a_percent() {

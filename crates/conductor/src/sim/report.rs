@@ -1,7 +1,7 @@
 //! What a run produces: per-request outcomes (streamed to an observer) and
 //! the aggregate [`SimReport`] with its serialisable [`SimSummary`].
 
-use super::metrics::{std_dev, Histogram, LoadSeries};
+use super::metrics::{lagged_correlation, std_dev, Histogram, LoadSeries};
 use super::Simulator;
 use crate::policy::RejectReason;
 use serde::{Deserialize, Serialize};
@@ -102,6 +102,11 @@ pub struct SimSummary {
     pub decode_load_std: f64,
     /// Standard deviation of the prefill pool's mean queue seconds, same window.
     pub prefill_queue_std_s: f64,
+    /// Correlation of the decode pool's load with the prefill pool's queue
+    /// [`COUPLING_LAG_S`] later, same window: strongly negative when
+    /// admission swings prefill and decode load out of phase (the report's
+    /// observation about early rejection).
+    pub decode_prefill_coupling: f64,
     /// Wall-clock seconds the simulation took.
     pub sim_wall_s: f64,
 }
@@ -120,6 +125,10 @@ pub struct SimReport {
 }
 
 /// The middle 80% of a series: the steady state between ramp-up and drain.
+/// The lag of [`SimSummary::decode_prefill_coupling`]: about the time a
+/// request admitted now takes to reach decode in the admission experiments.
+pub const COUPLING_LAG_S: f64 = 5.0;
+
 fn steady(xs: &[f64]) -> &[f64] {
     let cut = xs.len() / 10;
     &xs[cut..xs.len() - cut]
@@ -191,6 +200,11 @@ pub(super) fn build(mut sim: Simulator, wall_s: f64) -> SimReport {
             .collect(),
         decode_load_std: std_dev(steady(&decode_pool)),
         prefill_queue_std_s: std_dev(steady(&prefill_pool)),
+        decode_prefill_coupling: lagged_correlation(
+            steady(&decode_pool),
+            steady(&prefill_pool),
+            (COUPLING_LAG_S / sim.load.interval_s).round() as usize,
+        ),
         sim_wall_s: wall_s,
     };
     SimReport {
