@@ -5,7 +5,7 @@
 mod cluster_common;
 
 use cluster_common::{Cluster, MasterOpts};
-use mooncake_store::client::{ClientError, RangeRead, Region};
+use mooncake_store::client::{Client, ClientConfig, ClientError, RangeRead, Region};
 use mooncake_store::{ErrorCode, ReplicateConfig};
 
 const FILL: u8 = 0xEE;
@@ -139,5 +139,53 @@ async fn ranges_across_stripes_and_bad_ranges() {
         .await
         .unwrap_err();
     assert_eq!(e.master_code(), Some(ErrorCode::ObjectNotFound));
+    client.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_range_read_longer_than_the_lease_keeps_it_alive() {
+    // A 50 ms lease and a 128 MiB range (eight stripes over tcp): even a warm read takes
+    // a few leases' worth of time, so it only succeeds because the lease is renewed
+    // while it runs (without renewal every attempt is discarded).
+    let opts = MasterOpts {
+        lease_ttl_ms: 50,
+        ..MasterOpts::default()
+    };
+    let cluster = Cluster::start(2, 96 << 20, opts).await;
+    // Over tcp (not same-host shared memory, which would be a memcpy).
+    let client = Client::connect(ClientConfig {
+        local_hostname: "127.0.0.1".into(),
+        metadata_server: cluster.metadata.clone(),
+        master_server_addr: cluster.master_addr.clone(),
+        global_segment_size: 0,
+        local_buffer_size: 64 << 20,
+        same_host_shm: false,
+        lease_ttl: std::time::Duration::from_millis(50),
+        ..ClientConfig::default()
+    })
+    .await
+    .unwrap();
+    let len = 128usize << 20;
+    let v = value(len);
+    client
+        .put("long", &v, &ReplicateConfig::default())
+        .await
+        .unwrap();
+    let buf = client.allocate_buffer(len - 1000).await.unwrap();
+    for _ in 0..2 {
+        let t0 = std::time::Instant::now();
+        let n = client
+            .get_range_into("long", 1000, Region::whole(&buf))
+            .await
+            .unwrap();
+        eprintln!(
+            "128 MiB range read took {:?} under a 50 ms lease",
+            t0.elapsed()
+        );
+        assert_eq!(n as usize, len - 1000);
+    }
+    let mut back = vec![0u8; len - 1000];
+    buf.read_at(0, &mut back);
+    assert!(back == v[1000..], "range bytes differ");
     client.close().await.unwrap();
 }

@@ -12,8 +12,9 @@
 //!   INVALID_PARAMS, -600) and writes nothing;
 //! * the engine writes exactly `[dst.addr, dst.addr + len)` of each range, nothing
 //!   around it (the [`Region`] guarantees that memory is registered);
-//! * the bytes come from one complete replica per key read under the object's lease;
-//!   a batch that outlasted the lease is read again (the space may have been reused).
+//! * the bytes come from one complete replica per key read under the object's lease
+//!   (renewed while the reads run); a batch whose lease lapsed is read again (the space
+//!   may have been reused).
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -81,6 +82,23 @@ impl Client {
             for _ in 0..LEASE_RETRIES {
                 let t0 = Instant::now();
                 let lists = self.inner.master.batch_get_replica_list(&keys).await?;
+                // Long reads keep the leases alive (as `get` does): re-ask every third
+                // of the TTL; an answer naming the same replicas that came back before
+                // the previous lease ended extends it from when it was asked.
+                let renewed = parking_lot::Mutex::new(t0);
+                let listed = lists.clone();
+                let keepalive = async {
+                    loop {
+                        tokio::time::sleep(ttl / 3).await;
+                        let asked = Instant::now();
+                        match self.inner.master.batch_get_replica_list(&keys).await {
+                            Ok(l) if l == listed && renewed.lock().elapsed() < ttl => {
+                                *renewed.lock() = asked
+                            }
+                            _ => std::future::pending::<()>().await,
+                        }
+                    }
+                };
                 let jobs = groups.iter().zip(lists).zip(&keys).map(|((g, list), key)| {
                     let ranges: Vec<RangeRead<'_>> = g.iter().map(|&i| reads[i]).collect();
                     async move {
@@ -90,8 +108,11 @@ impl Client {
                         }
                     }
                 });
-                let results = join_all(jobs).await;
-                if t0.elapsed() < ttl {
+                let results = tokio::select! {
+                    r = join_all(jobs) => r,
+                    () = keepalive => unreachable!("keepalive never completes"),
+                };
+                if renewed.lock().elapsed() < ttl {
                     for (g, res) in groups.iter().zip(results) {
                         for (&i, r) in g.iter().zip(res) {
                             out[i] = Some(r);
