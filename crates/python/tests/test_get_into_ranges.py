@@ -43,9 +43,9 @@ def test_bad_ranges_are_refused_and_write_nothing(store, unique):
     buf = registered(store, 8)
     p = ctypes.addressof(buf)
 
-    # object overrun, buffer overrun, negative offset
-    assert store.get_into_ranges([p], [[key]], [[[0, 6, 0]]], [[[8, 0, -1]]], [[[4, 4, 1]]]) == [
-        [[-600, -600, -600]]
+    # object overrun, buffer overrun, negative offset, offset beyond 64 bits
+    assert store.get_into_ranges([p], [[key]], [[[0, 6, 0, 0]]], [[[8, 0, -1, 1 << 64]]], [[[4, 4, 1, 1]]]) == [
+        [[-600, -600, -600, -600]]
     ]
     # range lists of different lengths: one refusal for the key; no ranges: empty answer
     assert store.get_into_ranges([p], [[key, key]], [[[0], []]], [[[0, 1], []]], [[[2], []]]) == [[[-600], []]]

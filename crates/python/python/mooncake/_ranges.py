@@ -12,7 +12,8 @@ each object (not whole objects).
 Invariants: a range is written only if it lies inside the object and inside
 one buffer registered on the store (checked natively, before anything moves);
 a key whose three range lists differ in length gets one INVALID_PARAMS and
-nothing is written for it; negative offsets or sizes are INVALID_PARAMS; a
+nothing is written for it; negative (or beyond 64-bit) offsets or sizes are
+INVALID_PARAMS; a
 missing key gets its error code for each of its ranges. Other keys and ranges
 are unaffected.
 """
@@ -22,6 +23,7 @@ from __future__ import annotations
 from typing import Callable, List, Sequence, Tuple
 
 INVALID_PARAMS = -600
+_LIMIT = 1 << 64  # addresses, offsets and sizes are 64-bit
 
 # read(keys, dst_addrs, src_offsets, sizes) -> one result per range
 Reader = Callable[[List[str], List[int], List[int], List[int]], List[int]]
@@ -58,7 +60,7 @@ def get_into_ranges(
                 continue
             res = [INVALID_PARAMS] * len(ln)
             for r, (dst, src, length) in enumerate(zip(d, s, ln)):
-                if min(dst, src, length) < 0 or base < 0:
+                if min(dst, src, length, base) < 0 or max(base + dst, src, length) >= _LIMIT:
                     continue
                 flat_keys.append(key)
                 flat_dst.append(base + dst)
