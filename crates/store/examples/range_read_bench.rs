@@ -9,6 +9,17 @@
 //! *before* is what `get_into_ranges` did until range reads existed: `get` the whole
 //! object, then copy the range out; *after* is `get_range_into`, which moves only the
 //! range. Offsets are pseudo-random, so ranges also cross stripe boundaries.
+//!
+//! Measured on the 2-core development machine (2026-11-26, release build, load average
+//! ~4 from other builds; 4 stripes per object), median per 64 KiB range:
+//!
+//! | reader transport | before (whole object) | after (range) | after, 16 ranges per call | ratio |
+//! |---|---|---|---|---|
+//! | tcp loopback | 66.4 ms | 66.7 µs | 43.3 µs | ~1000x |
+//! | same-host shm | 46.1 ms | 43.0 µs | 14.3 µs | ~1070x |
+//!
+//! Bytes moved per range: 64 MiB before, 64 KiB after. Through Python
+//! (`get_into_ranges`, dev-profile wheel, tcp): 101 ms before, 0.37 ms after.
 
 use std::time::{Duration, Instant};
 
