@@ -16,8 +16,10 @@
 //! operations on plain bytes, `zero_copy.rs` those on registered memory,
 //! `keys.rs` existence and removal, `ranges.rs` byte-range reads
 //! (`get_into_ranges`), `replicate.rs` the config objects,
-//! `setup.rs` the configuration building.
+//! `setup.rs` the configuration building, `dummy.rs` the dummy-client mode
+//! (`setup_dummy`) and the `Backend` every operation calls.
 
+mod dummy;
 mod keys;
 mod ranges;
 mod replicate;
@@ -36,16 +38,14 @@ use pyo3::types::PyString;
 
 use crate::log;
 use crate::runtime::{block_on, runtime};
+use dummy::Backend;
 pub use replicate::{PyReplicateConfig, PySoftPinAction};
 use setup::SetupArgs;
-
-/// The reference's `UNAVAILABLE_IN_CURRENT_MODE`.
-const CODE_UNAVAILABLE_IN_MODE: i64 = -1011;
 
 /// The reference's `MooncakeDistributedStore`.
 #[pyclass(name = "MooncakeDistributedStore", module = "mooncake.store", subclass)]
 pub struct PyStore {
-    client: Mutex<Option<Client>>,
+    client: Mutex<Option<Backend>>,
     local_buffer_size: AtomicU64,
     /// Ranges registered through `register_buffer`: start -> length.
     buffers: Mutex<BTreeMap<usize, usize>>,
@@ -80,12 +80,12 @@ fn size_arg(v: &Bound<'_, PyAny>, name: &str) -> Result<u64, String> {
 }
 
 impl PyStore {
-    fn client(&self) -> Option<Client> {
+    fn client(&self) -> Option<Backend> {
         self.client.lock().clone()
     }
 
     /// The client, or the reference's "not set up" code (logged).
-    fn ready(&self, py: Python<'_>, what: &str) -> Result<Client, i64> {
+    fn ready(&self, py: Python<'_>, what: &str) -> Result<Backend, i64> {
         self.client().ok_or_else(|| {
             log::error(
                 py,
@@ -113,6 +113,17 @@ impl PyStore {
         // engine through `register_buffer`, whose caller promised (the
         // reference's contract) it stays valid until `unregister_buffer`.
         Some(unsafe { Region::from_raw(addr, len) })
+    }
+
+    /// Make `backend` this store's client (closing the previous one).
+    fn install(&self, py: Python<'_>, backend: Backend, local_buffer_size: u64) {
+        let old = self.client.lock().replace(backend);
+        self.local_buffer_size
+            .store(local_buffer_size, Ordering::Relaxed);
+        self.buffers.lock().clear();
+        if let Some(old) = old {
+            let _ = block_on(py, async move { old.close().await });
+        }
     }
 
     fn report(&self, py: Python<'_>, what: &str, key: &str, e: &ClientError) {
@@ -222,12 +233,7 @@ impl PyStore {
         });
         match r {
             Ok(client) => {
-                let old = self.client.lock().replace(client);
-                self.local_buffer_size.store(local, Ordering::Relaxed);
-                self.buffers.lock().clear();
-                if let Some(old) = old {
-                    let _ = block_on(py, async move { old.close().await });
-                }
+                self.install(py, Backend::Real(client), local);
                 0
             }
             Err(e) => {
@@ -237,9 +243,11 @@ impl PyStore {
         }
     }
 
-    /// Attach to a local standalone client over IPC (the reference's "dummy"
-    /// client). Not available in this implementation: returns -1011
-    /// (UNAVAILABLE_IN_CURRENT_MODE); use `setup`.
+    /// Attach to a local real client (`mooncake real-client`) at
+    /// `server_address` as the reference's "dummy" client, with a shared
+    /// pool of `mem_pool_size` bytes for zero-copy buffers
+    /// (`alloc_from_mem_pool`). 0, or a negative code (RPC_FAIL when no real
+    /// client answers there).
     #[pyo3(signature = (mem_pool_size, local_buffer_size, server_address))]
     fn setup_dummy(
         &self,
@@ -248,12 +256,7 @@ impl PyStore {
         local_buffer_size: u64,
         server_address: &str,
     ) -> i64 {
-        let _ = (mem_pool_size, local_buffer_size, server_address);
-        log::error(
-            py,
-            "setup_dummy: IPC-attached dummy clients are not supported; call setup() instead",
-        );
-        CODE_UNAVAILABLE_IN_MODE
+        self.setup_dummy_impl(py, mem_pool_size, local_buffer_size, server_address)
     }
 
     /// Register `[buffer_ptr, buffer_ptr + size)` for zero-copy operations.

@@ -25,8 +25,8 @@ use tokio::net::TcpStream;
 
 use super::alloc::PoolAllocator;
 use super::shm::SharedPool;
-use super::wire::{KeyResult, PoolRange, ServiceReply, ServiceRequest, ServiceResponse};
-use crate::client::{ClientError, Region, Result};
+use super::wire::{Blob, KeyResult, PoolRange, ServiceReply, ServiceRequest, ServiceResponse};
+use crate::client::{ClientError, RangeRead, Region, Result};
 use crate::protocol::frame::{decode_payload, encode_frame, read_frame};
 use crate::protocol::{ErrorCode, ReplicateConfig, MAX_FRAME_LEN};
 
@@ -77,6 +77,12 @@ fn unexpected() -> ClientError {
 fn key_results<T>(list: Vec<KeyResult<T>>) -> Vec<Result<T>> {
     list.into_iter()
         .map(|r| r.map_err(ClientError::from))
+        .collect()
+}
+
+fn blobs(list: Vec<KeyResult<Blob>>) -> Vec<Result<Vec<u8>>> {
+    list.into_iter()
+        .map(|r| r.map(|b| b.0).map_err(ClientError::from))
         .collect()
 }
 
@@ -231,7 +237,7 @@ impl DummyClient {
             }
             let req = ServiceRequest::Put {
                 keys: keys[start..i].to_vec(),
-                values: values[start..i].iter().map(|v| v.to_vec()).collect(),
+                values: values[start..i].iter().map(|v| Blob(v.to_vec())).collect(),
                 config: config.clone(),
                 upsert,
             };
@@ -266,7 +272,7 @@ impl DummyClient {
             keys: vec![key.to_string()],
         };
         match self.call(req).await? {
-            ServiceReply::Values(v) if v.len() == 1 => one(Ok(key_results(v))),
+            ServiceReply::Values(v) if v.len() == 1 => one(Ok(blobs(v))),
             _ => Err(unexpected()),
         }
     }
@@ -278,7 +284,7 @@ impl DummyClient {
             keys: keys.to_vec(),
         };
         match self.call(req).await {
-            Ok(ServiceReply::Values(v)) if v.len() == keys.len() => Ok(key_results(v)),
+            Ok(ServiceReply::Values(v)) if v.len() == keys.len() => Ok(blobs(v)),
             Ok(_) => Err(unexpected()),
             Err(ClientError::Master(ErrorCode::BufferOverflow)) if keys.len() > 1 => {
                 let mut out = Vec::with_capacity(keys.len());
@@ -436,6 +442,62 @@ impl DummyClient {
 
     pub async fn get_into(&self, key: &str, region: Region<'_>) -> Result<u64> {
         one(self.batch_get_into(&[key.to_string()], &[region]).await)
+    }
+
+    /// Byte ranges of objects into registered regions: zero-copy for
+    /// regions inside the shared pool; other regions get the whole value
+    /// through the socket and copy their range out of it.
+    pub async fn batch_get_ranges_into(&self, reads: &[RangeRead<'_>]) -> Result<Vec<Result<u64>>> {
+        let regions: Vec<Region<'_>> = reads.iter().map(|r| r.dst).collect();
+        let (shared, ranges, other) = self.split(&regions);
+        let mut out: Vec<Option<Result<u64>>> = (0..reads.len()).map(|_| None).collect();
+        if !shared.is_empty() {
+            let req = ServiceRequest::GetRangesInto {
+                reads: shared
+                    .iter()
+                    .zip(ranges)
+                    .map(|(&i, r)| (reads[i].key.to_string(), reads[i].offset, r))
+                    .collect(),
+            };
+            let sizes = match self.call(req).await? {
+                ServiceReply::Sizes(v) if v.len() == shared.len() => key_results(v),
+                _ => return Err(unexpected()),
+            };
+            for (&i, r) in shared.iter().zip(sizes) {
+                out[i] = Some(r);
+            }
+        }
+        if !other.is_empty() {
+            let ks: Vec<String> = other.iter().map(|&i| reads[i].key.to_string()).collect();
+            for (&i, v) in other.iter().zip(self.batch_get(&ks).await?) {
+                let RangeRead { offset, dst, .. } = reads[i];
+                out[i] = Some(v.and_then(|v| {
+                    let end = offset.checked_add(dst.len() as u64);
+                    if end.is_none_or(|e| e > v.len() as u64) {
+                        return Err(ClientError::InvalidParams(format!(
+                            "range {offset}+{} passes the end of a {}-byte object",
+                            dst.len(),
+                            v.len()
+                        )));
+                    }
+                    let src = &v[offset as usize..offset as usize + dst.len()];
+                    // SAFETY: a Region names writable memory for its length
+                    // (its constructor's contract); src is exactly that long.
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(
+                            src.as_ptr(),
+                            dst.addr() as *mut u8,
+                            src.len(),
+                        )
+                    };
+                    Ok(dst.len() as u64)
+                }));
+            }
+        }
+        Ok(out
+            .into_iter()
+            .map(|o| o.unwrap_or_else(|| Err(unexpected())))
+            .collect())
     }
 
     pub async fn batch_is_exist(&self, keys: &[String]) -> Result<Vec<Result<bool>>> {

@@ -20,8 +20,10 @@ use tokio::task::JoinSet;
 use tracing::{debug, info, warn, Instrument};
 
 use super::shm::PeerMapping;
-use super::wire::{KeyResult, PoolRange, ServiceReply, ServiceRequest, ServiceResponse, WireError};
-use crate::client::{Client, ClientError, Region};
+use super::wire::{
+    Blob, KeyResult, PoolRange, ServiceReply, ServiceRequest, ServiceResponse, WireError,
+};
+use crate::client::{Client, ClientError, RangeRead, Region};
 use crate::protocol::frame::{decode_payload, encode_frame, read_frame, ReadError};
 use crate::protocol::{ErrorCode, MAX_FRAME_LEN};
 
@@ -202,6 +204,7 @@ fn op_name(r: &ServiceRequest) -> &'static str {
         ServiceRequest::RemoveByRegex { .. } => "remove_by_regex",
         ServiceRequest::RemoveAll { .. } => "remove_all",
         ServiceRequest::Health => "health",
+        ServiceRequest::GetRangesInto { .. } => "get_ranges_into",
     }
 }
 
@@ -244,14 +247,15 @@ fn regions(
         .collect())
 }
 
-/// Run `op` on the keys whose region resolved; merge with the refused ones.
+/// Run `op` on the keys whose region resolved (given with their positions in
+/// `keys`); merge with the refused ones.
 async fn on_regions<T, F, Fut>(
     keys: &[String],
     regions: Vec<KeyResult<Region<'static>>>,
     op: F,
 ) -> Vec<KeyResult<T>>
 where
-    F: FnOnce(Vec<String>, Vec<Region<'static>>) -> Fut,
+    F: FnOnce(Vec<usize>, Vec<String>, Vec<Region<'static>>) -> Fut,
     Fut: std::future::Future<Output = Result<Vec<Result<T, ClientError>>, ClientError>>,
 {
     let mut out: Vec<Option<KeyResult<T>>> = Vec::with_capacity(keys.len());
@@ -268,7 +272,7 @@ where
         }
     }
     if !idx.is_empty() {
-        match op(ok_keys, ok_regions).await {
+        match op(idx.clone(), ok_keys, ok_regions).await {
             Ok(list) => {
                 for (i, r) in idx.iter().zip(list) {
                     out[*i] = Some(wire(r));
@@ -328,10 +332,10 @@ async fn handle(
                 let futs = keys
                     .iter()
                     .zip(&values)
-                    .map(|(k, v)| client.upsert(k, v, &config));
+                    .map(|(k, v)| client.upsert(k, &v.0, &config));
                 join_all(futs).await.into_iter().map(wire).collect()
             } else {
-                let slices: Vec<&[u8]> = values.iter().map(|v| v.as_slice()).collect();
+                let slices: Vec<&[u8]> = values.iter().map(|v| v.0.as_slice()).collect();
                 wire(client.batch_put(&keys, &slices, &config).await)?
                     .into_iter()
                     .map(wire)
@@ -341,11 +345,11 @@ async fn handle(
         }
         ServiceRequest::Get { keys } => {
             let values = if keys.len() == 1 {
-                vec![wire(client.get(&keys[0]).await)]
+                vec![wire(client.get(&keys[0]).await.map(Blob))]
             } else {
                 wire(client.batch_get(&keys).await)?
                     .into_iter()
-                    .map(wire)
+                    .map(|r| wire(r.map(Blob)))
                     .collect()
             };
             Ok(ServiceReply::Values(values))
@@ -358,7 +362,7 @@ async fn handle(
         } => {
             same_len(keys.len(), ranges.len(), "ranges")?;
             let regs = regions(pool, &ranges)?;
-            let done = on_regions(&keys, regs, |ks, rs| async move {
+            let done = on_regions(&keys, regs, |_, ks, rs| async move {
                 if upsert {
                     let futs = ks.iter().zip(&rs).map(|(k, r)| {
                         // SAFETY: `r` lies inside the attached pool (checked
@@ -378,7 +382,7 @@ async fn handle(
         ServiceRequest::GetInto { keys, ranges } => {
             same_len(keys.len(), ranges.len(), "ranges")?;
             let regs = regions(pool, &ranges)?;
-            let sizes = on_regions(&keys, regs, |ks, rs| async move {
+            let sizes = on_regions(&keys, regs, |_, ks, rs| async move {
                 client.batch_get_into(&ks, &rs).await
             })
             .await;
@@ -411,5 +415,26 @@ async fn handle(
             Ok(ServiceReply::Count(wire(client.remove_all(force).await)?))
         }
         ServiceRequest::Health => Ok(ServiceReply::Health(client.health_check().await)),
+        ServiceRequest::GetRangesInto { reads } => {
+            let ranges: Vec<PoolRange> = reads.iter().map(|r| r.2).collect();
+            let keys: Vec<String> = reads.iter().map(|r| r.0.clone()).collect();
+            let offsets: Vec<u64> = reads.iter().map(|r| r.1).collect();
+            let regs = regions(pool, &ranges)?;
+            let sizes = on_regions(&keys, regs, |idx, ks, rs| async move {
+                let list: Vec<RangeRead<'_>> = idx
+                    .iter()
+                    .zip(&ks)
+                    .zip(&rs)
+                    .map(|((&i, k), r)| RangeRead {
+                        key: k,
+                        offset: offsets[i],
+                        dst: *r,
+                    })
+                    .collect();
+                client.batch_get_ranges_into(&list).await
+            })
+            .await;
+            Ok(ServiceReply::Sizes(sizes))
+        }
     }
 }

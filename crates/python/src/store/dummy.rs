@@ -1,0 +1,245 @@
+//! Dummy-client mode (`setup_dummy`): the store forwards every operation to
+//! a local real client (`mooncake real-client`, port 50052 by default)
+//! instead of running its own engine.
+//!
+//! [`Backend`] is what the rest of the binding calls: the same method names
+//! whether the store was `setup` (a [`Client`]) or `setup_dummy` (a
+//! [`DummyClient`]), so every operation works in both modes unchanged.
+//!
+//! In dummy mode `register_buffer` only records the range (there is no local
+//! engine); `put_from`/`get_into` on memory from `alloc_from_mem_pool` (the
+//! shared pool) are zero-copy, on any other registered memory they copy
+//! through the local socket (at most ~16 MiB per value).
+
+use std::sync::Arc;
+
+use mooncake_store::client::{Client, ClientError, RangeRead, Region, Result};
+use mooncake_store::client_service::DummyClient;
+use mooncake_store::ReplicateConfig;
+use pyo3::prelude::*;
+
+use super::{code, PyStore};
+use crate::log;
+use crate::runtime::{block_on, runtime};
+
+/// The client behind a `MooncakeDistributedStore`.
+#[derive(Clone, Debug)]
+pub enum Backend {
+    Real(Client),
+    Dummy(Arc<DummyClient>),
+}
+
+/// Run the same call on either client.
+macro_rules! both {
+    ($self:ident, $c:ident => $e:expr) => {
+        match $self {
+            Backend::Real($c) => $e,
+            Backend::Dummy($c) => $e,
+        }
+    };
+}
+
+impl Backend {
+    pub async fn put(&self, key: &str, value: &[u8], rc: &ReplicateConfig) -> Result<()> {
+        both!(self, c => c.put(key, value, rc).await)
+    }
+
+    pub async fn upsert(&self, key: &str, value: &[u8], rc: &ReplicateConfig) -> Result<()> {
+        both!(self, c => c.upsert(key, value, rc).await)
+    }
+
+    pub async fn batch_put(
+        &self,
+        keys: &[String],
+        values: &[&[u8]],
+        rc: &ReplicateConfig,
+    ) -> Result<Vec<Result<()>>> {
+        both!(self, c => c.batch_put(keys, values, rc).await)
+    }
+
+    pub async fn get(&self, key: &str) -> Result<Vec<u8>> {
+        both!(self, c => c.get(key).await)
+    }
+
+    pub async fn batch_get(&self, keys: &[String]) -> Result<Vec<Result<Vec<u8>>>> {
+        both!(self, c => c.batch_get(keys).await)
+    }
+
+    pub async fn batch_put_from(
+        &self,
+        keys: &[String],
+        regions: &[Region<'_>],
+        rc: &ReplicateConfig,
+    ) -> Result<Vec<Result<()>>> {
+        both!(self, c => c.batch_put_from(keys, regions, rc).await)
+    }
+
+    pub async fn batch_get_into(
+        &self,
+        keys: &[String],
+        regions: &[Region<'_>],
+    ) -> Result<Vec<Result<u64>>> {
+        both!(self, c => c.batch_get_into(keys, regions).await)
+    }
+
+    pub async fn batch_get_ranges_into(&self, reads: &[RangeRead<'_>]) -> Result<Vec<Result<u64>>> {
+        both!(self, c => c.batch_get_ranges_into(reads).await)
+    }
+
+    pub async fn batch_is_exist(&self, keys: &[String]) -> Result<Vec<Result<bool>>> {
+        both!(self, c => c.batch_is_exist(keys).await)
+    }
+
+    pub async fn get_size(&self, key: &str) -> Result<u64> {
+        both!(self, c => c.get_size(key).await)
+    }
+
+    pub async fn remove(&self, key: &str, force: bool) -> Result<()> {
+        both!(self, c => c.remove(key, force).await)
+    }
+
+    pub async fn batch_remove(&self, keys: &[String], force: bool) -> Result<Vec<Result<()>>> {
+        both!(self, c => c.batch_remove(keys, force).await)
+    }
+
+    pub async fn remove_by_regex(&self, pattern: &str, force: bool) -> Result<u64> {
+        both!(self, c => c.remove_by_regex(pattern, force).await)
+    }
+
+    pub async fn remove_all(&self, force: bool) -> Result<u64> {
+        both!(self, c => c.remove_all(force).await)
+    }
+
+    /// Register caller memory with the engine (a dummy has none: it only
+    /// needs the binding's own record of the range).
+    ///
+    /// # Safety
+    /// As [`Client::register_buffer`].
+    pub async unsafe fn register_buffer(&self, addr: usize, len: usize) -> Result<()> {
+        match self {
+            // SAFETY: forwarded caller contract.
+            Backend::Real(c) => unsafe { c.register_buffer(addr, len).await },
+            Backend::Dummy(_) => Ok(()),
+        }
+    }
+
+    pub async fn unregister_buffer(&self, addr: usize) -> Result<()> {
+        match self {
+            Backend::Real(c) => c.unregister_buffer(addr).await,
+            Backend::Dummy(_) => Ok(()),
+        }
+    }
+
+    /// The segment that holds this client's data: its own, or the real client's.
+    pub fn segment_name(&self) -> &str {
+        both!(self, c => c.segment_name())
+    }
+
+    pub async fn health_check(&self) -> i32 {
+        both!(self, c => c.health_check().await)
+    }
+
+    pub async fn close(&self) -> Result<()> {
+        match self {
+            Backend::Real(c) => c.close().await,
+            Backend::Dummy(d) => {
+                d.close().await;
+                Ok(())
+            }
+        }
+    }
+
+    fn dummy(&self) -> Option<&Arc<DummyClient>> {
+        match self {
+            Backend::Dummy(d) => Some(d),
+            Backend::Real(_) => None,
+        }
+    }
+}
+
+impl PyStore {
+    /// `setup_dummy`: attach to the real client at `server_address` with a
+    /// shared pool of `mem_pool_size` bytes.
+    pub(super) fn setup_dummy_impl(
+        &self,
+        py: Python<'_>,
+        mem_pool_size: u64,
+        local_buffer_size: u64,
+        server_address: &str,
+    ) -> i64 {
+        let server = server_address.trim().to_string();
+        let r = block_on(py, async move {
+            match runtime()
+                .spawn(async move { DummyClient::connect(&server, mem_pool_size).await })
+                .await
+            {
+                Ok(r) => r,
+                Err(e) => Err(ClientError::Setup(e.to_string())),
+            }
+        });
+        match r {
+            Ok(d) => {
+                // The real client stages plain values, so a dummy can always
+                // put bytes whatever its own local_buffer_size.
+                let _ = local_buffer_size;
+                self.install(py, Backend::Dummy(Arc::new(d)), u64::MAX);
+                0
+            }
+            Err(e) => {
+                log::error(
+                    py,
+                    &format!("setup_dummy({server_address}): {e} (is `mooncake real-client` running there?)"),
+                );
+                code(&e)
+            }
+        }
+    }
+}
+
+#[pymethods]
+impl PyStore {
+    /// A buffer of `size` bytes from the shared pool of a dummy client
+    /// (`setup_dummy`), already registered: `put_from`/`get_into` on it are
+    /// zero-copy. 0 when the pool is full or the store is not a dummy.
+    fn alloc_from_mem_pool(&self, py: Python<'_>, size: usize) -> usize {
+        let Some(d) = self.client().and_then(|b| b.dummy().cloned()) else {
+            log::error(
+                py,
+                "alloc_from_mem_pool: only a dummy client (setup_dummy) has a shared pool",
+            );
+            return 0;
+        };
+        match d.alloc(size) {
+            Some(addr) => {
+                self.buffers.lock().insert(addr, size);
+                addr
+            }
+            None => {
+                log::error(
+                    py,
+                    &format!("alloc_from_mem_pool({size}): the shared pool is full"),
+                );
+                0
+            }
+        }
+    }
+
+    /// Give back a buffer from `alloc_from_mem_pool`. 0, or INVALID_PARAMS
+    /// when `ptr` is not one.
+    fn free_to_mem_pool(&self, py: Python<'_>, ptr: usize) -> i64 {
+        let freed = self
+            .client()
+            .and_then(|b| b.dummy().cloned())
+            .is_some_and(|d| d.free(ptr));
+        if freed {
+            self.buffers.lock().remove(&ptr);
+            0
+        } else {
+            log::error(
+                py,
+                &format!("free_to_mem_pool({ptr:#x}): not a pool buffer"),
+            );
+            i64::from(mooncake_store::client::CODE_INVALID_PARAMS)
+        }
+    }
+}
