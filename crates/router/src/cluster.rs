@@ -1,0 +1,686 @@
+//! [`LiveCluster`]: the router's model of the real instances behind it, a
+//! pure state machine with an injected clock (every call takes `now_s`).
+//!
+//! Owns, per prefill instance: the requests the router has in flight there
+//! with their predicted prefill times (the queue estimate), an approximate
+//! prefix cache (a conductor [`BlockCache`] filled with the prompt blocks the
+//! router sent there, as SGLang's router keeps its approximate tree), and a
+//! health deadline. Per decode instance: requests on their way (in prefill)
+//! and running (decoding), their token reservations, and the recent mean
+//! decode time. It implements conductor's [`ClusterView`], so every policy
+//! runs on it unchanged; [`LiveCluster::route`] shows the policy only the
+//! healthy instances.
+//!
+//! Lifecycle of a request (a *ticket*): [`LiveCluster::route`] (queued on its
+//! prefill instance, inbound on its decode instance, prompt blocks inserted
+//! into the prefill instance's cache) → [`LiveCluster::prefill_done`] (leaves
+//! the prefill queue, joins the decode batch) → [`LiveCluster::finish`]
+//! (leaves decode; a completed decode feeds the mean decode time) or
+//! [`LiveCluster::abort`] at any point. Unknown or finished tickets are
+//! ignored, so a shell may call `abort` defensively.
+//!
+//! Queue model: an instance is assumed to prefill its requests one after the
+//! other in arrival order; the queue is the remaining predicted time of the
+//! oldest request (predicted time minus time since it became the oldest)
+//! plus the predicted times of the rest. Engines batch prefills, so this is
+//! a conservative estimate that resets whenever requests return.
+//!
+//! Invariants: every ticket is in at most one prefill queue and one decode
+//! instance; loads are recomputed after every change; time never runs
+//! backwards (an earlier `now_s` is treated as the latest one seen).
+
+use mooncake_conductor::cache::{new_cache, BlockCache, CacheStats, PolicyKind};
+use mooncake_conductor::cost::CostModel;
+use mooncake_conductor::policy::admission::Admission;
+use mooncake_conductor::policy::{
+    ClusterView, Decision, DecodeLoad, Policy, PrefillLoad, RejectReason, RequestInfo, Slo,
+};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+/// Decode durations averaged for [`DecodeLoad::mean_decode_s`].
+const DECODE_WINDOW: usize = 64;
+
+/// Settings of a [`LiveCluster`].
+#[derive(Debug, Clone)]
+pub struct LiveClusterConfig {
+    /// The engine cost model predictions come from.
+    pub cost: CostModel,
+    /// SLOs the policies reject against.
+    pub slo: Slo,
+    /// Estimated tokens per prefix block.
+    pub block_tokens: u32,
+    /// Blocks each prefill instance's approximate cache holds.
+    pub prefill_cache_blocks: usize,
+    /// Eviction policy of those caches.
+    pub cache_policy: PolicyKind,
+    /// KV tokens a decode instance holds (its batch memory limit).
+    pub decode_capacity_tokens: u64,
+    /// Seconds an instance is skipped after a failure.
+    pub backoff_s: f64,
+    /// Admission control applied after the policy.
+    pub admission: Admission,
+}
+
+impl Default for LiveClusterConfig {
+    fn default() -> Self {
+        let cost = CostModel::default();
+        let cap = cost.kv_capacity_tokens();
+        Self {
+            prefill_cache_blocks: (cap / 512).max(1) as usize,
+            decode_capacity_tokens: cap,
+            cost,
+            slo: Slo::default(),
+            block_tokens: 512,
+            cache_policy: PolicyKind::Lru,
+            backoff_s: 10.0,
+            admission: Admission::default(),
+        }
+    }
+}
+
+/// Prefill or decode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// A prefill instance.
+    Prefill,
+    /// A decode instance.
+    Decode,
+}
+
+impl Role {
+    /// `prefill` or `decode`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Prefill => "prefill",
+            Role::Decode => "decode",
+        }
+    }
+}
+
+/// An admitted request's placement.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Routed {
+    /// Handle for [`LiveCluster::prefill_done`] / [`LiveCluster::finish`].
+    pub ticket: u64,
+    /// Prefill instance (index into the configured list).
+    pub prefill: usize,
+    /// Decode instance.
+    pub decode: usize,
+    /// The policy planned to reuse a longer prefix held by this prefill
+    /// instance (Mooncake's hot-block replication). The router cannot move
+    /// KV itself: with a shared KV pool (Mooncake Store connector) the
+    /// chosen engine finds the prefix there; otherwise it recomputes it.
+    pub fetch_from: Option<usize>,
+    /// Prefix blocks the chosen instance was believed to hold.
+    pub cached_blocks: usize,
+    /// The policy's TTFT prediction (NaN when it makes none).
+    pub predicted_ttft_s: f64,
+    /// The policy's TBT prediction (NaN when it makes none).
+    pub predicted_tbt_s: f64,
+    /// Predicted prefill time (what the request adds to the queue).
+    pub predicted_prefill_s: f64,
+}
+
+/// Why a request was not placed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    /// The policy or admission control rejected it.
+    #[error("rejected by the scheduler: {}", .0.as_str())]
+    Rejected(RejectReason),
+    /// Every prefill instance is unhealthy or excluded.
+    #[error("no healthy prefill instance")]
+    NoPrefill,
+    /// Every decode instance is unhealthy.
+    #[error("no healthy decode instance")]
+    NoDecode,
+}
+
+/// Per-instance numbers for metrics and status pages.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct InstanceStatus {
+    /// Requests in flight there (prefill: queued; decode: inbound + running).
+    pub in_flight: u32,
+    /// Requests routed there since start.
+    pub routed: u64,
+    /// Not in a failure backoff.
+    pub healthy: bool,
+    /// Prefill: predicted queue seconds; decode: recent mean decode seconds.
+    pub load_s: f64,
+    /// Prefill: approximate cache counters; decode: zeros.
+    pub cache: CacheStats,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct PrefillJob {
+    predicted_s: f64,
+    uncached: u64,
+    input: u64,
+}
+
+#[derive(Debug)]
+struct PrefillInstance {
+    /// Tickets in arrival order.
+    jobs: BTreeMap<u64, PrefillJob>,
+    /// When the oldest job became the oldest.
+    head_since: f64,
+    cache: Box<dyn BlockCache>,
+    unhealthy_until: f64,
+    routed: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Stage {
+    /// In prefill; predicted to join the batch then.
+    Inbound { predicted_join: f64 },
+    /// Decoding since then.
+    Running { joined: f64 },
+}
+
+#[derive(Debug, Clone, Copy)]
+struct DecodeJob {
+    input: u64,
+    output: u64,
+    stage: Stage,
+}
+
+#[derive(Debug, Default)]
+struct DecodeInstance {
+    jobs: HashMap<u64, DecodeJob>,
+    recent: VecDeque<f64>,
+    unhealthy_until: f64,
+    routed: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Ticket {
+    prefill: usize,
+    decode: usize,
+}
+
+/// The router's live model of its instances (see the module docs).
+#[derive(Debug)]
+pub struct LiveCluster {
+    cfg: LiveClusterConfig,
+    now: f64,
+    next_ticket: u64,
+    prefill: Vec<PrefillInstance>,
+    decode: Vec<DecodeInstance>,
+    prefill_loads: Vec<PrefillLoad>,
+    decode_loads: Vec<DecodeLoad>,
+    tickets: HashMap<u64, Ticket>,
+}
+
+impl LiveCluster {
+    /// A cluster of idle, healthy instances with empty caches.
+    pub fn new(cfg: LiveClusterConfig, prefill: usize, decode: usize) -> Self {
+        let prefill = (0..prefill)
+            .map(|_| PrefillInstance {
+                jobs: BTreeMap::new(),
+                head_since: 0.0,
+                cache: new_cache(cfg.cache_policy, cfg.prefill_cache_blocks),
+                unhealthy_until: 0.0,
+                routed: 0,
+            })
+            .collect::<Vec<_>>();
+        let decode = (0..decode).map(|_| DecodeInstance::default()).collect();
+        let mut c = Self {
+            prefill_loads: vec![PrefillLoad::default(); prefill.len()],
+            decode_loads: Vec::new(),
+            cfg,
+            now: 0.0,
+            next_ticket: 0,
+            prefill,
+            decode,
+            tickets: HashMap::new(),
+        };
+        c.decode_loads = (0..c.decode.len()).map(|j| c.decode_load(j)).collect();
+        c
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &LiveClusterConfig {
+        &self.cfg
+    }
+
+    /// Number of prefill / decode instances.
+    pub fn len(&self, role: Role) -> usize {
+        match role {
+            Role::Prefill => self.prefill.len(),
+            Role::Decode => self.decode.len(),
+        }
+    }
+
+    /// Requests admitted and not yet finished or aborted.
+    pub fn in_flight(&self) -> usize {
+        self.tickets.len()
+    }
+
+    /// Moves the clock to `now_s` (never backwards) and refreshes the
+    /// time-dependent loads.
+    pub fn advance(&mut self, now_s: f64) {
+        if now_s.is_finite() && now_s > self.now {
+            self.now = now_s;
+        }
+        for i in 0..self.prefill.len() {
+            self.prefill_loads[i] = self.prefill_load(i);
+        }
+    }
+
+    /// Whether instance `i` of `role` is outside its failure backoff.
+    pub fn is_healthy(&self, role: Role, i: usize) -> bool {
+        let until = match role {
+            Role::Prefill => self.prefill.get(i).map(|p| p.unhealthy_until),
+            Role::Decode => self.decode.get(i).map(|d| d.unhealthy_until),
+        };
+        until.is_some_and(|u| self.now >= u)
+    }
+
+    /// Marks instance `i` failed at `now_s`: routing skips it for the
+    /// backoff period. A failed prefill engine that comes back has lost its
+    /// cache, so the approximate cache is cleared too.
+    pub fn mark_unhealthy(&mut self, role: Role, i: usize, now_s: f64) {
+        self.advance(now_s);
+        let until = self.now + self.cfg.backoff_s;
+        match role {
+            Role::Prefill => {
+                if let Some(p) = self.prefill.get_mut(i) {
+                    p.unhealthy_until = until;
+                    p.cache = new_cache(self.cfg.cache_policy, self.cfg.prefill_cache_blocks);
+                }
+            }
+            Role::Decode => {
+                if let Some(d) = self.decode.get_mut(i) {
+                    d.unhealthy_until = until;
+                }
+            }
+        }
+    }
+
+    /// Routes `req` at `now_s` with `policy`, then admission control, over
+    /// the healthy prefill instances not in `exclude_prefill`; on success the
+    /// request is registered (see the module docs).
+    pub fn route(
+        &mut self,
+        policy: &mut dyn Policy,
+        req: &RequestInfo<'_>,
+        now_s: f64,
+        exclude_prefill: &[usize],
+    ) -> Result<Routed, RouteError> {
+        self.advance(now_s);
+        let p_ok: Vec<usize> = (0..self.prefill.len())
+            .filter(|&i| self.is_healthy(Role::Prefill, i) && !exclude_prefill.contains(&i))
+            .collect();
+        let d_ok: Vec<usize> = (0..self.decode.len())
+            .filter(|&j| self.is_healthy(Role::Decode, j))
+            .collect();
+        if p_ok.is_empty() {
+            return Err(RouteError::NoPrefill);
+        }
+        if d_ok.is_empty() {
+            return Err(RouteError::NoDecode);
+        }
+        let all = p_ok.len() == self.prefill.len() && d_ok.len() == self.decode.len();
+        let (placement, fetch) = if all {
+            decide(policy, &self.cfg.admission, req, self)?
+        } else {
+            let view = HealthyView::new(self, p_ok, d_ok);
+            let (mut pl, fetch) = decide(policy, &self.cfg.admission, req, &view)?;
+            pl.prefill = view.p[pl.prefill];
+            pl.decode = view.d[pl.decode];
+            (pl, fetch.map(|(from, n)| (view.p[from], n)))
+        };
+        Ok(self.admit(req, placement, fetch))
+    }
+
+    /// Registers an accepted placement (global indices).
+    fn admit(
+        &mut self,
+        req: &RequestInfo<'_>,
+        pl: mooncake_conductor::policy::Placement,
+        fetch: Option<(usize, usize)>,
+    ) -> Routed {
+        let bt = self.cfg.block_tokens;
+        let (i, j) = (pl.prefill, pl.decode);
+        let local = self.prefill[i].cache.lookup_prefix(req.blocks);
+        let prefix = fetch.map_or(local, |(_, n)| n.max(local));
+        let cached = cached_tokens(req.input_tokens, prefix, bt);
+        let uncached = req.input_tokens as u64 - cached;
+        let predicted_prefill_s = self.predict_prefill_s(i, uncached, cached);
+        let queue_s = self.prefill_loads[i].queue_s;
+        let join_in = if pl.predicted_ttft_s.is_finite() {
+            pl.predicted_ttft_s
+        } else {
+            queue_s + predicted_prefill_s
+        };
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
+        let now = self.now;
+        let p = &mut self.prefill[i];
+        // Like SGLang's router tree: the blocks count as cached there from
+        // the moment the request is sent.
+        p.cache.access(req.blocks);
+        if p.jobs.is_empty() {
+            p.head_since = now;
+        }
+        p.jobs.insert(
+            ticket,
+            PrefillJob {
+                predicted_s: predicted_prefill_s,
+                uncached,
+                input: req.input_tokens as u64,
+            },
+        );
+        p.routed += 1;
+        let d = &mut self.decode[j];
+        d.jobs.insert(
+            ticket,
+            DecodeJob {
+                input: req.input_tokens as u64,
+                output: req.output_tokens as u64,
+                stage: Stage::Inbound {
+                    predicted_join: now + join_in.max(0.0),
+                },
+            },
+        );
+        d.routed += 1;
+        self.tickets.insert(
+            ticket,
+            Ticket {
+                prefill: i,
+                decode: j,
+            },
+        );
+        self.prefill_loads[i] = self.prefill_load(i);
+        self.decode_loads[j] = self.decode_load(j);
+        Routed {
+            ticket,
+            prefill: i,
+            decode: j,
+            fetch_from: fetch.map(|(from, _)| from),
+            cached_blocks: local,
+            predicted_ttft_s: pl.predicted_ttft_s,
+            predicted_tbt_s: pl.predicted_tbt_s,
+            predicted_prefill_s,
+        }
+    }
+
+    /// Removes `ticket` from its prefill queue.
+    fn leave_prefill(&mut self, ticket: u64, i: usize) {
+        let now = self.now;
+        let p = &mut self.prefill[i];
+        let was_head = p.jobs.keys().next() == Some(&ticket);
+        if p.jobs.remove(&ticket).is_some() && was_head {
+            p.head_since = now;
+        }
+        self.prefill_loads[i] = self.prefill_load(i);
+    }
+
+    /// The prefill instance answered: the request leaves its queue and
+    /// joins the decode batch.
+    pub fn prefill_done(&mut self, ticket: u64, now_s: f64) {
+        self.advance(now_s);
+        let Some(t) = self.tickets.get(&ticket).copied() else {
+            return;
+        };
+        self.leave_prefill(ticket, t.prefill);
+        let now = self.now;
+        if let Some(job) = self.decode[t.decode].jobs.get_mut(&ticket) {
+            if let Stage::Inbound { .. } = job.stage {
+                job.stage = Stage::Running { joined: now };
+            }
+        }
+        self.decode_loads[t.decode] = self.decode_load(t.decode);
+    }
+
+    /// The request ended. A `completed` decode contributes its duration to
+    /// the instance's mean decode time.
+    pub fn finish(&mut self, ticket: u64, now_s: f64, completed: bool) {
+        self.advance(now_s);
+        let Some(t) = self.tickets.remove(&ticket) else {
+            return;
+        };
+        self.leave_prefill(ticket, t.prefill);
+        let now = self.now;
+        let d = &mut self.decode[t.decode];
+        if let Some(job) = d.jobs.remove(&ticket) {
+            if let (true, Stage::Running { joined }) = (completed, job.stage) {
+                if d.recent.len() == DECODE_WINDOW {
+                    d.recent.pop_front();
+                }
+                d.recent.push_back((now - joined).max(0.0));
+            }
+        }
+        self.decode_loads[t.decode] = self.decode_load(t.decode);
+    }
+
+    /// The request failed or was cancelled at any stage.
+    pub fn abort(&mut self, ticket: u64, now_s: f64) {
+        self.finish(ticket, now_s, false);
+    }
+
+    /// Per-instance numbers of `role`, in configured order.
+    pub fn status(&self, role: Role) -> Vec<InstanceStatus> {
+        match role {
+            Role::Prefill => (0..self.prefill.len())
+                .map(|i| InstanceStatus {
+                    in_flight: self.prefill[i].jobs.len() as u32,
+                    routed: self.prefill[i].routed,
+                    healthy: self.is_healthy(role, i),
+                    load_s: self.prefill_loads[i].queue_s,
+                    cache: self.prefill[i].cache.stats(),
+                })
+                .collect(),
+            Role::Decode => (0..self.decode.len())
+                .map(|j| InstanceStatus {
+                    in_flight: self.decode[j].jobs.len() as u32,
+                    routed: self.decode[j].routed,
+                    healthy: self.is_healthy(role, j),
+                    load_s: self.decode_loads[j].mean_decode_s,
+                    cache: CacheStats::default(),
+                })
+                .collect(),
+        }
+    }
+
+    fn prefill_load(&self, i: usize) -> PrefillLoad {
+        let p = &self.prefill[i];
+        let mut load = PrefillLoad {
+            requests: p.jobs.len() as u32,
+            ..PrefillLoad::default()
+        };
+        for (k, job) in p.jobs.values().enumerate() {
+            load.queue_s += if k == 0 {
+                (job.predicted_s - (self.now - p.head_since)).max(0.0)
+            } else {
+                job.predicted_s
+            };
+            load.prefill_tokens += job.uncached;
+            load.active_tokens += job.input;
+        }
+        load
+    }
+
+    fn decode_load(&self, j: usize) -> DecodeLoad {
+        let d = &self.decode[j];
+        let mut load = DecodeLoad {
+            capacity_tokens: self.cfg.decode_capacity_tokens,
+            mean_decode_s: if d.recent.is_empty() {
+                0.0
+            } else {
+                d.recent.iter().sum::<f64>() / d.recent.len() as f64
+            },
+            ..DecodeLoad::default()
+        };
+        for job in d.jobs.values() {
+            let need = job.input + job.output;
+            match job.stage {
+                Stage::Running { .. } => {
+                    load.batch += 1;
+                    // Output progress is not observed: assume half done.
+                    load.context_tokens += job.input + job.output / 2;
+                    load.reserved_tokens += need;
+                }
+                Stage::Inbound { .. } => {
+                    load.inbound += 1;
+                    load.inbound_tokens += need;
+                }
+            }
+        }
+        load
+    }
+}
+
+/// Cached prompt tokens given a reused prefix of `blocks` (at most
+/// `input − 1`: the last token is always computed).
+fn cached_tokens(input: u32, blocks: usize, block_tokens: u32) -> u64 {
+    (blocks as u64 * block_tokens as u64).min((input as u64).saturating_sub(1))
+}
+
+/// Runs the policy and admission control on `view`; indices are the view's.
+#[allow(clippy::type_complexity)]
+fn decide(
+    policy: &mut dyn Policy,
+    admission: &Admission,
+    req: &RequestInfo<'_>,
+    view: &dyn ClusterView,
+) -> Result<
+    (
+        mooncake_conductor::policy::Placement,
+        Option<(usize, usize)>,
+    ),
+    RouteError,
+> {
+    let pl = match policy.route(req, view) {
+        Decision::Accept(pl) => pl,
+        Decision::Reject(r) => return Err(RouteError::Rejected(r)),
+    };
+    if pl.prefill >= view.prefill().len() || pl.decode >= view.decode().len() {
+        // A policy bug must not take the router down: treat as overload.
+        return Err(RouteError::Rejected(RejectReason::TtftSlo));
+    }
+    admission
+        .check(req, &pl, view)
+        .map_err(RouteError::Rejected)?;
+    Ok((pl, pl.fetch.map(|f| (f.from, f.prefix_blocks))))
+}
+
+impl ClusterView for LiveCluster {
+    fn now_s(&self) -> f64 {
+        self.now
+    }
+    fn cost(&self) -> &CostModel {
+        &self.cfg.cost
+    }
+    fn block_tokens(&self) -> u32 {
+        self.cfg.block_tokens
+    }
+    fn slo(&self) -> Slo {
+        self.cfg.slo
+    }
+    fn prefill(&self) -> &[PrefillLoad] {
+        &self.prefill_loads
+    }
+    fn decode(&self) -> &[DecodeLoad] {
+        &self.decode_loads
+    }
+    fn prefix_blocks(&self, instance: usize, blocks: &[u64]) -> usize {
+        self.prefill
+            .get(instance)
+            .map_or(0, |p| p.cache.lookup_prefix(blocks))
+    }
+    /// Uniform-stay model over the requests the router placed: running
+    /// requests leave `hold_s` after they joined (one older than `hold_s/2`
+    /// gets `hold_s/2` more, its expected residual life, as admission
+    /// control assumes), inbound ones join at their predicted TTFT.
+    fn decode_peak_tokens(&self, decode: usize, from: f64, to: f64, hold_s: f64) -> u64 {
+        let Some(d) = self.decode.get(decode) else {
+            return 0;
+        };
+        let now = self.now;
+        let mut ev: Vec<(f64, i64)> = Vec::with_capacity(2 * d.jobs.len());
+        for job in d.jobs.values() {
+            let start = match job.stage {
+                Stage::Running { joined } => joined.max(now - hold_s / 2.0),
+                Stage::Inbound { predicted_join } => predicted_join.max(now),
+            };
+            let need = (job.input + job.output) as i64;
+            ev.push((start, need));
+            ev.push((start + hold_s, -need));
+        }
+        // Leaving before joining at equal times.
+        ev.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        let mut it = ev.into_iter().peekable();
+        let mut cur = 0i64;
+        while let Some(&(t, delta)) = it.peek() {
+            if t > from {
+                break;
+            }
+            cur += delta;
+            it.next();
+        }
+        let mut peak = cur;
+        for (t, delta) in it {
+            if t > to {
+                break;
+            }
+            cur += delta;
+            peak = peak.max(cur);
+        }
+        peak.max(0) as u64
+    }
+}
+
+/// The cluster restricted to some instances, indices renumbered `0..n`.
+struct HealthyView<'a> {
+    c: &'a LiveCluster,
+    p: Vec<usize>,
+    d: Vec<usize>,
+    pl: Vec<PrefillLoad>,
+    dl: Vec<DecodeLoad>,
+}
+
+impl<'a> HealthyView<'a> {
+    fn new(c: &'a LiveCluster, p: Vec<usize>, d: Vec<usize>) -> Self {
+        let pl = p.iter().map(|&i| c.prefill_loads[i]).collect();
+        let dl = d.iter().map(|&j| c.decode_loads[j]).collect();
+        Self { c, p, d, pl, dl }
+    }
+}
+
+impl ClusterView for HealthyView<'_> {
+    fn now_s(&self) -> f64 {
+        self.c.now
+    }
+    fn cost(&self) -> &CostModel {
+        &self.c.cfg.cost
+    }
+    fn block_tokens(&self) -> u32 {
+        self.c.cfg.block_tokens
+    }
+    fn slo(&self) -> Slo {
+        self.c.cfg.slo
+    }
+    fn prefill(&self) -> &[PrefillLoad] {
+        &self.pl
+    }
+    fn decode(&self) -> &[DecodeLoad] {
+        &self.dl
+    }
+    fn prefix_blocks(&self, instance: usize, blocks: &[u64]) -> usize {
+        self.p
+            .get(instance)
+            .map_or(0, |&i| self.c.prefix_blocks(i, blocks))
+    }
+    fn predict_prefill_s(&self, instance: usize, new_tokens: u64, cached_tokens: u64) -> f64 {
+        let i = self.p.get(instance).copied().unwrap_or(0);
+        self.c.predict_prefill_s(i, new_tokens, cached_tokens)
+    }
+    fn decode_peak_tokens(&self, decode: usize, from: f64, to: f64, hold_s: f64) -> u64 {
+        self.d
+            .get(decode)
+            .map_or(0, |&j| self.c.decode_peak_tokens(j, from, to, hold_s))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,360 @@
+//! [`RouterConfig`]: every setting of `mooncake router`, one typed struct.
+//!
+//! Sources, later winning: defaults, a TOML file (`--config`: router keys at
+//! the top level, the cost model in `[model]` / `[hardware]` sections — the
+//! same sections `mooncake sim --config` reads), environment variables
+//! `MOONCAKE_ROUTER_<KEY>` (upper-case key; lists comma-separated), flags.
+//! Values are validated once ([`RouterConfig::validate`]); a bad value is a
+//! typed error naming the key.
+
+use crate::cluster::LiveClusterConfig;
+use crate::prompt::{CHARS_PER_TOKEN, DEFAULT_BLOCK_CHARS, DEFAULT_MAX_TOKENS};
+use mooncake_conductor::cache::PolicyKind;
+use mooncake_conductor::cost::{CostConfig, CostModel};
+use mooncake_conductor::policy::admission::{Admission, AdmissionMode};
+use mooncake_conductor::policy::{PolicyName, Slo};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use std::str::FromStr;
+
+/// Prefix of the environment variables [`RouterConfig::apply_env`] reads.
+pub const ENV_PREFIX: &str = "MOONCAKE_ROUTER_";
+
+/// A configuration problem.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// File path.
+        path: String,
+        /// Underlying error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for the router.
+    #[error("invalid router config {path}: {message}")]
+    Parse {
+        /// File path.
+        path: String,
+        /// Parser message.
+        message: String,
+    },
+    /// A key is unknown or its value is out of range.
+    #[error("router config `{key}`: {message}")]
+    Invalid {
+        /// The key.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_string(),
+        message: message.into(),
+    }
+}
+
+/// Settings of the live router.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RouterConfig {
+    /// Bind address.
+    pub host: String,
+    /// Bind port (0 = any free port).
+    pub port: u16,
+    /// Prefill instances' base URLs (`http://host:port`).
+    pub prefill: Vec<String>,
+    /// Decode instances' base URLs.
+    pub decode: Vec<String>,
+    /// Scheduling policy (the simulator's names).
+    pub policy: PolicyName,
+    /// Admission control after the policy: none, early, predictive.
+    pub admission: AdmissionMode,
+    /// Reject when the decode memory share would exceed this.
+    pub admission_threshold: f64,
+    /// TTFT SLO, seconds.
+    pub slo_ttft: f64,
+    /// TBT SLO, seconds.
+    pub slo_tbt: f64,
+    /// Characters per prefix block (≈ 4 per token).
+    pub block_chars: usize,
+    /// Output tokens assumed when a request gives no `max_tokens`.
+    pub default_max_tokens: u32,
+    /// Tokens each prefill instance's approximate cache holds (default: the
+    /// cost model's KV capacity of one node).
+    pub cache_tokens: Option<u64>,
+    /// Eviction policy of the approximate caches: lru, lfu, length-aware.
+    pub cache_policy: PolicyKind,
+    /// Seconds a failed instance is skipped.
+    pub backoff_secs: f64,
+    /// Seconds to wait for a TCP connection to an instance.
+    pub connect_timeout_secs: f64,
+    /// Seconds a prefill request may take in total.
+    pub prefill_timeout_secs: f64,
+    /// Seed of randomised policies.
+    pub seed: u64,
+    /// The cost model (`[model]` / `[hardware]` in the file).
+    #[serde(skip)]
+    pub cost: CostConfig,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".into(),
+            port: 8000,
+            prefill: Vec::new(),
+            decode: Vec::new(),
+            policy: PolicyName::Mooncake,
+            admission: AdmissionMode::None,
+            admission_threshold: 1.0,
+            slo_ttft: 30.0,
+            slo_tbt: 0.1,
+            block_chars: DEFAULT_BLOCK_CHARS,
+            default_max_tokens: DEFAULT_MAX_TOKENS,
+            cache_tokens: None,
+            cache_policy: PolicyKind::Lru,
+            backoff_secs: 10.0,
+            connect_timeout_secs: 2.0,
+            prefill_timeout_secs: 600.0,
+            seed: 42,
+            cost: CostConfig::default(),
+        }
+    }
+}
+
+fn parse<T: FromStr>(key: &str, value: &str) -> Result<T, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    value
+        .trim()
+        .parse()
+        .map_err(|e: T::Err| invalid(key, format!("`{value}`: {e}")))
+}
+
+fn list(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+impl RouterConfig {
+    /// Parses a TOML document: router keys at the top level, optional
+    /// `[model]` / `[hardware]` cost-model sections.
+    pub fn from_toml_str(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        let perr = |message: String| ConfigError::Parse {
+            path: origin.to_string(),
+            message,
+        };
+        let mut table: toml::Table = toml::from_str(text).map_err(|e| perr(e.to_string()))?;
+        let mut cost = toml::Table::new();
+        for section in ["model", "hardware"] {
+            if let Some(v) = table.remove(section) {
+                cost.insert(section.to_string(), v);
+            }
+        }
+        let mut cfg: RouterConfig = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| perr(e.to_string()))?;
+        cfg.cost = toml::Value::Table(cost)
+            .try_into()
+            .map_err(|e: toml::de::Error| perr(e.to_string()))?;
+        Ok(cfg)
+    }
+
+    /// Reads [`RouterConfig::from_toml_str`] from a file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let p = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: p.clone(),
+            source,
+        })?;
+        Self::from_toml_str(&text, &p)
+    }
+
+    /// Sets one key from its string form (env and flags use this).
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
+        let key = key.to_ascii_lowercase().replace('-', "_");
+        let k = key.as_str();
+        match k {
+            "host" => self.host = value.trim().to_string(),
+            "port" => self.port = parse(k, value)?,
+            "prefill" => self.prefill = list(value),
+            "decode" => self.decode = list(value),
+            "policy" => self.policy = parse(k, value)?,
+            "admission" => self.admission = parse(k, value)?,
+            "admission_threshold" => self.admission_threshold = parse(k, value)?,
+            "slo_ttft" => self.slo_ttft = parse(k, value)?,
+            "slo_tbt" => self.slo_tbt = parse(k, value)?,
+            "block_chars" => self.block_chars = parse(k, value)?,
+            "default_max_tokens" => self.default_max_tokens = parse(k, value)?,
+            "cache_tokens" => self.cache_tokens = Some(parse(k, value)?),
+            "cache_policy" => self.cache_policy = parse(k, value)?,
+            "backoff_secs" => self.backoff_secs = parse(k, value)?,
+            "connect_timeout_secs" => self.connect_timeout_secs = parse(k, value)?,
+            "prefill_timeout_secs" => self.prefill_timeout_secs = parse(k, value)?,
+            "seed" => self.seed = parse(k, value)?,
+            _ => return Err(invalid(k, "unknown key")),
+        }
+        Ok(())
+    }
+
+    /// Applies `MOONCAKE_ROUTER_<KEY>` variables from `vars` (other
+    /// variables are ignored; an unknown router key is an error).
+    pub fn apply_env<I: IntoIterator<Item = (String, String)>>(
+        &mut self,
+        vars: I,
+    ) -> Result<(), ConfigError> {
+        for (name, value) in vars {
+            if let Some(key) = name.strip_prefix(ENV_PREFIX) {
+                self.set(key, &value)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks every value.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (key, urls) in [("prefill", &self.prefill), ("decode", &self.decode)] {
+            if urls.is_empty() {
+                return Err(invalid(key, "at least one instance URL is required"));
+            }
+            for u in urls {
+                if !(u.starts_with("http://") || u.starts_with("https://")) {
+                    return Err(invalid(key, format!("`{u}` is not an http(s) URL")));
+                }
+            }
+        }
+        let positive = [
+            ("slo_ttft", self.slo_ttft),
+            ("slo_tbt", self.slo_tbt),
+            ("admission_threshold", self.admission_threshold),
+            ("connect_timeout_secs", self.connect_timeout_secs),
+            ("prefill_timeout_secs", self.prefill_timeout_secs),
+        ];
+        for (key, v) in positive {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(invalid(key, format!("must be > 0, got {v}")));
+            }
+        }
+        if !(self.backoff_secs.is_finite() && self.backoff_secs >= 0.0) {
+            return Err(invalid("backoff_secs", "must be >= 0"));
+        }
+        if self.block_chars < CHARS_PER_TOKEN {
+            return Err(invalid(
+                "block_chars",
+                format!("must be at least {CHARS_PER_TOKEN}"),
+            ));
+        }
+        if self.cache_tokens == Some(0) {
+            return Err(invalid("cache_tokens", "must be > 0"));
+        }
+        self.cost
+            .validate()
+            .map_err(|e| invalid("model/hardware", e.to_string()))?;
+        Ok(())
+    }
+
+    /// Estimated tokens per block.
+    pub fn block_tokens(&self) -> u32 {
+        u32::try_from((self.block_chars / CHARS_PER_TOKEN).max(1)).unwrap_or(u32::MAX)
+    }
+
+    /// The [`LiveClusterConfig`] these settings describe.
+    pub fn cluster_config(&self) -> Result<LiveClusterConfig, ConfigError> {
+        self.validate()?;
+        let cost = CostModel::new(self.cost.clone())
+            .map_err(|e| invalid("model/hardware", e.to_string()))?;
+        let cap = cost.kv_capacity_tokens();
+        let bt = self.block_tokens();
+        let cache_tokens = self.cache_tokens.unwrap_or(cap);
+        Ok(LiveClusterConfig {
+            prefill_cache_blocks: (cache_tokens / bt as u64).max(1) as usize,
+            decode_capacity_tokens: cap,
+            cost,
+            slo: Slo {
+                ttft_s: self.slo_ttft,
+                tbt_s: self.slo_tbt,
+            },
+            block_tokens: bt,
+            cache_policy: self.cache_policy,
+            backoff_s: self.backoff_secs,
+            admission: Admission {
+                mode: self.admission,
+                threshold: self.admission_threshold,
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_env_flags_in_order() {
+        let text = r#"
+            prefill = ["http://a:1", "http://b:2"]
+            decode = ["http://c:3"]
+            policy = "cache-aware"
+            slo_ttft = 5.0
+            [hardware]
+            tflops_per_gpu = 989.0
+        "#;
+        let mut cfg = RouterConfig::from_toml_str(text, "t.toml").unwrap();
+        assert_eq!(cfg.prefill.len(), 2);
+        assert_eq!(cfg.policy, PolicyName::CacheAware);
+        assert_eq!(cfg.cost.hardware.tflops_per_gpu, 989.0);
+        cfg.apply_env([
+            ("MOONCAKE_ROUTER_POLICY".to_string(), "dynamo".to_string()),
+            (
+                "MOONCAKE_ROUTER_DECODE".into(),
+                "http://x:1, http://y:2".into(),
+            ),
+            ("PATH".into(), "/bin".into()),
+        ])
+        .unwrap();
+        assert_eq!(cfg.policy, PolicyName::Dynamo);
+        assert_eq!(cfg.decode, vec!["http://x:1", "http://y:2"]);
+        cfg.set("slo-ttft", "7").unwrap();
+        assert_eq!(cfg.slo_ttft, 7.0);
+        cfg.validate().unwrap();
+        let cc = cfg.cluster_config().unwrap();
+        assert_eq!(cc.block_tokens, 512);
+        assert_eq!(cc.slo.ttft_s, 7.0);
+    }
+
+    #[test]
+    fn bad_values_are_typed_errors() {
+        let mut cfg = RouterConfig::default();
+        assert!(
+            matches!(cfg.validate(), Err(ConfigError::Invalid { key, .. }) if key == "prefill")
+        );
+        cfg.prefill = vec!["a:1".into()];
+        cfg.decode = vec!["http://d".into()];
+        assert!(
+            matches!(cfg.validate(), Err(ConfigError::Invalid { key, .. }) if key == "prefill")
+        );
+        cfg.prefill = vec!["http://a:1".into()];
+        cfg.validate().unwrap();
+        assert!(cfg.set("policy", "fastest").is_err());
+        assert!(cfg.set("nope", "1").is_err());
+        assert!(cfg.set("port", "99999").is_err());
+        cfg.set("slo_tbt", "0").unwrap();
+        assert!(cfg.validate().is_err());
+        assert!(matches!(
+            RouterConfig::from_toml_str("polcy = 1", "x"),
+            Err(ConfigError::Parse { .. })
+        ));
+        assert!(matches!(
+            RouterConfig::from_toml_str("[model]\nlayerz = 1", "x"),
+            Err(ConfigError::Parse { .. })
+        ));
+    }
+}

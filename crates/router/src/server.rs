@@ -1,0 +1,684 @@
+//! The HTTP shell around [`LiveCluster`]: OpenAI-compatible endpoints and
+//! the disaggregated request flow of vLLM's proxy for its Mooncake
+//! connector.
+//!
+//! Per request (`POST /v1/completions`, `POST /v1/chat/completions`):
+//! 1. parse the body (400 on malformed JSON or a missing prompt), estimate
+//!    its shape ([`crate::prompt`]);
+//! 2. route it with the policy on the live cluster (503 `overloaded_error`
+//!    on a rejection);
+//! 3. POST it to the prefill instance with `max_tokens: 1`, `stream: false`
+//!    and `kv_transfer_params: {"do_remote_decode": true, ...}`; if the
+//!    instance cannot be reached it is marked unhealthy for the backoff and
+//!    the request is re-routed among the others (nothing was computed, so
+//!    the retry is safe); a non-2xx answer is passed through;
+//! 4. POST the original body to the decode instance with the
+//!    `kv_transfer_params` the prefill answer returned, and stream its answer
+//!    back unchanged (SSE passthrough) or return its JSON.
+//!
+//! The routing state lives behind one mutex that is never held across an
+//! await. A [`TicketGuard`] ends every admitted request in the cluster
+//! exactly once, also when the client disconnects mid-way (the handler
+//! future is dropped) or a stream breaks.
+
+use crate::cluster::{LiveCluster, Role, RouteError, Routed};
+use crate::config::{ConfigError, RouterConfig};
+use crate::error::ApiError;
+use crate::metrics::{InstanceLabels, Metrics, Outcome};
+use crate::prompt::{self, Endpoint};
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use mooncake_conductor::policy::{Policy, RequestInfo};
+use parking_lot::Mutex;
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tracing::Instrument;
+
+/// Largest request body accepted (long-context prompts are a few MiB).
+pub const MAX_BODY_BYTES: usize = 64 << 20;
+
+struct Core {
+    cluster: LiveCluster,
+    policy: Box<dyn Policy>,
+}
+
+struct AppState {
+    cfg: RouterConfig,
+    core: Mutex<Core>,
+    client: reqwest::Client,
+    metrics: Metrics,
+    start: Instant,
+    next_id: AtomicU64,
+}
+
+impl AppState {
+    fn now(&self) -> f64 {
+        self.start.elapsed().as_secs_f64()
+    }
+
+    fn mark_unhealthy(&self, role: Role, i: usize) {
+        let now = self.now();
+        self.core.lock().cluster.mark_unhealthy(role, i, now);
+    }
+}
+
+/// The live router: configuration, routing state, metrics.
+#[derive(Clone)]
+pub struct RouterService {
+    st: Arc<AppState>,
+}
+
+impl RouterService {
+    /// Validates `cfg` and builds the router (no sockets yet).
+    pub fn new(cfg: RouterConfig) -> Result<Self, ConfigError> {
+        let cluster_cfg = cfg.cluster_config()?;
+        let cluster = LiveCluster::new(cluster_cfg, cfg.prefill.len(), cfg.decode.len());
+        let policy = cfg.policy.build(cfg.seed);
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs_f64(cfg.connect_timeout_secs))
+            .pool_max_idle_per_host(64)
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| ConfigError::Invalid {
+                key: "http client".into(),
+                message: e.to_string(),
+            })?;
+        Ok(Self {
+            st: Arc::new(AppState {
+                cfg,
+                core: Mutex::new(Core { cluster, policy }),
+                client,
+                metrics: Metrics::default(),
+                start: Instant::now(),
+                next_id: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// The configuration in effect.
+    pub fn config(&self) -> &RouterConfig {
+        &self.st.cfg
+    }
+
+    /// The router's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.st.metrics
+    }
+
+    /// Reads the routing state.
+    pub fn with_cluster<R>(&self, f: impl FnOnce(&LiveCluster) -> R) -> R {
+        f(&self.st.core.lock().cluster)
+    }
+
+    /// The routes, ready to serve.
+    pub fn app(&self) -> axum::Router {
+        axum::Router::new()
+            .route("/v1/completions", post(completions))
+            .route("/v1/chat/completions", post(chat_completions))
+            .route("/v1/models", get(models))
+            .route("/health", get(health))
+            .route("/metrics", get(metrics))
+            .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+            .with_state(self.st.clone())
+    }
+
+    /// The Prometheus exposition text.
+    pub fn render_metrics(&self) -> String {
+        let (p, d) = {
+            let core = self.st.core.lock();
+            (
+                core.cluster.status(Role::Prefill),
+                core.cluster.status(Role::Decode),
+            )
+        };
+        self.st.metrics.render(
+            InstanceLabels {
+                prefill: &self.st.cfg.prefill,
+                decode: &self.st.cfg.decode,
+            },
+            &p,
+            &d,
+        )
+    }
+}
+
+/// A server running on a background task; stops on [`Server::shutdown`] or
+/// when dropped.
+pub struct Server {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl Server {
+    /// Serves `app` on `listener` with graceful shutdown.
+    pub fn spawn(listener: TcpListener, app: axum::Router) -> std::io::Result<Self> {
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await
+        });
+        Ok(Self {
+            addr,
+            stop: Some(stop),
+            task: Some(task),
+        })
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://addr`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops accepting, lets in-flight requests finish, waits for the task.
+    pub async fn shutdown(mut self) -> std::io::Result<()> {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        match self.task.take() {
+            Some(t) => t.await.unwrap_or_else(|e| Err(std::io::Error::other(e))),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+/// Ends an admitted request in the cluster exactly once: aborted unless
+/// [`TicketGuard::finish`] ran (dropped handler, broken stream, error path).
+struct TicketGuard {
+    st: Arc<AppState>,
+    ticket: u64,
+    armed: bool,
+}
+
+impl TicketGuard {
+    fn prefill_done(&self) {
+        let now = self.st.now();
+        self.st.core.lock().cluster.prefill_done(self.ticket, now);
+    }
+
+    fn finish(mut self, completed: bool) {
+        self.armed = false;
+        let now = self.st.now();
+        self.st
+            .core
+            .lock()
+            .cluster
+            .finish(self.ticket, now, completed);
+    }
+}
+
+impl Drop for TicketGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            let now = self.st.now();
+            self.st.core.lock().cluster.abort(self.ticket, now);
+        }
+    }
+}
+
+/// A failed request: the metric outcome and the answer.
+struct Failure {
+    outcome: Outcome,
+    response: Response,
+}
+
+impl From<(Outcome, ApiError)> for Failure {
+    fn from((outcome, e): (Outcome, ApiError)) -> Self {
+        Self {
+            outcome,
+            response: e.into_response(),
+        }
+    }
+}
+
+async fn completions(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
+    handle(st, Endpoint::Completions, body).await
+}
+
+async fn chat_completions(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
+    handle(st, Endpoint::ChatCompletions, body).await
+}
+
+async fn handle(st: Arc<AppState>, ep: Endpoint, body: Bytes) -> Response {
+    let id = st.next_id.fetch_add(1, Ordering::Relaxed);
+    let span = tracing::info_span!(
+        "request",
+        id,
+        endpoint = ep.label(),
+        prefill = tracing::field::Empty,
+        decode = tracing::field::Empty,
+        outcome = tracing::field::Empty,
+    );
+    let res = forward(st.clone(), ep, body, id, span.clone())
+        .instrument(span.clone())
+        .await;
+    let (outcome, response) = match res {
+        Ok(r) => (Outcome::Ok, r),
+        Err(f) => (f.outcome, f.response),
+    };
+    span.record("outcome", outcome.as_str());
+    st.metrics.request(outcome);
+    response
+}
+
+/// The body sent to the prefill instance (vLLM's disaggregated proxy).
+pub fn prefill_body(original: &Value) -> Value {
+    let mut b = original.clone();
+    if let Some(o) = b.as_object_mut() {
+        o.insert("max_tokens".into(), json!(1));
+        if o.contains_key("max_completion_tokens") {
+            o.insert("max_completion_tokens".into(), json!(1));
+        }
+        o.insert("stream".into(), json!(false));
+        o.remove("stream_options");
+        o.insert(
+            "kv_transfer_params".into(),
+            json!({
+                "do_remote_decode": true,
+                "do_remote_prefill": false,
+                "remote_engine_id": null,
+                "remote_block_ids": null,
+                "remote_host": null,
+                "remote_port": null,
+            }),
+        );
+    }
+    b
+}
+
+/// The body sent to the decode instance: the original plus the prefill
+/// answer's `kv_transfer_params`, when it returned any.
+pub fn decode_body(original: &Value, prefill_answer: &Value) -> Value {
+    let mut b = original.clone();
+    if let (Some(o), Some(kv)) = (b.as_object_mut(), prefill_answer.get("kv_transfer_params")) {
+        if !kv.is_null() {
+            o.insert("kv_transfer_params".into(), kv.clone());
+        }
+    }
+    b
+}
+
+fn passthrough(status: reqwest::StatusCode, ct: Option<HeaderValue>, body: Body) -> Response {
+    let mut r = Response::new(body);
+    *r.status_mut() = StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        ct.unwrap_or(HeaderValue::from_static("application/json")),
+    );
+    r
+}
+
+fn content_type(resp: &reqwest::Response) -> Option<HeaderValue> {
+    resp.headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok())
+}
+
+/// Routes and sends to prefill, re-routing while instances are unreachable.
+async fn prefill_stage(
+    st: &Arc<AppState>,
+    ep: Endpoint,
+    json: &Value,
+    info: &RequestInfo<'_>,
+) -> Result<(TicketGuard, Routed, Value), Failure> {
+    let mut excluded: Vec<usize> = Vec::new();
+    let mut last_error = String::new();
+    let body = prefill_body(json);
+    loop {
+        let routed = {
+            let now = st.now();
+            let mut core = st.core.lock();
+            let Core { cluster, policy } = &mut *core;
+            cluster.route(policy.as_mut(), info, now, &excluded)
+        };
+        let routed = match routed {
+            Ok(r) => r,
+            Err(RouteError::Rejected(reason)) => {
+                st.metrics.rejection(reason.as_str());
+                let msg = format!(
+                    "request rejected by the `{}` scheduler ({}): the cluster cannot meet the \
+                     SLOs (TTFT {} s, TBT {} s) for it now; retry later",
+                    st.cfg.policy,
+                    reason.as_str(),
+                    st.cfg.slo_ttft,
+                    st.cfg.slo_tbt
+                );
+                return Err((Outcome::Rejected, ApiError::overloaded(msg)).into());
+            }
+            Err(RouteError::NoPrefill) if !excluded.is_empty() => {
+                return Err((
+                    Outcome::BackendError,
+                    ApiError::bad_gateway(format!(
+                        "no prefill instance could be reached: {last_error}"
+                    )),
+                )
+                    .into());
+            }
+            Err(e) => {
+                return Err((Outcome::Unavailable, ApiError::unavailable(e.to_string())).into())
+            }
+        };
+        let guard = TicketGuard {
+            st: st.clone(),
+            ticket: routed.ticket,
+            armed: true,
+        };
+        if routed.fetch_from.is_some() {
+            st.metrics.fetch_planned();
+        }
+        let url = &st.cfg.prefill[routed.prefill];
+        tracing::Span::current().record("prefill", url.as_str());
+        tracing::debug!(
+            prefill = %url,
+            decode = %st.cfg.decode[routed.decode],
+            predicted_ttft_s = routed.predicted_ttft_s,
+            cached_blocks = routed.cached_blocks,
+            "routed"
+        );
+        let sent = st
+            .client
+            .post(format!("{url}{}", ep.path()))
+            .timeout(Duration::from_secs_f64(st.cfg.prefill_timeout_secs))
+            .json(&body)
+            .send()
+            .await;
+        let resp = match sent {
+            Ok(r) => r,
+            Err(e) => {
+                drop(guard);
+                st.mark_unhealthy(Role::Prefill, routed.prefill);
+                tracing::warn!(prefill = %url, error = %e, "prefill instance failed; marked unhealthy");
+                if e.is_connect() {
+                    // Nothing ran there: re-route among the others.
+                    st.metrics.retry();
+                    excluded.push(routed.prefill);
+                    last_error = format!("{url}: {e}");
+                    continue;
+                }
+                return Err((
+                    Outcome::BackendError,
+                    ApiError::bad_gateway(format!("prefill instance {url} failed: {e}")),
+                )
+                    .into());
+            }
+        };
+        let status = resp.status();
+        let ct = content_type(&resp);
+        let bytes = match resp.bytes().await {
+            Ok(b) => b,
+            Err(e) => {
+                drop(guard);
+                st.mark_unhealthy(Role::Prefill, routed.prefill);
+                return Err((
+                    Outcome::BackendError,
+                    ApiError::bad_gateway(format!("prefill instance {url} broke off: {e}")),
+                )
+                    .into());
+            }
+        };
+        if !status.is_success() {
+            return Err(Failure {
+                outcome: Outcome::BackendStatus,
+                response: passthrough(status, ct, Body::from(bytes)),
+            });
+        }
+        let answer: Value = serde_json::from_slice(&bytes).map_err(|e| {
+            Failure::from((
+                Outcome::BackendError,
+                ApiError::bad_gateway(format!("prefill instance {url} answered invalid JSON: {e}")),
+            ))
+        })?;
+        guard.prefill_done();
+        return Ok((guard, routed, answer));
+    }
+}
+
+async fn forward(
+    st: Arc<AppState>,
+    ep: Endpoint,
+    body: Bytes,
+    id: u64,
+    span: tracing::Span,
+) -> Result<Response, Failure> {
+    let t0 = Instant::now();
+    let bad = |m: String| Failure::from((Outcome::BadRequest, ApiError::bad_request(m)));
+    let json: Value =
+        serde_json::from_slice(&body).map_err(|e| bad(format!("invalid JSON body: {e}")))?;
+    let shape = prompt::shape(ep, &json, st.cfg.block_chars, st.cfg.default_max_tokens)
+        .map_err(|e| bad(e.to_string()))?;
+    let info = RequestInfo {
+        id,
+        input_tokens: shape.input_tokens,
+        output_tokens: shape.output_tokens,
+        blocks: &shape.blocks,
+    };
+    let (guard, routed, answer) = prefill_stage(&st, ep, &json, &info).await?;
+    if !shape.stream {
+        st.metrics.ttft(t0.elapsed().as_secs_f64());
+    }
+    let url = &st.cfg.decode[routed.decode];
+    span.record("decode", url.as_str());
+    let sent = st
+        .client
+        .post(format!("{url}{}", ep.path()))
+        .json(&decode_body(&json, &answer))
+        .send()
+        .await;
+    let resp = match sent {
+        Ok(r) => r,
+        Err(e) => {
+            drop(guard);
+            st.mark_unhealthy(Role::Decode, routed.decode);
+            tracing::warn!(decode = %url, error = %e, "decode instance failed; marked unhealthy");
+            return Err((
+                Outcome::BackendError,
+                ApiError::bad_gateway(format!("decode instance {url} failed: {e}")),
+            )
+                .into());
+        }
+    };
+    let status = resp.status();
+    let ct = content_type(&resp);
+    if !status.is_success() {
+        let bytes = resp.bytes().await.unwrap_or_default();
+        return Err(Failure {
+            outcome: Outcome::BackendStatus,
+            response: passthrough(status, ct, Body::from(bytes)),
+        });
+    }
+    if shape.stream {
+        let ct = ct.or(Some(HeaderValue::from_static("text/event-stream")));
+        let body = stream_through(st.clone(), resp, guard, t0, span);
+        let mut r = passthrough(status, ct, body);
+        r.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        return Ok(r);
+    }
+    match resp.bytes().await {
+        Ok(bytes) => {
+            guard.finish(true);
+            Ok(passthrough(status, ct, Body::from(bytes)))
+        }
+        Err(e) => {
+            drop(guard);
+            st.mark_unhealthy(Role::Decode, routed.decode);
+            Err((
+                Outcome::BackendError,
+                ApiError::bad_gateway(format!("decode instance {url} broke off: {e}")),
+            )
+                .into())
+        }
+    }
+}
+
+/// Copies the decode answer's chunks to the client as they arrive; the
+/// request ends in the cluster when the stream ends, breaks, or the client
+/// goes away.
+fn stream_through(
+    st: Arc<AppState>,
+    mut resp: reqwest::Response,
+    guard: TicketGuard,
+    t0: Instant,
+    span: tracing::Span,
+) -> Body {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
+    tokio::spawn(
+        async move {
+            let mut first = true;
+            let completed = loop {
+                match resp.chunk().await {
+                    Ok(Some(chunk)) => {
+                        if first {
+                            st.metrics.ttft(t0.elapsed().as_secs_f64());
+                            first = false;
+                        }
+                        if tx.send(Ok(chunk)).await.is_err() {
+                            tracing::debug!("client went away mid-stream");
+                            break false;
+                        }
+                    }
+                    Ok(None) => break true,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "decode stream broke off");
+                        let _ = tx.send(Err(std::io::Error::other(e))).await;
+                        break false;
+                    }
+                }
+            };
+            guard.finish(completed);
+        }
+        .instrument(span),
+    );
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    Body::from_stream(stream)
+}
+
+async fn models(State(st): State<Arc<AppState>>) -> Response {
+    let candidates: Vec<String> = {
+        let core = st.core.lock();
+        let c = &core.cluster;
+        let healthy = |role, urls: &[String]| {
+            urls.iter()
+                .enumerate()
+                .filter(|&(i, _)| c.is_healthy(role, i))
+                .map(|(_, u)| u.clone())
+                .collect::<Vec<_>>()
+        };
+        let mut v = healthy(Role::Decode, &st.cfg.decode);
+        v.extend(healthy(Role::Prefill, &st.cfg.prefill));
+        v
+    };
+    let mut errors = Vec::new();
+    for url in candidates {
+        let r = st
+            .client
+            .get(format!("{url}/v1/models"))
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await;
+        match r {
+            Ok(resp) if resp.status().is_success() => {
+                let ct = content_type(&resp);
+                let status = resp.status();
+                match resp.bytes().await {
+                    Ok(b) => return passthrough(status, ct, Body::from(b)),
+                    Err(e) => errors.push(format!("{url}: {e}")),
+                }
+            }
+            Ok(resp) => errors.push(format!("{url}: HTTP {}", resp.status())),
+            Err(e) => errors.push(format!("{url}: {e}")),
+        }
+    }
+    ApiError::bad_gateway(format!(
+        "no instance listed its models: {}",
+        errors.join("; ")
+    ))
+    .into_response()
+}
+
+async fn health(State(st): State<Arc<AppState>>) -> Response {
+    let (p, d) = {
+        let core = st.core.lock();
+        let c = &core.cluster;
+        let count = |role| (0..c.len(role)).filter(|&i| c.is_healthy(role, i)).count();
+        (count(Role::Prefill), count(Role::Decode))
+    };
+    let ok = p > 0 && d > 0;
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = json!({
+        "status": if ok { "ok" } else { "unavailable" },
+        "prefill_healthy": p,
+        "decode_healthy": d,
+        "policy": st.cfg.policy.as_str(),
+    });
+    (status, axum::Json(body)).into_response()
+}
+
+async fn metrics(State(st): State<Arc<AppState>>) -> Response {
+    let text = RouterService { st }.render_metrics();
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4"),
+        )],
+        text,
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefill_and_decode_bodies_follow_the_vllm_proxy() {
+        let orig = json!({"model": "m", "prompt": "hi", "max_tokens": 50, "stream": true,
+                          "stream_options": {"include_usage": true}, "max_completion_tokens": 9});
+        let p = prefill_body(&orig);
+        assert_eq!(p["max_tokens"], 1);
+        assert_eq!(p["max_completion_tokens"], 1);
+        assert_eq!(p["stream"], false);
+        assert!(p.get("stream_options").is_none());
+        assert_eq!(p["kv_transfer_params"]["do_remote_decode"], true);
+        let answer =
+            json!({"kv_transfer_params": {"remote_engine_id": "e1", "do_remote_prefill": true}});
+        let d = decode_body(&orig, &answer);
+        assert_eq!(d["max_tokens"], 50);
+        assert_eq!(d["stream"], true);
+        assert_eq!(d["kv_transfer_params"]["remote_engine_id"], "e1");
+        let none = decode_body(&orig, &json!({"kv_transfer_params": null}));
+        assert!(none.get("kv_transfer_params").is_none());
+    }
+}
