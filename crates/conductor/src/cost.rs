@@ -330,6 +330,17 @@ impl CostModel {
         tokens as f64 * self.kv_bytes_per_token / self.nic_bytes_per_s
     }
 
+    /// Seconds of a prompt's KV transfer to decode left after its prefill
+    /// ends. KV streams to decode layer by layer while prefill computes, so
+    /// only what outlasts `compute_s` remains, and at least one layer's
+    /// share. The whole prompt's KV moves, cached prefix included, so a long
+    /// cached prompt with little to compute leaves a long tail: the decode
+    /// side's first inter-token interval.
+    pub fn kv_stream_tail_s(&self, prompt_tokens: u64, compute_s: f64) -> f64 {
+        let kv_s = self.transfer_tokens_s(prompt_tokens);
+        (kv_s - compute_s).max(kv_s / self.cfg.model.layers as f64)
+    }
+
     /// Seconds to move `blocks` KV blocks of `block_tokens` tokens each.
     pub fn transfer_blocks_s(&self, blocks: u64, block_tokens: u32) -> f64 {
         self.transfer_tokens_s(blocks.saturating_mul(block_tokens as u64))

@@ -88,11 +88,13 @@ fn figure10_global_vs_local_cache() {
 }
 
 /// Mooncake beats every baseline and both peers on goodput under the same
-/// SLOs once load makes the SLOs bind; at the trace's own rate (where every
-/// sensible policy serves nearly everything) it is within 0.5% of the best.
+/// SLOs at every load: at 0.5× and 1× (where every sensible policy serves
+/// nearly everything) by at least one effective request, and by more than
+/// 1.5× once load makes the SLOs bind (2×). It is never below its own
+/// local-only ablation.
 #[test]
 fn mooncake_goodput_beats_every_policy() {
-    for (speedup, strict) in [(1.0, false), (2.0, true)] {
+    for (speedup, margin) in [(0.5, 1.0), (1.0, 1.0), (2.0, 1.5)] {
         let cfg = cluster(12, 4, speedup);
         let all: Vec<SimSummary> = PolicyName::ALL.iter().map(|&p| run(p, &cfg)).collect();
         let mc = all.iter().find(|s| s.policy == "mooncake").unwrap();
@@ -103,26 +105,16 @@ fn mooncake_goodput_beats_every_policy() {
             .iter()
             .filter(|s| s.policy != "mooncake" && s.policy != "mooncake-local")
         {
-            if strict {
-                assert!(
-                    mc.goodput_rps > 1.5 * s.goodput_rps,
-                    "at {speedup}× mooncake {} vs {} {}",
-                    mc.goodput_rps,
-                    s.policy,
-                    s.goodput_rps
-                );
-            } else {
-                assert!(
-                    mc.goodput_rps >= 0.995 * s.goodput_rps,
-                    "at {speedup}× mooncake {} vs {} {}",
-                    mc.goodput_rps,
-                    s.policy,
-                    s.goodput_rps
-                );
-            }
+            assert!(
+                mc.effective as f64 > margin * s.effective as f64,
+                "at {speedup}× mooncake {} effective vs {} {}",
+                mc.effective,
+                s.policy,
+                s.effective
+            );
         }
         let local = all.iter().find(|s| s.policy == "mooncake-local").unwrap();
-        assert!(mc.goodput_rps >= 0.995 * local.goodput_rps);
+        assert!(mc.effective >= local.effective);
     }
 }
 

@@ -24,6 +24,7 @@ impl Policy for LoadOnly {
             fetch: None,
             predicted_ttft_s: view.prefill().get(p).map_or(0.0, |l| l.queue_s) + prefill,
             predicted_tbt_s: f64::NAN,
+            reuse_limit_blocks: None,
         })
     }
 }

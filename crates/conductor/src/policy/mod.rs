@@ -168,6 +168,10 @@ pub struct Placement {
     pub predicted_ttft_s: f64,
     /// The policy's TBT prediction (NaN when it makes none).
     pub predicted_tbt_s: f64,
+    /// Reuse at most this many leading cached blocks and recompute the
+    /// rest (`None`: reuse every cached block). Recomputing lets prefill
+    /// compute hide the KV transfer to decode of a long cached prompt.
+    pub reuse_limit_blocks: Option<usize>,
 }
 
 /// Why a request was turned away.
@@ -354,6 +358,7 @@ pub(crate) fn place(prefill: usize, decode: usize) -> Decision {
         fetch: None,
         predicted_ttft_s: f64::NAN,
         predicted_tbt_s: f64::NAN,
+        reuse_limit_blocks: None,
     })
 }
 

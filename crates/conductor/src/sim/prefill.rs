@@ -12,7 +12,6 @@
 use super::events::Ev;
 use super::metrics::TbtTracker;
 use super::{Observer, Req, SimError, Simulator};
-use crate::cost::CostModel;
 use crate::policy::{cached_tokens, Decision, RejectReason, RequestInfo};
 use crate::trace::TraceRecord;
 
@@ -85,6 +84,13 @@ impl Simulator {
             }
         }
         self.state.prefill[p].cache.touch(&rec.hash_ids[..local]);
+        // A policy may reuse less than it could (to hide the KV transfer
+        // behind compute); the blocks are still touched, as a real cache
+        // lookup would.
+        if let Some(limit) = placement.reuse_limit_blocks {
+            prefix = prefix.min(limit);
+        }
+        let local = local.min(prefix);
         let cached = cached_tokens(&info, prefix, bt);
         let local_cached = cached_tokens(&info, local, bt);
         let uncached = input as u64 - cached;
@@ -103,7 +109,7 @@ impl Simulator {
         let cost = &self.state.cost;
         let arrive_at = finish
             + if output > 1 {
-                transfer_tail_s(cost, input, compute_s)
+                cost.kv_stream_tail_s(input as u64, compute_s)
             } else {
                 0.0
             };
@@ -180,16 +186,10 @@ impl Simulator {
             self.complete(s, obs);
             return;
         }
-        let tail = transfer_tail_s(&self.state.cost, r.input, r.compute_s);
+        let tail = self
+            .state
+            .cost
+            .kv_stream_tail_s(r.input as u64, r.compute_s);
         self.push(now + tail, Ev::DecodeArrive(s));
     }
-}
-
-/// Seconds of KV transfer left after prefill ends: KV streams layer by layer
-/// while prefill computes, so only what outlasts the compute remains, and at
-/// least one layer's share.
-fn transfer_tail_s(cost: &CostModel, input: u32, compute_s: f64) -> f64 {
-    let kv_s = cost.transfer_tokens_s(input as u64);
-    let layers = cost.config().model.layers as f64;
-    (kv_s - compute_s).max(kv_s / layers)
 }

@@ -322,3 +322,31 @@ proptest! {
         }
     }
 }
+
+/// A later turn that reuses a ~75k-token prefix and writes 17 tokens: with
+/// the whole prefix reused, its KV transfer to decode outlasts the short
+/// prefill and the first interval alone breaks the TBT SLO. Mooncake
+/// recomputes part of the prefix to hide the transfer and meets both SLOs;
+/// a policy that always reuses everything does not.
+#[test]
+fn mooncake_hides_kv_transfer_of_long_cached_prompt() {
+    let blocks: Vec<u64> = (1..=146).collect();
+    let trace = vec![
+        rec(0, 146 * 512, 50, &blocks),
+        rec(60_000, 146 * 512, 17, &blocks),
+    ];
+    let effective = |policy| {
+        let (_, outs) = run(small(1, 1), policy, trace.clone());
+        let second = outs.iter().find(|o| o.id == 1).expect("second outcome");
+        match second.kind {
+            OutcomeKind::Completed {
+                effective, tbt_s, ..
+            } => (effective, tbt_s),
+            k => panic!("{k:?}"),
+        }
+    };
+    let (mc_ok, mc_tbt) = effective(PolicyName::Mooncake);
+    let (ca_ok, ca_tbt) = effective(PolicyName::CacheAware);
+    assert!(mc_ok, "mooncake TBT {mc_tbt}");
+    assert!(!ca_ok && ca_tbt > mc_tbt, "cache-aware TBT {ca_tbt}");
+}
