@@ -52,6 +52,8 @@ enum BenchCommand {
     Cache(cmd::bench_cache::Args),
     /// Store put/get/is_exist throughput and latency.
     Store(cmd::bench_store::Args),
+    /// Dummy-client mode (`setup_dummy`): get_into through a real client vs direct.
+    Dummy(cmd::bench_dummy::Args),
 }
 
 fn init_tracing() {
@@ -79,6 +81,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Transfer(a)) => cmd::bench_transfer::run(a).await,
         Command::Bench(BenchCommand::Cache(a)) => cmd::bench_cache::run(a).await,
         Command::Bench(BenchCommand::Store(a)) => cmd::bench_store::run(a).await,
+        Command::Bench(BenchCommand::Dummy(a)) => cmd::bench_dummy::run(a).await,
         Command::Client(a) => cmd::client::run(a).await,
         Command::StoreNode(a) => cmd::store_node::run(a).await,
         Command::RealClient(a) => cmd::real_client::run(a).await,

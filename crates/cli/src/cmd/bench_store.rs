@@ -499,14 +499,14 @@ fn print_table(rows: &[Row]) {
 }
 
 /// A cluster this bench started: a `mooncake up` child holding the segment.
-struct OwnCluster {
+pub(crate) struct OwnCluster {
     child: tokio::process::Child,
-    master: String,
-    metadata: String,
+    pub(crate) master: String,
+    pub(crate) metadata: String,
 }
 
 impl OwnCluster {
-    async fn start(segment: u64) -> anyhow::Result<OwnCluster> {
+    pub(crate) async fn start(segment: u64) -> anyhow::Result<OwnCluster> {
         let exe = std::env::current_exe()?;
         let mut child = tokio::process::Command::new(exe)
             .args([
@@ -545,7 +545,7 @@ impl OwnCluster {
         })
     }
 
-    async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         if let Some(pid) = self.child.id() {
             // SAFETY: plain syscall on our own child's pid; no memory involved.
             unsafe {

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 pub mod bench_cache;
+pub mod bench_dummy;
 pub mod bench_store;
 pub mod bench_transfer;
 pub mod client;

@@ -1,0 +1,220 @@
+//! `mooncake bench dummy`: what dummy-client mode (`setup_dummy`) costs. One
+//! real client in this process holds the segment and serves dummies; the same
+//! objects are read with `get_into` by
+//!
+//! * `real`: the real client itself (its own segment: the floor),
+//! * `separate`: an independent client with no segment (what a worker runs
+//!   without dummy mode: its own engine, reads over shm/tcp),
+//! * `dummy-pool`: a dummy into its shared pool (zero-copy; offsets on the socket),
+//! * `dummy-copy`: a dummy into memory outside its pool (bytes through the socket).
+//!
+//! One read in flight per mode; the ratio column is against `real`. Without
+//! `--master` it starts its own master (`mooncake up --segment-size 0`).
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use mooncake_store::client::{Client, ClientConfig, Region};
+use mooncake_store::client_service::{serve, DummyClient};
+use mooncake_store::ReplicateConfig;
+use serde::Serialize;
+
+use super::bench_store::{parse_duration, OwnCluster};
+use super::store_node::parse_size_arg;
+
+/// Flags of `mooncake bench dummy`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Size of each object read.
+    #[arg(long, default_value = "1MiB", value_parser = parse_size_arg)]
+    pub value_size: u64,
+    /// Objects read round-robin.
+    #[arg(long, default_value_t = 64)]
+    pub keys: u64,
+    /// Time per mode.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Master of a running cluster (default: start one).
+    #[arg(long, requires = "metadata")]
+    pub master: Option<String>,
+    /// Metadata connection string of the running cluster.
+    #[arg(long)]
+    pub metadata: Option<String>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One result row.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    pub mode: String,
+    pub value_size: u64,
+    pub ops: u64,
+    pub errors: u64,
+    pub gbps: f64,
+    pub p50_us: f64,
+    pub vs_real: f64,
+}
+
+/// The reader of one mode.
+enum Reader<'a> {
+    Client(&'a Client, Region<'a>),
+    Dummy(&'a DummyClient, Region<'a>),
+}
+
+impl Reader<'_> {
+    async fn read(&self, key: &str) -> bool {
+        match self {
+            Reader::Client(c, r) => c.get_into(key, *r).await.is_ok(),
+            Reader::Dummy(d, r) => d.get_into(key, *r).await.is_ok(),
+        }
+    }
+}
+
+async fn measure(mode: &str, reader: Reader<'_>, keys: &[String], size: u64, d: Duration) -> Row {
+    let mut lat = Vec::new();
+    let mut errors = 0;
+    let t0 = Instant::now();
+    let mut i = 0usize;
+    while t0.elapsed() < d {
+        let t = Instant::now();
+        if reader.read(&keys[i % keys.len()]).await {
+            lat.push(t.elapsed().as_nanos() as u64);
+        } else {
+            errors += 1;
+        }
+        i += 1;
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    lat.sort_unstable();
+    let p50 = lat.get(lat.len() / 2).copied().unwrap_or(0) as f64 / 1000.0;
+    Row {
+        mode: mode.into(),
+        value_size: size,
+        ops: lat.len() as u64,
+        errors,
+        gbps: (lat.len() as u64 * size) as f64 / secs / 1e9,
+        p50_us: p50,
+        vs_real: 0.0,
+    }
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let own = match &args.master {
+        Some(_) => None,
+        None => Some(OwnCluster::start(0).await?),
+    };
+    let (master, metadata) = match (&args.master, &args.metadata, &own) {
+        (Some(m), Some(d), _) => (m.clone(), d.clone()),
+        (_, _, Some(c)) => (c.master.clone(), c.metadata.clone()),
+        _ => anyhow::bail!("--master needs --metadata"),
+    };
+    let size = args.value_size;
+    let cfg = |segment: u64| ClientConfig {
+        local_hostname: "127.0.0.1".into(),
+        metadata_server: metadata.clone(),
+        master_server_addr: master.clone(),
+        global_segment_size: segment,
+        local_buffer_size: (size * 2).max(16 << 20),
+        ..ClientConfig::default()
+    };
+    let real = Client::connect(cfg(size * args.keys * 2 + (64 << 20)))
+        .await
+        .context("starting the real client")?;
+    let service = serve(real.clone(), "127.0.0.1:0").await?;
+    let addr = service.local_addr().to_string();
+    let separate = Client::connect(cfg(0)).await.context("separate client")?;
+    let dummy = DummyClient::connect(&addr, size * 2)
+        .await
+        .context("dummy client")?;
+
+    let run: u32 = rand::random();
+    let keys: Vec<String> = (0..args.keys)
+        .map(|i| format!("bench-dummy-{run}-{i}"))
+        .collect();
+    let value: Vec<u8> = (0..size as usize).map(|i| (i % 251) as u8).collect();
+    for k in &keys {
+        real.put(k, &value, &ReplicateConfig::default()).await?;
+    }
+
+    let real_buf = real.allocate_buffer(size as usize).await?;
+    let sep_buf = separate.allocate_buffer(size as usize).await?;
+    let pool = dummy.alloc(size as usize).context("pool buffer")?;
+    let mut heap = vec![0u8; size as usize];
+    // SAFETY: `pool` is a buffer of `size` bytes of the dummy's pool, alive
+    // as long as `dummy`.
+    let pool_region = unsafe { Region::from_raw(pool, size as usize) };
+    // SAFETY: `heap` outlives the measurement; the dummy only copies into it.
+    let heap_region = unsafe { Region::from_raw(heap.as_mut_ptr() as usize, heap.len()) };
+    let d = args.duration;
+    let mut rows = vec![
+        measure(
+            "real",
+            Reader::Client(&real, Region::whole(&real_buf)),
+            &keys,
+            size,
+            d,
+        )
+        .await,
+        measure(
+            "separate",
+            Reader::Client(&separate, Region::whole(&sep_buf)),
+            &keys,
+            size,
+            d,
+        )
+        .await,
+        measure(
+            "dummy-pool",
+            Reader::Dummy(&dummy, pool_region),
+            &keys,
+            size,
+            d,
+        )
+        .await,
+        measure(
+            "dummy-copy",
+            Reader::Dummy(&dummy, heap_region),
+            &keys,
+            size,
+            d,
+        )
+        .await,
+    ];
+    // The last read must have landed whole.
+    // SAFETY: as for pool_region above; no read is in flight now.
+    let last = unsafe { std::slice::from_raw_parts(pool as *const u8, size as usize) };
+    anyhow::ensure!(last == value.as_slice(), "dummy-pool read back wrong bytes");
+    anyhow::ensure!(heap == value, "dummy-copy read back wrong bytes");
+    let base = rows[0].gbps;
+    for r in &mut rows {
+        r.vs_real = if base > 0.0 { r.gbps / base } else { 0.0 };
+    }
+
+    for k in &keys {
+        real.remove(k, true).await.ok();
+    }
+    dummy.close().await;
+    separate.close().await.ok();
+    drop(service);
+    real.close().await.ok();
+    if let Some(c) = own {
+        c.stop().await;
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        println!(
+            "{:<11} {:>9} {:>8} {:>8} {:>9} {:>9} {:>7}",
+            "mode", "value", "ops", "GB/s", "p50 µs", "vs real", "errors"
+        );
+        for r in &rows {
+            println!(
+                "{:<11} {:>9} {:>8} {:>8.3} {:>9.1} {:>9.2} {:>7}",
+                r.mode, r.value_size, r.ops, r.gbps, r.p50_us, r.vs_real, r.errors
+            );
+        }
+    }
+    Ok(())
+}
