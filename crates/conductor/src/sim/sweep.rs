@@ -80,6 +80,9 @@ pub struct SweepResult {
     pub admission: Vec<SimSummary>,
     /// Decode pool load over time, `(t, load)`, for none / early / predictive.
     pub admission_load: Vec<(String, Vec<(f64, f64)>)>,
+    /// Prefill pool's mean queue over time, `(t, seconds)`, same runs.
+    #[serde(default)]
+    pub admission_prefill_queue: Vec<(String, Vec<(f64, f64)>)>,
 }
 
 impl SweepResult {
@@ -131,6 +134,7 @@ pub fn run_sweep(
     }
     let mut admission = Vec::new();
     let mut admission_load = Vec::new();
+    let mut admission_prefill_queue = Vec::new();
     for mode in [
         AdmissionMode::None,
         AdmissionMode::Early,
@@ -154,6 +158,15 @@ pub fn run_sweep(
             mode.to_string(),
             rep.load.t_s.iter().copied().zip(pool).collect(),
         ));
+        admission_prefill_queue.push((
+            mode.to_string(),
+            rep.load
+                .t_s
+                .iter()
+                .copied()
+                .zip(rep.load.prefill_pool())
+                .collect(),
+        ));
         admission.push(rep.summary);
     }
     Ok(SweepResult {
@@ -161,6 +174,7 @@ pub fn run_sweep(
         cdfs,
         admission,
         admission_load,
+        admission_prefill_queue,
     })
 }
 
@@ -239,5 +253,18 @@ pub fn write_sweep(
         load = load.series(format!("admission {mode}"), pts.clone());
     }
     save("load_over_time.svg", load.to_svg())?;
+
+    // The other half of the report's picture: early rejection empties the
+    // prefill queues when decode is full and refills them when it frees.
+    let mut queue = LineChart::new(format!(
+        "Prefill queue over time: {} at {}× load, {}P+{}D",
+        cfg.admission_policy, cfg.admission_speedup, cfg.admission_prefill, cfg.admission_decode
+    ))
+    .x_label("time (s)")
+    .y_label("mean prefill queue (s)");
+    for (mode, pts) in &result.admission_prefill_queue {
+        queue = queue.series(format!("admission {mode}"), pts.clone());
+    }
+    save("prefill_queue_over_time.svg", queue.to_svg())?;
     Ok(out)
 }
