@@ -39,6 +39,10 @@ enum Command {
     StoreNode(cmd::store_node::Args),
     /// Standalone store client serving local dummy clients (`setup_dummy`) on port 50052.
     RealClient(cmd::real_client::Args),
+    /// Live router: Conductor's policies in front of OpenAI-compatible prefill/decode instances.
+    Router(cmd::router::Args),
+    /// Fake OpenAI-compatible LLM engine with cost-model latencies (tests, demos).
+    FakeEngine(cmd::fake_engine::Args),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -54,6 +58,8 @@ enum BenchCommand {
     Store(cmd::bench_store::Args),
     /// Dummy-client mode (`setup_dummy`): get_into through a real client vs direct.
     Dummy(cmd::bench_dummy::Args),
+    /// Live router: overhead vs direct engine calls, routing decisions per second.
+    Router(cmd::bench_router::Args),
 }
 
 fn init_tracing() {
@@ -82,6 +88,9 @@ async fn main() -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Cache(a)) => cmd::bench_cache::run(a).await,
         Command::Bench(BenchCommand::Store(a)) => cmd::bench_store::run(a).await,
         Command::Bench(BenchCommand::Dummy(a)) => cmd::bench_dummy::run(a).await,
+        Command::Bench(BenchCommand::Router(a)) => cmd::bench_router::run(a).await,
+        Command::Router(a) => cmd::router::run(a).await,
+        Command::FakeEngine(a) => cmd::fake_engine::run(a).await,
         Command::Client(a) => cmd::client::run(a).await,
         Command::StoreNode(a) => cmd::store_node::run(a).await,
         Command::RealClient(a) => cmd::real_client::run(a).await,

@@ -1,0 +1,146 @@
+//! `mooncake router`: the Conductor's live router in front of real prefill
+//! and decode instances (vLLM / SGLang with a KV connector, or
+//! `mooncake fake-engine`).
+//!
+//! Configuration sources, later winning: defaults, `--config <toml>` (router
+//! keys at the top level, the cost model in `[model]` / `[hardware]`
+//! sections as `mooncake sim --config` reads them), environment
+//! (`MOONCAKE_ROUTER_<KEY>`, lists comma-separated), flags. The router
+//! itself is `mooncake_router::server`; this module only assembles the
+//! config, binds, prints the address and waits for SIGINT / SIGTERM.
+
+use anyhow::Context;
+use mooncake_router::config::RouterConfig;
+use mooncake_router::server::{RouterService, Server};
+use std::io::Write;
+use std::path::PathBuf;
+
+/// Flags of `mooncake router`.
+#[derive(clap::Args, Debug, Default)]
+pub struct Args {
+    /// TOML file: router keys (flag names with `_`) and `[model]` / `[hardware]`.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// A prefill instance's base URL (repeat for several).
+    #[arg(long)]
+    pub prefill: Vec<String>,
+    /// A decode instance's base URL (repeat for several).
+    #[arg(long)]
+    pub decode: Vec<String>,
+    /// Scheduling policy: mooncake, mooncake-local, dynamo, sglang, cache-aware,
+    /// load-only, least-loaded, round-robin, random [default: mooncake].
+    #[arg(long)]
+    pub policy: Option<String>,
+    /// Admission control after the policy: none, early, predictive [default: none].
+    #[arg(long)]
+    pub admission: Option<String>,
+    /// Reject when the decode memory share would exceed this [default: 1.0].
+    #[arg(long)]
+    pub admission_threshold: Option<f64>,
+    /// Bind address [default: 127.0.0.1].
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Bind port, 0 for any [default: 8000].
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// TTFT SLO in seconds [default: 30].
+    #[arg(long)]
+    pub slo_ttft: Option<f64>,
+    /// TBT SLO in seconds [default: 0.1].
+    #[arg(long)]
+    pub slo_tbt: Option<f64>,
+    /// Characters per prefix block, ≈ 4 per token [default: 2048].
+    #[arg(long)]
+    pub block_chars: Option<usize>,
+    /// Output tokens assumed without `max_tokens` [default: 256].
+    #[arg(long)]
+    pub default_max_tokens: Option<u32>,
+    /// Tokens each prefill instance's approximate cache holds [default: the
+    /// cost model's KV capacity].
+    #[arg(long)]
+    pub cache_tokens: Option<u64>,
+    /// Eviction policy of those caches: lru, lfu, length-aware [default: lru].
+    #[arg(long)]
+    pub cache_policy: Option<String>,
+    /// Seconds a failed instance is skipped [default: 10].
+    #[arg(long)]
+    pub backoff_secs: Option<f64>,
+    /// Seed of randomised policies [default: 42].
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+impl Args {
+    /// The effective configuration: defaults < file < env < flags.
+    pub fn to_config(&self) -> anyhow::Result<RouterConfig> {
+        let mut cfg = match &self.config {
+            Some(p) => RouterConfig::from_file(p)?,
+            None => RouterConfig::default(),
+        };
+        cfg.apply_env(std::env::vars())?;
+        let join = |v: &[String]| (!v.is_empty()).then(|| v.join(","));
+        let flags: [(&str, Option<String>); 15] = [
+            ("prefill", join(&self.prefill)),
+            ("decode", join(&self.decode)),
+            ("policy", self.policy.clone()),
+            ("admission", self.admission.clone()),
+            (
+                "admission_threshold",
+                self.admission_threshold.map(|v| v.to_string()),
+            ),
+            ("host", self.host.clone()),
+            ("port", self.port.map(|v| v.to_string())),
+            ("slo_ttft", self.slo_ttft.map(|v| v.to_string())),
+            ("slo_tbt", self.slo_tbt.map(|v| v.to_string())),
+            ("block_chars", self.block_chars.map(|v| v.to_string())),
+            (
+                "default_max_tokens",
+                self.default_max_tokens.map(|v| v.to_string()),
+            ),
+            ("cache_tokens", self.cache_tokens.map(|v| v.to_string())),
+            ("cache_policy", self.cache_policy.clone()),
+            ("backoff_secs", self.backoff_secs.map(|v| v.to_string())),
+            ("seed", self.seed.map(|v| v.to_string())),
+        ];
+        for (key, value) in flags {
+            if let Some(v) = value {
+                cfg.set(key, &v)?;
+            }
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
+/// Waits for SIGINT or SIGTERM.
+pub async fn shutdown_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("waiting for SIGINT")?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let cfg = args.to_config()?;
+    let service = RouterService::new(cfg.clone())?;
+    let listener = tokio::net::TcpListener::bind((cfg.host.as_str(), cfg.port))
+        .await
+        .with_context(|| format!("binding {}:{}", cfg.host, cfg.port))?;
+    let server = Server::spawn(listener, service.app())?;
+    // Tests and scripts read this line to learn the port (`--port 0`).
+    println!(
+        "mooncake router listening on {} (policy {}, {} prefill, {} decode)",
+        server.url(),
+        cfg.policy,
+        cfg.prefill.len(),
+        cfg.decode.len()
+    );
+    std::io::stdout().flush().ok();
+    tracing::info!(addr = %server.addr(), policy = %cfg.policy, "router started");
+    shutdown_signal().await?;
+    server.shutdown().await?;
+    Ok(())
+}

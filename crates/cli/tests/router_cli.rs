@@ -1,0 +1,491 @@
+//! `mooncake router` in front of `mooncake fake-engine` processes: the
+//! disaggregated flow (completions and chat, streamed and not), prefix-aware
+//! routing observed through the engines' `/stats`, SLO rejections (503),
+//! malformed bodies (400), a killed prefill engine (re-routed), a killed
+//! decode engine (502), and the Prometheus counters.
+
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A `mooncake` child process, killed on drop.
+struct Proc {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `mooncake ARGS` and waits (bounded) for the `listening on URL` line.
+fn spawn(args: &[&str]) -> Proc {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mooncake"))
+        .args(args)
+        .env("MOONCAKE_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn mooncake");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut proc = Proc {
+        child,
+        url: String::new(),
+    };
+    let line = rx
+        .recv_timeout(Duration::from_secs(60))
+        .unwrap_or_else(|_| panic!("`mooncake {}` announces its address", args.join(" ")));
+    let at = line.find("http://").expect("a URL in the announcement");
+    proc.url = line[at..]
+        .split_whitespace()
+        .next()
+        .expect("URL")
+        .to_string();
+    proc
+}
+
+fn engine(role: &str, time_scale: &str) -> Proc {
+    spawn(&[
+        "fake-engine",
+        "--role",
+        role,
+        "--time-scale",
+        time_scale,
+        "--port",
+        "0",
+    ])
+}
+
+fn router(prefill: &[&Proc], decode: &[&Proc], extra: &[&str]) -> Proc {
+    let mut args: Vec<String> = vec!["router".into(), "--port".into(), "0".into()];
+    for p in prefill {
+        args.extend(["--prefill".into(), p.url.clone()]);
+    }
+    for d in decode {
+        args.extend(["--decode".into(), d.url.clone()]);
+    }
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    spawn(&refs)
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
+}
+
+async fn post(url: &str, path: &str, body: &Value) -> (u16, Value) {
+    let r = client()
+        .post(format!("{url}{path}"))
+        .json(body)
+        .send()
+        .await
+        .expect("router answers");
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn post_stream(url: &str, path: &str, body: &Value) -> (u16, String, String) {
+    let r = client()
+        .post(format!("{url}{path}"))
+        .json(body)
+        .send()
+        .await
+        .expect("router answers");
+    let status = r.status().as_u16();
+    let ct = r
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap_or("").to_string())
+        .unwrap_or_default();
+    (status, ct, r.text().await.unwrap())
+}
+
+async fn get_json(url: &str, path: &str) -> Value {
+    client()
+        .get(format!("{url}{path}"))
+        .send()
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("JSON")
+}
+
+async fn metrics(url: &str) -> String {
+    client()
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .unwrap()
+}
+
+/// The value of the first metric line starting with `prefix`.
+fn metric(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("metric `{prefix}` in:\n{text}"))
+}
+
+fn sse_data(body: &str) -> Vec<&str> {
+    body.lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_streams_caches_and_counts() {
+    let p0 = engine("prefill", "0.01");
+    let p1 = engine("prefill", "0.01");
+    let d = engine("decode", "0.01");
+    let r = router(&[&p0, &p1], &[&d], &["--policy", "mooncake"]);
+    let url = r.url.as_str();
+    let mut ok = 0;
+
+    // Completions, not streamed.
+    let (s, v) = post(
+        url,
+        "/v1/completions",
+        &json!({"model": "m", "prompt": "hello", "max_tokens": 5}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["choices"][0]["text"], " tok0 tok1 tok2 tok3 tok4");
+    assert_eq!(v["usage"]["completion_tokens"], 5);
+    ok += 1;
+    // Completions, streamed: SSE passed through chunk by chunk.
+    let (s, ct, body) = post_stream(
+        url,
+        "/v1/completions",
+        &json!({"model": "m", "prompt": "hello again", "max_tokens": 4, "stream": true}),
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert!(ct.starts_with("text/event-stream"), "{ct}");
+    let data = sse_data(&body);
+    assert_eq!(data.last(), Some(&"[DONE]"));
+    assert_eq!(data.len(), 4 + 2, "{body}");
+    ok += 1;
+    // Chat, both ways.
+    let chat =
+        json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3});
+    let (s, v) = post(url, "/v1/chat/completions", &chat).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["object"], "chat.completion");
+    assert_eq!(v["choices"][0]["message"]["content"], " tok0 tok1 tok2");
+    ok += 1;
+    let mut chat_stream = chat.clone();
+    chat_stream["stream"] = json!(true);
+    let (s, _, body) = post_stream(url, "/v1/chat/completions", &chat_stream).await;
+    assert_eq!(s, 200);
+    let first: Value = serde_json::from_str(sse_data(&body)[0]).unwrap();
+    assert_eq!(first["object"], "chat.completion.chunk");
+    assert_eq!(first["choices"][0]["delta"]["role"], "assistant");
+    assert_eq!(sse_data(&body).last(), Some(&"[DONE]"));
+    ok += 1;
+
+    // Shared long prefix (8 blocks of 2048 chars): after the first request,
+    // the others follow it to the instance that holds it.
+    let prefix = "The quick brown fox jumps over the lazy dog. ".repeat(400);
+    let ask = |q: &str| json!({"model": "m", "prompt": format!("{prefix}{q}"), "max_tokens": 2});
+    let before = [
+        get_json(&p0.url, "/stats").await,
+        get_json(&p1.url, "/stats").await,
+    ];
+    let (s, _) = post(url, "/v1/completions", &ask("first question")).await;
+    assert_eq!(s, 200);
+    ok += 1;
+    let mid = [
+        get_json(&p0.url, "/stats").await,
+        get_json(&p1.url, "/stats").await,
+    ];
+    let grew = |a: &Value, b: &Value, k: &str| b[k].as_u64().unwrap() - a[k].as_u64().unwrap();
+    let holder = if grew(&before[0], &mid[0], "prefills") == 1 {
+        0
+    } else {
+        1
+    };
+    assert_eq!(grew(&before[holder], &mid[holder], "prefills"), 1);
+    for q in ["second question", "third question", "fourth question"] {
+        let (s, _) = post(url, "/v1/completions", &ask(q)).await;
+        assert_eq!(s, 200);
+        ok += 1;
+    }
+    let after = [
+        get_json(&p0.url, "/stats").await,
+        get_json(&p1.url, "/stats").await,
+    ];
+    assert_eq!(
+        grew(&mid[holder], &after[holder], "prefills"),
+        3,
+        "{after:?}"
+    );
+    assert_eq!(
+        grew(&mid[1 - holder], &after[1 - holder], "prefills"),
+        0,
+        "{after:?}"
+    );
+    let blocks = (prefix.chars().count() / 2048) as u64;
+    assert!(blocks >= 8);
+    assert!(
+        grew(&mid[holder], &after[holder], "blocks_hit") >= 3 * blocks,
+        "the prefix was cached where the router sent it: {after:?}"
+    );
+    // The decode engine got every request with the prefill's KV handle.
+    let ds = get_json(&d.url, "/stats").await;
+    assert_eq!(ds["remote_kv"], ok);
+    assert_eq!(ds["prefills"], 0);
+
+    // Malformed and incomplete bodies: 400, nothing forwarded.
+    let raw = client()
+        .post(format!("{url}/v1/completions"))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(raw.status().as_u16(), 400);
+    let v: Value = raw.json().await.unwrap();
+    assert_eq!(v["error"]["type"], "invalid_request_error");
+    assert_eq!(v["error"]["code"], 400);
+    let (s, v) = post(
+        url,
+        "/v1/chat/completions",
+        &json!({"model": "m", "prompt": "x"}),
+    )
+    .await;
+    assert_eq!(s, 400);
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("messages"),
+        "{v}"
+    );
+    assert_eq!(get_json(&d.url, "/stats").await["requests"], ok);
+
+    // Models and health.
+    let models = get_json(url, "/v1/models").await;
+    assert_eq!(models["data"][0]["id"], "fake-llama3-70b");
+    assert_eq!(get_json(url, "/health").await["status"], "ok");
+
+    // Counters.
+    let m = metrics(url).await;
+    assert_eq!(
+        metric(&m, "mooncake_router_requests_total{outcome=\"ok\"}"),
+        ok as f64
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "mooncake_router_requests_total{outcome=\"bad_request\"}"
+        ),
+        2.0
+    );
+    let routed = |i: usize, u: &str| {
+        metric(
+            &m,
+            &format!(
+                "mooncake_router_routed_total{{role=\"{}\",instance=\"{u}\"}}",
+                if i < 2 { "prefill" } else { "decode" }
+            ),
+        )
+    };
+    assert_eq!(routed(0, &p0.url) + routed(1, &p1.url), ok as f64);
+    assert_eq!(routed(2, &d.url), ok as f64);
+    assert_eq!(metric(&m, "mooncake_router_ttft_seconds_count"), ok as f64);
+    assert_eq!(
+        metric(
+            &m,
+            &format!(
+                "mooncake_router_in_flight{{role=\"decode\",instance=\"{}\"}}",
+                d.url
+            )
+        ),
+        0.0
+    );
+
+    // Every policy by name serves through the same engines.
+    for policy in [
+        "dynamo",
+        "sglang",
+        "cache-aware",
+        "round-robin",
+        "load-only",
+        "least-loaded",
+        "random",
+        "mooncake-local",
+    ] {
+        let r2 = router(&[&p0, &p1], &[&d], &["--policy", policy]);
+        let (s, v) = post(
+            &r2.url,
+            "/v1/completions",
+            &json!({"model": "m", "prompt": "x", "max_tokens": 1}),
+        )
+        .await;
+        assert_eq!(s, 200, "{policy}: {v}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejects_with_503_when_the_slo_cannot_be_met() {
+    // Real-time engine (time scale 1) so a long prefill stays in flight.
+    let p = engine("prefill", "1");
+    let d = engine("decode", "0.01");
+    // TBT: no decode step is ever 1 ms → every request is rejected.
+    let r = router(&[&p], &[&d], &["--slo-tbt", "0.001"]);
+    let (s, v) = post(
+        &r.url,
+        "/v1/completions",
+        &json!({"model": "m", "prompt": "x", "max_tokens": 3}),
+    )
+    .await;
+    assert_eq!(s, 503, "{v}");
+    assert_eq!(v["error"]["type"], "overloaded_error");
+    assert_eq!(v["error"]["code"], 503);
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("tbt-slo"),
+        "{v}"
+    );
+    let m = metrics(&r.url).await;
+    assert_eq!(
+        metric(&m, "mooncake_router_rejections_total{reason=\"tbt-slo\"}"),
+        1.0
+    );
+    assert_eq!(
+        metric(&m, "mooncake_router_requests_total{outcome=\"rejected\"}"),
+        1.0
+    );
+    assert_eq!(get_json(&p.url, "/stats").await["requests"], 0);
+    drop(r);
+
+    // TTFT: a 16k-token prompt keeps the only prefill instance busy for
+    // seconds; while it is in flight a second one would queue behind it
+    // past the 0.5 s SLO.
+    let r = router(&[&p], &[&d], &["--slo-ttft", "0.5"]);
+    let long = json!({"model": "m", "prompt": "y".repeat(64 * 1024), "max_tokens": 1});
+    let url = r.url.clone();
+    let first = tokio::spawn(async move { post(&url, "/v1/completions", &long).await });
+    let in_flight = format!(
+        "mooncake_router_in_flight{{role=\"prefill\",instance=\"{}\"}}",
+        p.url
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while metric(&metrics(&r.url).await, &in_flight) < 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the first request reaches prefill"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let (s, v) = post(
+        &r.url,
+        "/v1/completions",
+        &json!({"model": "m", "prompt": "z".repeat(8192), "max_tokens": 1}),
+    )
+    .await;
+    assert_eq!(s, 503, "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("ttft-slo"),
+        "{v}"
+    );
+    // The hopeless-but-idle first request was served best-effort.
+    let (s, v) = first.await.unwrap();
+    assert_eq!(s, 200, "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_backends_are_skipped_or_reported() {
+    let p0 = engine("prefill", "0.01");
+    let p1 = engine("prefill", "0.01");
+    let d = engine("decode", "0.01");
+    let r = router(
+        &[&p0, &p1],
+        &[&d],
+        &["--policy", "round-robin", "--backoff-secs", "60"],
+    );
+    let url = r.url.clone();
+    let body = json!({"model": "m", "prompt": "hello", "max_tokens": 2});
+    for _ in 0..2 {
+        assert_eq!(post(&url, "/v1/completions", &body).await.0, 200);
+    }
+    let dead = p0.url.clone();
+    drop(p0);
+    // Every request is still served: the dead instance is re-routed around
+    // once, then skipped for the backoff.
+    for _ in 0..6 {
+        let (s, v) = post(&url, "/v1/completions", &body).await;
+        assert_eq!(s, 200, "{v}");
+    }
+    assert_eq!(get_json(&p1.url, "/stats").await["prefills"], 1 + 6);
+    let m = metrics(&url).await;
+    assert_eq!(metric(&m, "mooncake_router_prefill_retries_total"), 1.0);
+    assert_eq!(
+        metric(
+            &m,
+            &format!("mooncake_router_instance_healthy{{role=\"prefill\",instance=\"{dead}\"}}")
+        ),
+        0.0
+    );
+    assert_eq!(
+        metric(&m, "mooncake_router_requests_total{outcome=\"ok\"}"),
+        8.0
+    );
+
+    // A dead decode instance: 502 with a clear message, then unhealthy.
+    let dead_decode = d.url.clone();
+    drop(d);
+    let (s, v) = post(&url, "/v1/completions", &body).await;
+    assert_eq!(s, 502, "{v}");
+    assert_eq!(v["error"]["type"], "backend_error");
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("decode instance") && msg.contains(&dead_decode),
+        "{msg}"
+    );
+    let h = client().get(format!("{url}/health")).send().await.unwrap();
+    assert_eq!(h.status().as_u16(), 503);
+    let (s, v) = post(&url, "/v1/completions", &body).await;
+    assert_eq!(s, 503, "{v}");
+    assert_eq!(v["error"]["type"], "service_unavailable_error");
+    let m = metrics(&url).await;
+    assert_eq!(
+        metric(
+            &m,
+            "mooncake_router_requests_total{outcome=\"backend_error\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "mooncake_router_requests_total{outcome=\"unavailable\"}"
+        ),
+        1.0
+    );
+    // Nothing is left in flight after the failures.
+    assert_eq!(
+        metric(
+            &m,
+            &format!(
+                "mooncake_router_in_flight{{role=\"prefill\",instance=\"{}\"}}",
+                p1.url
+            )
+        ),
+        0.0
+    );
+}
