@@ -170,6 +170,10 @@ impl DummyClient {
                 conn.out.len()
             )));
         }
+        // Broken until the answer is in: a call abandoned mid-way (its
+        // future dropped) leaves the stream out of step, so later calls
+        // must fail rather than read its answer.
+        conn.broken = true;
         let exchange = async {
             conn.wr.write_all(&conn.out).await.ok()?;
             let got = read_frame(&mut conn.rd, &mut conn.buf).await.ok()?;
@@ -177,19 +181,13 @@ impl DummyClient {
         };
         let got = match tokio::time::timeout(CALL_TIMEOUT, exchange).await {
             Ok(Some(got)) => got,
-            _ => {
-                conn.broken = true;
-                return Err(rpc_fail());
-            }
+            _ => return Err(rpc_fail()),
         };
         if got != id {
-            conn.broken = true;
             return Err(unexpected());
         }
-        let resp: ServiceResponse = decode_payload(&conn.buf).map_err(|e| {
-            conn.broken = true;
-            ClientError::Master(e)
-        })?;
+        let resp: ServiceResponse = decode_payload(&conn.buf).map_err(ClientError::Master)?;
+        conn.broken = false;
         resp.map_err(ClientError::from)
     }
 

@@ -20,7 +20,24 @@
 //! * [`alloc`] — carving the pool into buffers (`alloc_from_mem_pool`).
 //!
 //! Same host and same user only: the real client opens the dummy's memfd
-//! through `/proc/<pid>/fd/<fd>`.
+//! through `/proc/<pid>/fd/<fd>` (and maps only memfds named
+//! [`shm::POOL_NAME`], sealed against shrinking).
+//!
+//! # Measured
+//!
+//! `mooncake bench dummy` (release build, 2-core development machine at load
+//! average ~5 from parallel builds, 2026-11-26; 1 MiB values, one read in
+//! flight, objects in the real client's segment):
+//!
+//! | get_into by                        | GB/s  | p50 µs | vs real client |
+//! |------------------------------------|-------|--------|----------------|
+//! | the real client itself             | 4.27  | 223    | 1.00           |
+//! | a separate client (own engine)     | 2.27  | 226    | 0.53           |
+//! | a dummy, into its shared pool      | 4.12  | 195    | 0.96           |
+//! | a dummy, into other memory (copy)  | 1.27  | 647    | 0.30           |
+//!
+//! Zero-copy through the pool costs the dummy ~4% against being the real
+//! client; buffers outside the pool pay the socket copy (~3x slower).
 
 pub mod alloc;
 pub mod dummy;

@@ -6,11 +6,21 @@
 //! Invariant: the memfd is sealed against shrinking before anyone maps it,
 //! and the server refuses a pool whose memfd is unsealed or shorter than
 //! declared, so a mapping can never fault because the file shrank.
+//!
+//! Trust: any local process that can reach the service may attach. The
+//! server only maps memfds named [`POOL_NAME`] (so a request naming some
+//! other file or memory of another process is refused), and `/proc` only
+//! opens fds of processes the real client's user may inspect.
 
 use std::fs::OpenOptions;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use super::wire::PoolDesc;
+
+/// The name every dummy pool's memfd carries (`/proc/<pid>/fd/<fd>` links
+/// to `/memfd:<name> (deleted)`).
+pub const POOL_NAME: &str = "mooncake-dummy-pool";
+const POOL_NAME_C: &std::ffi::CStr = c"mooncake-dummy-pool";
 
 fn page_size() -> usize {
     // SAFETY: sysconf has no memory-safety preconditions.
@@ -67,7 +77,7 @@ impl SharedPool {
         // SAFETY: valid NUL-terminated name, valid flags.
         let raw = unsafe {
             libc::memfd_create(
-                c"mooncake-dummy-pool".as_ptr(),
+                POOL_NAME_C.as_ptr(),
                 libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
             )
         };
@@ -142,6 +152,8 @@ pub enum AttachError {
     TooShort { actual: u64, declared: u64 },
     #[error("pool memfd is not sealed against shrinking")]
     NotSealed,
+    #[error("/proc/{pid}/fd/{fd} is not a dummy pool ({target})")]
+    NotAPool { pid: u32, fd: i32, target: String },
     #[error("pool of {0} bytes refused (0 or larger than the address space)")]
     BadLength(u64),
     #[error("mapping the pool: {0}")]
@@ -170,6 +182,23 @@ impl PeerMapping {
             .filter(|&l| l > 0 && l <= isize::MAX as usize)
             .ok_or(AttachError::BadLength(desc.len))?;
         let path = format!("/proc/{}/fd/{}", desc.pid, desc.fd);
+        let target = std::fs::read_link(&path)
+            .map_err(|source| AttachError::Open {
+                pid: desc.pid,
+                fd: desc.fd,
+                source,
+            })?
+            .to_string_lossy()
+            .into_owned();
+        if !target.starts_with(&format!("/memfd:{POOL_NAME} "))
+            && target != format!("/memfd:{POOL_NAME}")
+        {
+            return Err(AttachError::NotAPool {
+                pid: desc.pid,
+                fd: desc.fd,
+                target,
+            });
+        }
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -269,12 +298,43 @@ mod tests {
             PeerMapping::open(&d),
             Err(AttachError::Open { .. })
         ));
-        // A regular (unsealed) file is refused.
+        // Files other than a dummy pool are refused: a regular file, a
+        // memfd of another name (a Transfer Engine segment, say).
         let f = tempfile::tempfile().unwrap();
         f.set_len(4096).unwrap();
         let d = PoolDesc {
             pid: std::process::id(),
             fd: f.as_raw_fd(),
+            len: 4096,
+        };
+        assert!(matches!(
+            PeerMapping::open(&d),
+            Err(AttachError::NotAPool { .. })
+        ));
+        // SAFETY: valid NUL-terminated name and flags.
+        let raw = unsafe { libc::memfd_create(c"other".as_ptr(), libc::MFD_CLOEXEC) };
+        assert!(raw >= 0);
+        // SAFETY: fresh fd we own.
+        let other = unsafe { OwnedFd::from_raw_fd(raw) };
+        let d = PoolDesc {
+            pid: std::process::id(),
+            fd: other.as_raw_fd(),
+            len: 4096,
+        };
+        assert!(matches!(
+            PeerMapping::open(&d),
+            Err(AttachError::NotAPool { .. })
+        ));
+        assert_eq!(POOL_NAME_C.to_str().unwrap(), POOL_NAME);
+        // A pool-named memfd that could still shrink under the mapping.
+        // SAFETY: valid NUL-terminated name and flags.
+        let raw = unsafe { libc::memfd_create(POOL_NAME_C.as_ptr(), libc::MFD_CLOEXEC) };
+        assert!(raw >= 0);
+        // SAFETY: fresh fd we own.
+        let unsealed = unsafe { OwnedFd::from_raw_fd(raw) };
+        let d = PoolDesc {
+            pid: std::process::id(),
+            fd: unsealed.as_raw_fd(),
             len: 4096,
         };
         assert!(matches!(PeerMapping::open(&d), Err(AttachError::NotSealed)));
