@@ -17,6 +17,7 @@
 pub mod admission;
 pub mod cache_aware;
 pub mod dynamo;
+pub mod forecast;
 pub mod least_loaded;
 pub mod load_only;
 pub mod mooncake;

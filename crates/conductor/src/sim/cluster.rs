@@ -9,6 +9,7 @@
 use super::ChunkedPrefill;
 use crate::cache::BlockCache;
 use crate::cost::CostModel;
+use crate::policy::forecast::{peak_tokens, running_stay_start};
 use crate::policy::{ClusterView, DecodeLoad, PrefillLoad, Slo};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
@@ -91,45 +92,6 @@ impl Arrivals {
     pub fn iter(&self) -> impl Iterator<Item = (f64, u64)> + '_ {
         self.by_time.iter().map(|(k, v)| (f64::from_bits(k.0), *v))
     }
-
-    /// Inbound requests.
-    pub fn len(&self) -> usize {
-        self.by_time.len()
-    }
-}
-
-/// Effective start of a running request's predicted stay: one that outlived
-/// the uniform decode time is still there, so it is given half a stay more
-/// (its expected residual life) instead of being counted as gone.
-fn running_start(joined: f64, now: f64, hold_s: f64) -> f64 {
-    joined.max(now - hold_s / 2.0)
-}
-
-/// Tokens held at time `t` under the uniform-stay model.
-fn level_at(
-    running: &HashMap<usize, (f64, u64)>,
-    waiting: u64,
-    arrivals: &Arrivals,
-    now: f64,
-    t: f64,
-    hold_s: f64,
-) -> i64 {
-    let live = |start: f64| start <= t && t < start + hold_s;
-    let mut sum = 0i64;
-    for &(joined, need) in running.values() {
-        if live(running_start(joined, now, hold_s)) {
-            sum += need as i64;
-        }
-    }
-    if live(now) {
-        sum += waiting as i64;
-    }
-    for (a, need) in arrivals.iter() {
-        if live(a) {
-            sum += need as i64;
-        }
-    }
-    sum
 }
 
 /// Everything a policy may look at, plus the instances themselves.
@@ -219,42 +181,18 @@ impl ClusterView for ClusterState {
         let Some(d) = self.decode.get(decode) else {
             return 0;
         };
-        // Sweep (time, ±tokens) over every request's predicted stay.
-        let mut ev: Vec<(f64, i64)> =
-            Vec::with_capacity(2 * (d.batch_joined.len() + d.arrivals.len()) + 2);
-        let mut push = |start: f64, tokens: u64| {
-            ev.push((start, tokens as i64));
-            ev.push((start + hold_s, -(tokens as i64)));
-        };
-        for &(joined, need) in d.batch_joined.values() {
-            push(running_start(joined, self.now, hold_s), need);
-        }
-        push(self.now, d.waiting_tokens);
-        for (t, need) in d.arrivals.iter() {
-            push(t, need);
-        }
-        // Ends before starts at equal times.
-        ev.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-        let (mut cur, mut peak) = (0i64, 0i64);
-        for (t, delta) in ev {
-            if t > to {
-                break;
-            }
-            cur += delta;
-            if t >= from {
-                peak = peak.max(cur);
-            }
-        }
-        // The level at `from` itself counts even if no event falls in range.
-        let at_from = peak.max(level_at(
-            &d.batch_joined,
-            d.waiting_tokens,
-            &d.arrivals,
-            self.now,
+        let now = self.now;
+        let running = d
+            .batch_joined
+            .values()
+            .map(|&(joined, need)| (running_stay_start(joined, now, hold_s), need));
+        let waiting = std::iter::once((now, d.waiting_tokens));
+        peak_tokens(
+            running.chain(waiting).chain(d.arrivals.iter()),
             from,
+            to,
             hold_s,
-        ));
-        at_from.max(0) as u64
+        )
     }
     fn predict_prefill_s(&self, instance: usize, new_tokens: u64, cached_tokens: u64) -> f64 {
         let full = self.cost.prefill_s(new_tokens, cached_tokens);
