@@ -153,7 +153,15 @@ async fn dummy_forwards_every_operation_and_is_released_on_disconnect() {
     assert_eq!(check_tagged("h", &out[..70_000]), Ok(5));
 
     // Removal.
-    dummy.remove("a", false).await.unwrap();
+    // Unforced: refused while a read's lease lasts, then done.
+    wait_for("the lease on \"a\" to end", WAIT, || async {
+        match dummy.remove("a", false).await {
+            Ok(()) => Some(()),
+            Err(e) if e.master_code() == Some(ErrorCode::ObjectHasLease) => None,
+            Err(e) => panic!("remove: {e}"),
+        }
+    })
+    .await;
     assert!(!dummy.is_exist("a").await.unwrap());
     let r = dummy.batch_remove(&keys[..2], true).await.unwrap();
     assert!(r.iter().all(|x| x.is_ok()));
