@@ -157,6 +157,20 @@ impl Backend {
     }
 }
 
+/// Run a connect on the shared runtime (its background tasks must outlive
+/// this call), without the GIL.
+pub(super) fn on_runtime<T: Send + 'static>(
+    py: Python<'_>,
+    fut: impl std::future::Future<Output = Result<T>> + Send + 'static,
+) -> Result<T> {
+    block_on(py, async move {
+        match runtime().spawn(fut).await {
+            Ok(r) => r,
+            Err(e) => Err(ClientError::Setup(e.to_string())),
+        }
+    })
+}
+
 impl PyStore {
     /// `setup_dummy`: attach to the real client at `server_address` with a
     /// shared pool of `mem_pool_size` bytes.
@@ -168,14 +182,8 @@ impl PyStore {
         server_address: &str,
     ) -> i64 {
         let server = server_address.trim().to_string();
-        let r = block_on(py, async move {
-            match runtime()
-                .spawn(async move { DummyClient::connect(&server, mem_pool_size).await })
-                .await
-            {
-                Ok(r) => r,
-                Err(e) => Err(ClientError::Setup(e.to_string())),
-            }
+        let r = on_runtime(py, async move {
+            DummyClient::connect(&server, mem_pool_size).await
         });
         match r {
             Ok(d) => {

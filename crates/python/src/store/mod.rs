@@ -225,12 +225,7 @@ impl PyStore {
                 return i64::from(CODE_INVALID_PARAMS);
             }
         };
-        let r = block_on(py, async move {
-            match runtime().spawn(Client::connect(cfg)).await {
-                Ok(r) => r,
-                Err(e) => Err(ClientError::Setup(e.to_string())),
-            }
-        });
+        let r = dummy::on_runtime(py, Client::connect(cfg));
         match r {
             Ok(client) => {
                 self.install(py, Backend::Real(client), local);

@@ -423,12 +423,7 @@ impl DummyClient {
                             have: r.len() as u64,
                         });
                     }
-                    // SAFETY: a Region names writable memory for its length
-                    // (its constructor's contract); v fits (checked).
-                    unsafe {
-                        std::ptr::copy_nonoverlapping(v.as_ptr(), r.addr() as *mut u8, v.len())
-                    };
-                    Ok(v.len() as u64)
+                    Ok(copy_into(*r, &v))
                 }));
             }
         }
@@ -478,17 +473,10 @@ impl DummyClient {
                             v.len()
                         )));
                     }
-                    let src = &v[offset as usize..offset as usize + dst.len()];
-                    // SAFETY: a Region names writable memory for its length
-                    // (its constructor's contract); src is exactly that long.
-                    unsafe {
-                        std::ptr::copy_nonoverlapping(
-                            src.as_ptr(),
-                            dst.addr() as *mut u8,
-                            src.len(),
-                        )
-                    };
-                    Ok(dst.len() as u64)
+                    Ok(copy_into(
+                        dst,
+                        &v[offset as usize..offset as usize + dst.len()],
+                    ))
                 }));
             }
         }
@@ -567,6 +555,16 @@ impl DummyClient {
         conn.broken = true;
         let _ = conn.wr.shutdown().await;
     }
+}
+
+/// Copy `src` to the start of `dst` (callers check it fits); its length.
+fn copy_into(dst: Region<'_>, src: &[u8]) -> u64 {
+    debug_assert!(src.len() <= dst.len());
+    let n = src.len().min(dst.len());
+    // SAFETY: a Region names writable memory for its length (its
+    // constructor's contract); n is within it.
+    unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst.addr() as *mut u8, n) };
+    n as u64
 }
 
 fn check_len(keys: usize, regions: usize) -> Result<()> {

@@ -32,38 +32,61 @@ fn page_size() -> usize {
     }
 }
 
-/// `mmap(NULL, len, RW, MAP_SHARED, fd, 0)`.
-fn map(fd: i32, len: usize) -> std::io::Result<*mut u8> {
-    // SAFETY: a fresh mapping placed by the kernel; no existing memory changes.
-    let ptr = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED,
-            fd,
-            0,
-        )
-    };
-    if ptr == libc::MAP_FAILED {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(ptr as *mut u8)
-}
-
-/// The dummy's pool: a sealed memfd mapped into this process.
+/// A shared read-write mapping of a whole memfd, unmapped (and the fd
+/// closed) on drop.
 #[derive(Debug)]
-pub struct SharedPool {
+struct Mapped {
     ptr: *mut u8,
     len: usize,
     fd: OwnedFd,
 }
 
 // SAFETY: plain shared memory, not tied to a thread; who writes where is the
-// callers' business (buffers handed out by the dummy's users).
-unsafe impl Send for SharedPool {}
+// business of the owners' users (buffers handed out by the dummy, ranges the
+// server checked).
+unsafe impl Send for Mapped {}
 // SAFETY: as above.
-unsafe impl Sync for SharedPool {}
+unsafe impl Sync for Mapped {}
+
+impl Mapped {
+    /// `mmap(NULL, len, RW, MAP_SHARED, fd, 0)`.
+    fn new(fd: OwnedFd, len: usize) -> std::io::Result<Mapped> {
+        // SAFETY: a fresh mapping placed by the kernel; no existing memory changes.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Mapped {
+            ptr: ptr as *mut u8,
+            len,
+            fd,
+        })
+    }
+}
+
+impl Drop for Mapped {
+    fn drop(&mut self) {
+        // SAFETY: exactly what mmap returned. The dummy drops its pool last;
+        // the server unregisters a peer mapping from the engine (draining
+        // transfers) before dropping it, or leaks it.
+        unsafe {
+            libc::munmap(self.ptr as *mut libc::c_void, self.len);
+        }
+    }
+}
+
+/// The dummy's pool: a sealed memfd mapped into this process.
+#[derive(Debug)]
+pub struct SharedPool(Mapped);
 
 impl SharedPool {
     /// A zero-filled pool of `len` bytes (rounded up to a page).
@@ -95,29 +118,28 @@ impl SharedPool {
         if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) } != 0 {
             return Err(std::io::Error::last_os_error());
         }
-        let ptr = map(fd.as_raw_fd(), len)?;
-        Ok(SharedPool { ptr, len, fd })
+        Ok(SharedPool(Mapped::new(fd, len)?))
     }
 
     /// First byte of the pool in this process.
     pub fn addr(&self) -> usize {
-        self.ptr as usize
+        self.0.ptr as usize
     }
 
     pub fn len(&self) -> usize {
-        self.len
+        self.0.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.0.len == 0
     }
 
     /// What the server needs to map it.
     pub fn desc(&self) -> PoolDesc {
         PoolDesc {
             pid: std::process::id(),
-            fd: self.fd.as_raw_fd(),
-            len: self.len as u64,
+            fd: self.0.fd.as_raw_fd(),
+            len: self.0.len as u64,
         }
     }
 
@@ -125,17 +147,7 @@ impl SharedPool {
     pub fn offset_of(&self, addr: usize, len: usize) -> Option<u64> {
         let off = addr.checked_sub(self.addr())?;
         let end = off.checked_add(len)?;
-        (end <= self.len).then_some(off as u64)
-    }
-}
-
-impl Drop for SharedPool {
-    fn drop(&mut self) {
-        // SAFETY: exactly what mmap returned; the pool's users are gone (the
-        // owner drops it last).
-        unsafe {
-            libc::munmap(self.ptr as *mut libc::c_void, self.len);
-        }
+        (end <= self.0.len).then_some(off as u64)
     }
 }
 
@@ -163,16 +175,7 @@ pub enum AttachError {
 /// A dummy's pool mapped into the real client. Unmapped on drop: the owner
 /// must make sure no transfer uses it any more (unregister it first).
 #[derive(Debug)]
-pub struct PeerMapping {
-    ptr: *mut u8,
-    len: usize,
-    _fd: OwnedFd,
-}
-
-// SAFETY: see SharedPool.
-unsafe impl Send for PeerMapping {}
-// SAFETY: see SharedPool.
-unsafe impl Sync for PeerMapping {}
+pub struct PeerMapping(Mapped);
 
 impl PeerMapping {
     /// Open and map the pool `desc` names, after checking its size and seals.
@@ -224,36 +227,25 @@ impl PeerMapping {
                 declared: desc.len,
             });
         }
-        let ptr = map(fd.as_raw_fd(), len).map_err(AttachError::Map)?;
-        Ok(PeerMapping { ptr, len, _fd: fd })
+        Ok(PeerMapping(Mapped::new(fd, len).map_err(AttachError::Map)?))
     }
 
     pub fn addr(&self) -> usize {
-        self.ptr as usize
+        self.0.ptr as usize
     }
 
     pub fn len(&self) -> usize {
-        self.len
+        self.0.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.0.len == 0
     }
 
     /// The address of `[offset, offset + len)` if it lies inside the pool.
     pub fn resolve(&self, offset: u64, len: u64) -> Option<usize> {
         let end = offset.checked_add(len)?;
-        (end <= self.len as u64).then(|| self.addr() + offset as usize)
-    }
-}
-
-impl Drop for PeerMapping {
-    fn drop(&mut self) {
-        // SAFETY: exactly what mmap returned; the server unregistered it from
-        // the engine (draining transfers) before dropping, or leaked it.
-        unsafe {
-            libc::munmap(self.ptr as *mut libc::c_void, self.len);
-        }
+        (end <= self.0.len as u64).then(|| self.addr() + offset as usize)
     }
 }
 
