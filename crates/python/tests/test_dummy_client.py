@@ -190,3 +190,13 @@ def test_dead_real_client_gives_negative_codes(cluster, tmp_path, unique):
     finally:
         s.close()
         stop(proc)
+
+
+def test_remove_all_through_the_dummy(dummy, store, unique):
+    keys = [unique(f"r{i}") for i in range(3)]
+    assert dummy.put_batch(keys, [b"x" * 10] * 3) == 0
+    assert store.remove_all(True) >= 0  # whatever earlier tests left
+    assert dummy.put_batch(keys, [b"y" * 10] * 3) == 0
+    assert dummy.remove_all(True) == 3
+    assert dummy.batch_is_exist(keys) == [0, 0, 0]
+    assert store.batch_is_exist(keys) == [0, 0, 0]
