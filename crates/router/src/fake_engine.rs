@@ -38,6 +38,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::time::Instant;
 
+/// Most tokens one request generates (a fake engine must not be made to
+/// loop for hours by one `max_tokens`).
+pub const MAX_OUTPUT_TOKENS: u32 = 1 << 16;
+
 /// What the engine is deployed as (reported in `/stats`; both roles serve
 /// every request kind).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -368,7 +372,7 @@ async fn generate(st: Arc<EngineState>, ep: Endpoint, body: Bytes) -> Response {
         s.streams += u64::from(shape.stream);
     }
     st.prefill(&shape, remote_kv).await;
-    let n = shape.output_tokens;
+    let n = shape.output_tokens.min(MAX_OUTPUT_TOKENS);
     let reply = Reply {
         ep,
         id: format!(
