@@ -19,7 +19,7 @@ use mooncake_store::client_service::shm::SharedPool;
 use mooncake_store::client_service::wire::{
     PoolDesc, PoolRange, ServiceReply, ServiceRequest, ServiceResponse, WireError,
 };
-use mooncake_store::client_service::{serve, DummyClient};
+use mooncake_store::client_service::{serve, DummyClient, CONNECTIONS};
 use mooncake_store::protocol::frame::{decode_payload, encode_frame, read_frame};
 use mooncake_store::{ErrorCode, ReplicateConfig};
 use tokio::io::AsyncWriteExt;
@@ -73,11 +73,11 @@ async fn dummy_forwards_every_operation_and_is_released_on_disconnect() {
     let addr = service.local_addr().to_string();
     let dummy = DummyClient::connect(&addr, 8 << 20).await.unwrap();
     assert_eq!(dummy.segment_name(), real.segment_name());
-    assert_eq!(service.attached_pools(), 1);
+    assert_eq!(service.attached_pools(), CONNECTIONS);
     assert_eq!(
         real.engine().local_descriptor().buffers.len(),
-        buffers_before + 1,
-        "the pool is registered with the real client's engine"
+        buffers_before + CONNECTIONS,
+        "the pool is registered with the real client's engine, once per connection"
     );
 
     // Plain values through the socket.
@@ -460,4 +460,48 @@ async fn real_client_process_serves_dummies() {
     let e = DummyClient::connect(&service, 1 << 20).await.unwrap_err();
     assert_eq!(e.master_code(), Some(ErrorCode::RpcFail), "{e}");
     direct.close().await.unwrap();
+}
+
+/// Calls from many tasks at once: spread over the dummy's connections, each
+/// lands in its own buffer of the shared pool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_calls_share_the_connections() {
+    let cluster = Cluster::start(0, 0, opts()).await;
+    let real = cluster.client_with(64 << 20, 16 << 20).await;
+    let service = serve(real.clone(), "127.0.0.1:0").await.unwrap();
+    let addr = service.local_addr().to_string();
+    let dummy = std::sync::Arc::new(DummyClient::connect(&addr, 8 << 20).await.unwrap());
+    assert_eq!(service.sessions(), CONNECTIONS);
+    let len = 128 << 10;
+    let mut tasks = Vec::new();
+    for t in 0..12 {
+        let d = std::sync::Arc::clone(&dummy);
+        tasks.push(tokio::spawn(async move {
+            let src = d.alloc(len).unwrap();
+            let dst = d.alloc(len).unwrap();
+            for round in 0..5u64 {
+                let key = format!("c{t}-{round}");
+                write(src, &tagged_value(&key, round, len));
+                d.put_from(&key, pool_region(src, len), &rc())
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    d.get_into(&key, pool_region(dst, len)).await.unwrap(),
+                    len as u64
+                );
+                assert_eq!(check_tagged(&key, &read(dst, len)), Ok(round));
+            }
+            assert!(d.free(src) && d.free(dst));
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(dummy.remove_all(true).await.unwrap(), 60);
+    dummy.close().await;
+    wait_for("every connection's pool to be released", WAIT, || async {
+        (service.attached_pools() == 0 && service.sessions() == 0).then_some(())
+    })
+    .await;
+    real.close().await.unwrap();
 }

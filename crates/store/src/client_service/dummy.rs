@@ -10,9 +10,12 @@
 //! through the socket, so any registered buffer works; a single value that
 //! way is limited to [`MAX_INLINE_VALUE`] bytes.
 //!
-//! Calls share one connection and run one at a time. A transport failure
-//! (real client gone, timeout) breaks the connection for good: every later
-//! call fails with `RPC_FAIL` until the store is set up again.
+//! The dummy keeps [`CONNECTIONS`] connections, each with the pool
+//! attached, so calls from several threads run concurrently in the real
+//! client; one connection carries one call at a time. A transport failure
+//! (real client gone, timeout, a call abandoned mid-way) breaks that
+//! connection for good: calls on it fail with `RPC_FAIL` until the store is
+//! set up again.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -35,6 +38,8 @@ use crate::protocol::{ErrorCode, ReplicateConfig, MAX_FRAME_LEN};
 pub const MAX_INLINE_VALUE: usize = MAX_FRAME_LEN - (64 << 10);
 /// Values of one put request together stay under this; bigger batches are split.
 const BATCH_BYTES: usize = 8 << 20;
+/// Connections per dummy (concurrent calls in flight).
+pub const CONNECTIONS: usize = 4;
 /// How long one call may take before the connection is given up.
 const CALL_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -48,8 +53,10 @@ struct Conn {
 
 /// A store client that forwards to a real client over local RPC.
 pub struct DummyClient {
-    conn: tokio::sync::Mutex<Conn>,
+    conns: Vec<tokio::sync::Mutex<Conn>>,
     next_id: AtomicU64,
+    /// Where the search for an idle connection starts (spreads the calls).
+    next_conn: AtomicU64,
     pool: SharedPool,
     alloc: Mutex<PoolAllocator>,
     segment: String,
@@ -64,6 +71,26 @@ impl std::fmt::Debug for DummyClient {
             .field("pool", &self.pool.len())
             .finish()
     }
+}
+
+/// A connection to the real client at `server`.
+async fn open(server: &str) -> Result<Conn> {
+    let stream = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(server))
+        .await
+        .map_err(|_| rpc_fail())?
+        .map_err(|e| {
+            tracing::debug!(server, error = %e, "real client unreachable");
+            rpc_fail()
+        })?;
+    let _ = stream.set_nodelay(true);
+    let (rd, wr) = stream.into_split();
+    Ok(Conn {
+        rd: BufReader::with_capacity(256 << 10, rd),
+        wr,
+        buf: Vec::new(),
+        out: BytesMut::new(),
+        broken: false,
+    })
 }
 
 fn rpc_fail() -> ClientError {
@@ -96,35 +123,28 @@ impl DummyClient {
             .map_err(|_| ClientError::InvalidParams(format!("pool of {pool_size} bytes")))?;
         let pool = SharedPool::create(size)
             .map_err(|e| ClientError::Setup(format!("creating the shared pool: {e}")))?;
-        let stream = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(server))
-            .await
-            .map_err(|_| rpc_fail())?
-            .map_err(|e| {
-                tracing::debug!(server, error = %e, "real client unreachable");
-                rpc_fail()
-            })?;
-        let _ = stream.set_nodelay(true);
-        let (rd, wr) = stream.into_split();
+        let mut conns = Vec::with_capacity(CONNECTIONS);
+        for _ in 0..CONNECTIONS {
+            conns.push(tokio::sync::Mutex::new(open(server).await?));
+        }
         let mut dummy = DummyClient {
-            conn: tokio::sync::Mutex::new(Conn {
-                rd: BufReader::with_capacity(256 << 10, rd),
-                wr,
-                buf: Vec::new(),
-                out: BytesMut::new(),
-                broken: false,
-            }),
+            conns,
             next_id: AtomicU64::new(1),
+            next_conn: AtomicU64::new(0),
             alloc: Mutex::new(PoolAllocator::new(pool.len() as u64)),
             pool,
             segment: String::new(),
             server: server.to_string(),
         };
-        match dummy
-            .call(ServiceRequest::Attach(dummy.pool.desc()))
-            .await?
-        {
-            ServiceReply::Attached { segment } => dummy.segment = segment,
-            _ => return Err(unexpected()),
+        // Every connection maps the pool on its own: the real client
+        // serves each independently and releases each mapping with it.
+        for conn in &dummy.conns {
+            let req = ServiceRequest::Attach(dummy.pool.desc());
+            let mut guard = conn.lock().await;
+            match dummy.exchange(&mut guard, req).await? {
+                ServiceReply::Attached { segment } => dummy.segment = segment,
+                _ => return Err(unexpected()),
+            }
         }
         Ok(dummy)
     }
@@ -154,10 +174,21 @@ impl DummyClient {
         }
     }
 
+    /// Run `req` on an idle connection (or wait for one).
     async fn call(&self, req: ServiceRequest) -> Result<ServiceReply> {
+        let n = self.conns.len();
+        let start = self.next_conn.fetch_add(1, Ordering::Relaxed) as usize % n;
+        for i in 0..n {
+            if let Ok(mut guard) = self.conns[(start + i) % n].try_lock() {
+                return self.exchange(&mut guard, req).await;
+            }
+        }
+        let mut guard = self.conns[start].lock().await;
+        self.exchange(&mut guard, req).await
+    }
+
+    async fn exchange(&self, conn: &mut Conn, req: ServiceRequest) -> Result<ServiceReply> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let mut guard = self.conn.lock().await;
-        let conn = &mut *guard;
         if conn.broken {
             return Err(rpc_fail());
         }
@@ -551,9 +582,11 @@ impl DummyClient {
 
     /// End the session: the real client unregisters and unmaps the pool.
     pub async fn close(&self) {
-        let mut conn = self.conn.lock().await;
-        conn.broken = true;
-        let _ = conn.wr.shutdown().await;
+        for conn in &self.conns {
+            let mut conn = conn.lock().await;
+            conn.broken = true;
+            let _ = conn.wr.shutdown().await;
+        }
     }
 }
 

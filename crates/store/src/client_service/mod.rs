@@ -45,7 +45,7 @@ pub mod server;
 pub mod shm;
 pub mod wire;
 
-pub use dummy::DummyClient;
+pub use dummy::{DummyClient, CONNECTIONS};
 pub use server::{serve, ServiceHandle};
 
 /// The reference's default port of the standalone real client.
