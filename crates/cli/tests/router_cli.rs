@@ -86,24 +86,23 @@ fn client() -> reqwest::Client {
         .unwrap()
 }
 
-async fn post(url: &str, path: &str, body: &Value) -> (u16, Value) {
-    let r = client()
+async fn send(url: &str, path: &str, body: &Value) -> reqwest::Response {
+    client()
         .post(format!("{url}{path}"))
         .json(body)
         .send()
         .await
-        .expect("router answers");
+        .expect("router answers")
+}
+
+async fn post(url: &str, path: &str, body: &Value) -> (u16, Value) {
+    let r = send(url, path, body).await;
     let status = r.status().as_u16();
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
 async fn post_stream(url: &str, path: &str, body: &Value) -> (u16, String, String) {
-    let r = client()
-        .post(format!("{url}{path}"))
-        .json(body)
-        .send()
-        .await
-        .expect("router answers");
+    let r = send(url, path, body).await;
     let status = r.status().as_u16();
     let ct = r
         .headers()

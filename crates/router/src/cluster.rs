@@ -32,6 +32,7 @@
 use mooncake_conductor::cache::{new_cache, BlockCache, CacheStats, PolicyKind};
 use mooncake_conductor::cost::CostModel;
 use mooncake_conductor::policy::admission::Admission;
+use mooncake_conductor::policy::forecast;
 use mooncake_conductor::policy::{
     ClusterView, Decision, DecodeLoad, Policy, PrefillLoad, RejectReason, RequestInfo, Slo,
 };
@@ -588,45 +589,22 @@ impl ClusterView for LiveCluster {
             .get(instance)
             .map_or(0, |p| p.cache.lookup_prefix(blocks))
     }
-    /// Uniform-stay model over the requests the router placed: running
-    /// requests leave `hold_s` after they joined (one older than `hold_s/2`
-    /// gets `hold_s/2` more, its expected residual life, as admission
-    /// control assumes), inbound ones join at their predicted TTFT.
+    /// Conductor's uniform-stay forecast ([`forecast`]) over the requests
+    /// the router placed: running requests from when they joined, inbound
+    /// ones from their predicted TTFT.
     fn decode_peak_tokens(&self, decode: usize, from: f64, to: f64, hold_s: f64) -> u64 {
         let Some(d) = self.decode.get(decode) else {
             return 0;
         };
         let now = self.now;
-        let mut ev: Vec<(f64, i64)> = Vec::with_capacity(2 * d.jobs.len());
-        for job in d.jobs.values() {
+        let stays = d.jobs.values().map(|job| {
             let start = match job.stage {
-                Stage::Running { joined } => joined.max(now - hold_s / 2.0),
+                Stage::Running { joined } => forecast::running_stay_start(joined, now, hold_s),
                 Stage::Inbound { predicted_join } => predicted_join.max(now),
             };
-            let need = (job.input + job.output) as i64;
-            ev.push((start, need));
-            ev.push((start + hold_s, -need));
-        }
-        // Leaving before joining at equal times.
-        ev.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-        let mut it = ev.into_iter().peekable();
-        let mut cur = 0i64;
-        while let Some(&(t, delta)) = it.peek() {
-            if t > from {
-                break;
-            }
-            cur += delta;
-            it.next();
-        }
-        let mut peak = cur;
-        for (t, delta) in it {
-            if t > to {
-                break;
-            }
-            cur += delta;
-            peak = peak.max(cur);
-        }
-        peak.max(0) as u64
+            (start, job.input + job.output)
+        });
+        forecast::peak_tokens(stays, from, to, hold_s)
     }
 }
 

@@ -340,6 +340,28 @@ fn content_type(resp: &reqwest::Response) -> Option<HeaderValue> {
         .and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok())
 }
 
+/// A backend failed mid-request: ends the request, marks the instance
+/// unhealthy for the backoff, logs, and returns the 502 to answer.
+fn backend_failed(
+    st: &AppState,
+    guard: TicketGuard,
+    role: Role,
+    i: usize,
+    what: &str,
+    e: &reqwest::Error,
+) -> Failure {
+    drop(guard);
+    st.mark_unhealthy(role, i);
+    let urls = match role {
+        Role::Prefill => &st.cfg.prefill,
+        Role::Decode => &st.cfg.decode,
+    };
+    let url = urls.get(i).map_or("?", String::as_str);
+    tracing::warn!(role = role.as_str(), instance = %url, error = %e, "instance {what}; marked unhealthy");
+    let msg = format!("{} instance {url} {what}: {e}", role.as_str());
+    (Outcome::BackendError, ApiError::bad_gateway(msg)).into()
+}
+
 /// Routes and sends to prefill, re-routing while instances are unreachable.
 async fn prefill_stage(
     st: &Arc<AppState>,
@@ -411,9 +433,8 @@ async fn prefill_stage(
         let resp = match sent {
             Ok(r) => r,
             Err(e) => {
-                drop(guard);
-                st.mark_unhealthy(Role::Prefill, routed.prefill);
-                tracing::warn!(prefill = %url, error = %e, "prefill instance failed; marked unhealthy");
+                let failure =
+                    backend_failed(st, guard, Role::Prefill, routed.prefill, "failed", &e);
                 if e.is_connect() {
                     // Nothing ran there: re-route among the others.
                     st.metrics.retry();
@@ -421,11 +442,7 @@ async fn prefill_stage(
                     last_error = format!("{url}: {e}");
                     continue;
                 }
-                return Err((
-                    Outcome::BackendError,
-                    ApiError::bad_gateway(format!("prefill instance {url} failed: {e}")),
-                )
-                    .into());
+                return Err(failure);
             }
         };
         let status = resp.status();
@@ -433,13 +450,14 @@ async fn prefill_stage(
         let bytes = match resp.bytes().await {
             Ok(b) => b,
             Err(e) => {
-                drop(guard);
-                st.mark_unhealthy(Role::Prefill, routed.prefill);
-                return Err((
-                    Outcome::BackendError,
-                    ApiError::bad_gateway(format!("prefill instance {url} broke off: {e}")),
-                )
-                    .into());
+                return Err(backend_failed(
+                    st,
+                    guard,
+                    Role::Prefill,
+                    routed.prefill,
+                    "broke off",
+                    &e,
+                ))
             }
         };
         if !status.is_success() {
@@ -493,14 +511,14 @@ async fn forward(
     let resp = match sent {
         Ok(r) => r,
         Err(e) => {
-            drop(guard);
-            st.mark_unhealthy(Role::Decode, routed.decode);
-            tracing::warn!(decode = %url, error = %e, "decode instance failed; marked unhealthy");
-            return Err((
-                Outcome::BackendError,
-                ApiError::bad_gateway(format!("decode instance {url} failed: {e}")),
-            )
-                .into());
+            return Err(backend_failed(
+                &st,
+                guard,
+                Role::Decode,
+                routed.decode,
+                "failed",
+                &e,
+            ))
         }
     };
     let status = resp.status();
@@ -525,15 +543,14 @@ async fn forward(
             guard.finish(true);
             Ok(passthrough(status, ct, Body::from(bytes)))
         }
-        Err(e) => {
-            drop(guard);
-            st.mark_unhealthy(Role::Decode, routed.decode);
-            Err((
-                Outcome::BackendError,
-                ApiError::bad_gateway(format!("decode instance {url} broke off: {e}")),
-            )
-                .into())
-        }
+        Err(e) => Err(backend_failed(
+            &st,
+            guard,
+            Role::Decode,
+            routed.decode,
+            "broke off",
+            &e,
+        )),
     }
 }
 

@@ -67,6 +67,17 @@ async fn a_client_leaving_mid_stream_ends_the_request() {
     assert_eq!(st[0].load_s, 0.0);
 }
 
+/// `POST /v1/completions` on `router`: status and JSON body.
+async fn complete(client: &reqwest::Client, router: &Server, body: &Value) -> (u16, Value) {
+    let resp = client
+        .post(format!("{}/v1/completions", router.url()))
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    (resp.status().as_u16(), resp.json().await.unwrap())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn misbehaving_backends_get_clear_answers() {
     let garbage = serve(axum::Router::new().route(
@@ -90,14 +101,8 @@ async fn misbehaving_backends_get_clear_answers() {
 
     let svc = router(&garbage, &d);
     let r = serve(svc.app()).await;
-    let resp = client
-        .post(format!("{}/v1/completions", r.url()))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 502);
-    let v: Value = resp.json().await.unwrap();
+    let (status, v) = complete(&client, &r, &body).await;
+    assert_eq!(status, 502);
     assert!(
         v["error"]["message"]
             .as_str()
@@ -110,14 +115,8 @@ async fn misbehaving_backends_get_clear_answers() {
     // A backend's own error status is passed through unchanged.
     let svc = router(&refusing, &d);
     let r = serve(svc.app()).await;
-    let resp = client
-        .post(format!("{}/v1/completions", r.url()))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 422);
-    let v: Value = resp.json().await.unwrap();
+    let (status, v) = complete(&client, &r, &body).await;
+    assert_eq!(status, 422);
     assert_eq!(v["error"]["message"], "model not found");
     assert_eq!(svc.with_cluster(|c| c.in_flight()), 0);
     assert!(svc
