@@ -488,3 +488,81 @@ async fn dead_backends_are_skipped_or_reported() {
         0.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn colocated_workers_get_one_leg_and_keep_their_prefixes() {
+    let w0 = engine("decode", "0.01");
+    let w1 = engine("decode", "0.01");
+    let args = [
+        "router",
+        "--port",
+        "0",
+        "--mode",
+        "colocated",
+        "--worker",
+        &w0.url,
+        "--worker",
+        &w1.url,
+    ];
+    let r = spawn(&args);
+    let prefix = "Colocated engines keep their own prefix caches. ".repeat(400);
+    let ask = |q: &str, stream: bool| json!({"model": "m", "prompt": format!("{prefix}{q}"), "max_tokens": 3, "stream": stream});
+    let (s, v) = post(&r.url, "/v1/completions", &ask("one", false)).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["choices"][0]["text"], " tok0 tok1 tok2");
+    let (s, _, body) = post_stream(&r.url, "/v1/completions", &ask("two", true)).await;
+    assert_eq!(s, 200);
+    assert_eq!(sse_data(&body).last(), Some(&"[DONE]"));
+    let (s, _) = post(&r.url, "/v1/completions", &ask("three", false)).await;
+    assert_eq!(s, 200);
+    let st = [
+        get_json(&w0.url, "/stats").await,
+        get_json(&w1.url, "/stats").await,
+    ];
+    let holder = if st[0]["requests"] == 3 { 0 } else { 1 };
+    // One leg per request, all on the engine holding the prefix, which
+    // prefilled them itself (no KV handoff) and hit its cache.
+    assert_eq!(st[holder]["requests"], 3, "{st:?}");
+    assert_eq!(st[1 - holder]["requests"], 0, "{st:?}");
+    assert_eq!(st[holder]["prefills"], 3);
+    assert_eq!(st[holder]["remote_kv"], 0);
+    assert!(
+        st[holder]["blocks_hit"].as_u64().unwrap() >= 2 * 9,
+        "{st:?}"
+    );
+    let m = metrics(&r.url).await;
+    assert_eq!(
+        metric(&m, "mooncake_router_requests_total{outcome=\"ok\"}"),
+        3.0
+    );
+    // Nothing left in flight on either side once streams end.
+    let in_flight = format!(
+        "mooncake_router_in_flight{{role=\"decode\",instance=\"{}\"}}",
+        st_url(holder, &w0, &w1)
+    );
+    assert_eq!(metric(&m, &in_flight), 0.0);
+    // Mixing modes is a clear startup error.
+    let out = Command::new(env!("CARGO_BIN_EXE_mooncake"))
+        .args([
+            "router",
+            "--mode",
+            "colocated",
+            "--worker",
+            &w0.url,
+            "--prefill",
+            &w1.url,
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("prefill") && err.contains("not used"), "{err}");
+}
+
+fn st_url<'a>(i: usize, a: &'a Proc, b: &'a Proc) -> &'a str {
+    if i == 0 {
+        &a.url
+    } else {
+        &b.url
+    }
+}

@@ -25,6 +25,10 @@
 //! plus the predicted times of the rest. Engines batch prefills, so this is
 //! a conservative estimate that resets whenever requests return.
 //!
+//! Colocated mode ([`LiveClusterConfig::colocated`]): instance `i` is one
+//! engine that prefills and decodes, so the decode side of a placement is
+//! pinned to its prefill side and health covers both.
+//!
 //! Invariants: every ticket is in at most one prefill queue and one decode
 //! instance; loads are recomputed after every change; time never runs
 //! backwards (an earlier `now_s` is treated as the latest one seen).
@@ -60,6 +64,10 @@ pub struct LiveClusterConfig {
     pub backoff_s: f64,
     /// Admission control applied after the policy.
     pub admission: Admission,
+    /// Every instance both prefills and decodes (no disaggregation): prefill
+    /// instance `i` and decode instance `i` are one engine, a request decodes
+    /// where it prefilled, and a failure takes both out.
+    pub colocated: bool,
 }
 
 impl Default for LiveClusterConfig {
@@ -75,6 +83,7 @@ impl Default for LiveClusterConfig {
             cache_policy: PolicyKind::Lru,
             backoff_s: 10.0,
             admission: Admission::default(),
+            colocated: false,
         }
     }
 }
@@ -212,8 +221,10 @@ pub struct LiveCluster {
 }
 
 impl LiveCluster {
-    /// A cluster of idle, healthy instances with empty caches.
+    /// A cluster of idle, healthy instances with empty caches (colocated:
+    /// `prefill` engines, `decode` is ignored).
     pub fn new(cfg: LiveClusterConfig, prefill: usize, decode: usize) -> Self {
+        let decode = if cfg.colocated { prefill } else { decode };
         let prefill = (0..prefill)
             .map(|_| PrefillInstance {
                 jobs: BTreeMap::new(),
@@ -282,6 +293,12 @@ impl LiveCluster {
     pub fn mark_unhealthy(&mut self, role: Role, i: usize, now_s: f64) {
         self.advance(now_s);
         let until = self.now + self.cfg.backoff_s;
+        let both = self.cfg.colocated;
+        if both || role == Role::Decode {
+            if let Some(d) = self.decode.get_mut(i) {
+                d.unhealthy_until = until;
+            }
+        }
         match role {
             Role::Prefill => {
                 if let Some(p) = self.prefill.get_mut(i) {
@@ -289,11 +306,13 @@ impl LiveCluster {
                     p.cache = new_cache(self.cfg.cache_policy, self.cfg.prefill_cache_blocks);
                 }
             }
-            Role::Decode => {
-                if let Some(d) = self.decode.get_mut(i) {
-                    d.unhealthy_until = until;
+            Role::Decode if both => {
+                if let Some(p) = self.prefill.get_mut(i) {
+                    p.unhealthy_until = until;
+                    p.cache = new_cache(self.cfg.cache_policy, self.cfg.prefill_cache_blocks);
                 }
             }
+            Role::Decode => {}
         }
     }
 
@@ -311,9 +330,13 @@ impl LiveCluster {
         let p_ok: Vec<usize> = (0..self.prefill.len())
             .filter(|&i| self.is_healthy(Role::Prefill, i) && !exclude_prefill.contains(&i))
             .collect();
-        let d_ok: Vec<usize> = (0..self.decode.len())
-            .filter(|&j| self.is_healthy(Role::Decode, j))
-            .collect();
+        let d_ok: Vec<usize> = if self.cfg.colocated {
+            p_ok.clone()
+        } else {
+            (0..self.decode.len())
+                .filter(|&j| self.is_healthy(Role::Decode, j))
+                .collect()
+        };
         if p_ok.is_empty() {
             return Err(RouteError::NoPrefill);
         }
@@ -321,7 +344,7 @@ impl LiveCluster {
             return Err(RouteError::NoDecode);
         }
         let all = p_ok.len() == self.prefill.len() && d_ok.len() == self.decode.len();
-        let (placement, fetch) = if all {
+        let (mut placement, fetch) = if all {
             decide(policy, &self.cfg.admission, req, self)?
         } else {
             let view = HealthyView::new(self, p_ok, d_ok);
@@ -330,6 +353,10 @@ impl LiveCluster {
             pl.decode = view.d[pl.decode];
             (pl, fetch.map(|(from, n)| (view.p[from], n)))
         };
+        if self.cfg.colocated {
+            // One engine: it decodes what it prefilled.
+            placement.decode = placement.prefill;
+        }
         Ok(self.admit(req, placement, fetch))
     }
 

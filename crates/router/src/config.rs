@@ -56,6 +56,32 @@ fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
     }
 }
 
+/// How requests reach the engines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ServeMode {
+    /// Prefill instances and decode instances (`prefill`, `decode`): two
+    /// legs per request with a KV handoff (vLLM's disaggregated proxy flow).
+    #[default]
+    Disaggregated,
+    /// Engines that prefill and decode (`workers`): one leg per request,
+    /// placed by the same policies (like sglang-router in front of SGLang).
+    Colocated,
+}
+
+impl FromStr for ServeMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "disaggregated" | "pd" => Ok(ServeMode::Disaggregated),
+            "colocated" | "co-located" => Ok(ServeMode::Colocated),
+            _ => Err(format!(
+                "unknown mode `{s}` (expected disaggregated or colocated)"
+            )),
+        }
+    }
+}
+
 /// Settings of the live router.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -64,10 +90,14 @@ pub struct RouterConfig {
     pub host: String,
     /// Bind port (0 = any free port).
     pub port: u16,
+    /// Disaggregated (prefill + decode instances) or colocated (workers).
+    pub mode: ServeMode,
     /// Prefill instances' base URLs (`http://host:port`).
     pub prefill: Vec<String>,
     /// Decode instances' base URLs.
     pub decode: Vec<String>,
+    /// Colocated mode: the engines' base URLs.
+    pub workers: Vec<String>,
     /// Scheduling policy (the simulator's names).
     pub policy: PolicyName,
     /// Admission control after the policy: none, early, predictive.
@@ -105,8 +135,10 @@ impl Default for RouterConfig {
         Self {
             host: "127.0.0.1".into(),
             port: 8000,
+            mode: ServeMode::Disaggregated,
             prefill: Vec::new(),
             decode: Vec::new(),
+            workers: Vec::new(),
             policy: PolicyName::Mooncake,
             admission: AdmissionMode::None,
             admission_threshold: 1.0,
@@ -185,8 +217,10 @@ impl RouterConfig {
         match k {
             "host" => self.host = value.trim().to_string(),
             "port" => self.port = parse(k, value)?,
+            "mode" => self.mode = parse(k, value)?,
             "prefill" => self.prefill = list(value),
             "decode" => self.decode = list(value),
+            "workers" | "worker" => self.workers = list(value),
             "policy" => self.policy = parse(k, value)?,
             "admission" => self.admission = parse(k, value)?,
             "admission_threshold" => self.admission_threshold = parse(k, value)?,
@@ -219,9 +253,44 @@ impl RouterConfig {
         Ok(())
     }
 
+    /// The instances routed to as prefill (colocated: the workers).
+    pub fn prefill_urls(&self) -> &[String] {
+        match self.mode {
+            ServeMode::Disaggregated => &self.prefill,
+            ServeMode::Colocated => &self.workers,
+        }
+    }
+
+    /// The instances routed to as decode (colocated: the workers).
+    pub fn decode_urls(&self) -> &[String] {
+        match self.mode {
+            ServeMode::Disaggregated => &self.decode,
+            ServeMode::Colocated => &self.workers,
+        }
+    }
+
     /// Checks every value.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        for (key, urls) in [("prefill", &self.prefill), ("decode", &self.decode)] {
+        type Lists<'a> = [(&'static str, &'a Vec<String>)];
+        let (used, unused): (&Lists, &Lists) = match self.mode {
+            ServeMode::Disaggregated => (
+                &[("prefill", &self.prefill), ("decode", &self.decode)],
+                &[("workers", &self.workers)],
+            ),
+            ServeMode::Colocated => (
+                &[("workers", &self.workers)],
+                &[("prefill", &self.prefill), ("decode", &self.decode)],
+            ),
+        };
+        for (key, urls) in unused {
+            if !urls.is_empty() {
+                return Err(invalid(
+                    key,
+                    format!("not used in {:?} mode (see `mode`)", self.mode),
+                ));
+            }
+        }
+        for &(key, urls) in used {
             if urls.is_empty() {
                 return Err(invalid(key, "at least one instance URL is required"));
             }
@@ -289,6 +358,7 @@ impl RouterConfig {
                 mode: self.admission,
                 threshold: self.admission_threshold,
             },
+            colocated: self.mode == ServeMode::Colocated,
         })
     }
 }
@@ -346,6 +416,17 @@ mod tests {
         assert!(cfg.set("policy", "fastest").is_err());
         assert!(cfg.set("nope", "1").is_err());
         assert!(cfg.set("port", "99999").is_err());
+        cfg.set("mode", "colocated").unwrap();
+        assert!(
+            matches!(cfg.validate(), Err(ConfigError::Invalid { key, .. }) if key == "prefill")
+        );
+        cfg.prefill.clear();
+        cfg.decode.clear();
+        cfg.set("worker", "http://w1,http://w2").unwrap();
+        cfg.validate().unwrap();
+        assert_eq!(cfg.prefill_urls(), cfg.decode_urls());
+        assert!(cfg.cluster_config().unwrap().colocated);
+        assert!(cfg.set("mode", "sideways").is_err());
         cfg.set("slo_tbt", "0").unwrap();
         assert!(cfg.validate().is_err());
         assert!(matches!(

@@ -22,7 +22,7 @@
 //! future is dropped) or a stream breaks.
 
 use crate::cluster::{LiveCluster, Role, RouteError, Routed};
-use crate::config::{ConfigError, RouterConfig};
+use crate::config::{ConfigError, RouterConfig, ServeMode};
 use crate::error::ApiError;
 use crate::metrics::{InstanceLabels, Metrics, Outcome};
 use crate::prompt::{self, Endpoint};
@@ -81,7 +81,11 @@ impl RouterService {
     /// Validates `cfg` and builds the router (no sockets yet).
     pub fn new(cfg: RouterConfig) -> Result<Self, ConfigError> {
         let cluster_cfg = cfg.cluster_config()?;
-        let cluster = LiveCluster::new(cluster_cfg, cfg.prefill.len(), cfg.decode.len());
+        let cluster = LiveCluster::new(
+            cluster_cfg,
+            cfg.prefill_urls().len(),
+            cfg.decode_urls().len(),
+        );
         let policy = cfg.policy.build(cfg.seed);
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs_f64(cfg.connect_timeout_secs))
@@ -142,8 +146,8 @@ impl RouterService {
         };
         self.st.metrics.render(
             InstanceLabels {
-                prefill: &self.st.cfg.prefill,
-                decode: &self.st.cfg.decode,
+                prefill: self.st.cfg.prefill_urls(),
+                decode: self.st.cfg.decode_urls(),
             },
             &p,
             &d,
@@ -353,8 +357,8 @@ fn backend_failed(
     drop(guard);
     st.mark_unhealthy(role, i);
     let urls = match role {
-        Role::Prefill => &st.cfg.prefill,
-        Role::Decode => &st.cfg.decode,
+        Role::Prefill => st.cfg.prefill_urls(),
+        Role::Decode => st.cfg.decode_urls(),
     };
     let url = urls.get(i).map_or("?", String::as_str);
     tracing::warn!(role = role.as_str(), instance = %url, error = %e, "instance {what}; marked unhealthy");
@@ -362,16 +366,18 @@ fn backend_failed(
     (Outcome::BackendError, ApiError::bad_gateway(msg)).into()
 }
 
-/// Routes and sends to prefill, re-routing while instances are unreachable.
-async fn prefill_stage(
+/// Routes and sends the first leg (the prefill leg, or the whole request
+/// when colocated), re-routing while instances are unreachable. Returns the
+/// instance's 2xx answer; an error status is passed through.
+async fn first_leg(
     st: &Arc<AppState>,
     ep: Endpoint,
-    json: &Value,
+    body: &Value,
     info: &RequestInfo<'_>,
-) -> Result<(TicketGuard, Routed, Value), Failure> {
+) -> Result<(TicketGuard, Routed, reqwest::Response), Failure> {
+    let colocated = st.cfg.mode == ServeMode::Colocated;
     let mut excluded: Vec<usize> = Vec::new();
     let mut last_error = String::new();
-    let body = prefill_body(json);
     loop {
         let routed = {
             let now = st.now();
@@ -397,7 +403,12 @@ async fn prefill_stage(
                 return Err((
                     Outcome::BackendError,
                     ApiError::bad_gateway(format!(
-                        "no prefill instance could be reached: {last_error}"
+                        "no {} could be reached: {last_error}",
+                        if colocated {
+                            "worker"
+                        } else {
+                            "prefill instance"
+                        }
                     )),
                 )
                     .into());
@@ -414,23 +425,21 @@ async fn prefill_stage(
         if routed.fetch_from.is_some() {
             st.metrics.fetch_planned();
         }
-        let url = &st.cfg.prefill[routed.prefill];
+        let url = &st.cfg.prefill_urls()[routed.prefill];
         tracing::Span::current().record("prefill", url.as_str());
         tracing::debug!(
             prefill = %url,
-            decode = %st.cfg.decode[routed.decode],
+            decode = %st.cfg.decode_urls()[routed.decode],
             predicted_ttft_s = routed.predicted_ttft_s,
             cached_blocks = routed.cached_blocks,
             "routed"
         );
-        let sent = st
-            .client
-            .post(format!("{url}{}", ep.path()))
-            .timeout(Duration::from_secs_f64(st.cfg.prefill_timeout_secs))
-            .json(&body)
-            .send()
-            .await;
-        let resp = match sent {
+        let mut req = st.client.post(format!("{url}{}", ep.path())).json(body);
+        if !colocated {
+            // Bounded: one token. A colocated answer may stream for long.
+            req = req.timeout(Duration::from_secs_f64(st.cfg.prefill_timeout_secs));
+        }
+        let resp = match req.send().await {
             Ok(r) => r,
             Err(e) => {
                 let failure =
@@ -445,35 +454,98 @@ async fn prefill_stage(
                 return Err(failure);
             }
         };
-        let status = resp.status();
-        let ct = content_type(&resp);
-        let bytes = match resp.bytes().await {
-            Ok(b) => b,
-            Err(e) => {
-                return Err(backend_failed(
-                    st,
-                    guard,
-                    Role::Prefill,
-                    routed.prefill,
-                    "broke off",
-                    &e,
-                ))
-            }
-        };
-        if !status.is_success() {
-            return Err(Failure {
-                outcome: Outcome::BackendStatus,
-                response: passthrough(status, ct, Body::from(bytes)),
-            });
+        if !resp.status().is_success() {
+            return Err(backend_status(resp).await);
         }
-        let answer: Value = serde_json::from_slice(&bytes).map_err(|e| {
-            Failure::from((
-                Outcome::BackendError,
-                ApiError::bad_gateway(format!("prefill instance {url} answered invalid JSON: {e}")),
+        return Ok((guard, routed, resp));
+    }
+}
+
+/// A backend's error answer, passed through unchanged.
+async fn backend_status(resp: reqwest::Response) -> Failure {
+    let status = resp.status();
+    let ct = content_type(&resp);
+    let bytes = resp.bytes().await.unwrap_or_default();
+    Failure {
+        outcome: Outcome::BackendStatus,
+        response: passthrough(status, ct, Body::from(bytes)),
+    }
+}
+
+/// Reads the prefill leg's JSON answer; the request then joins decode.
+async fn prefill_answer(
+    st: &Arc<AppState>,
+    guard: TicketGuard,
+    routed: &Routed,
+    resp: reqwest::Response,
+) -> Result<(TicketGuard, Value), Failure> {
+    let bytes = match resp.bytes().await {
+        Ok(b) => b,
+        Err(e) => {
+            return Err(backend_failed(
+                st,
+                guard,
+                Role::Prefill,
+                routed.prefill,
+                "broke off",
+                &e,
             ))
-        })?;
-        guard.prefill_done();
-        return Ok((guard, routed, answer));
+        }
+    };
+    let answer: Value = serde_json::from_slice(&bytes).map_err(|e| {
+        let url = &st.cfg.prefill_urls()[routed.prefill];
+        Failure::from((
+            Outcome::BackendError,
+            ApiError::bad_gateway(format!("prefill instance {url} answered invalid JSON: {e}")),
+        ))
+    })?;
+    guard.prefill_done();
+    Ok((guard, answer))
+}
+
+/// The final answer (decode's, or the worker's when colocated): streamed
+/// through, or read and returned.
+struct FinalLeg {
+    resp: reqwest::Response,
+    guard: TicketGuard,
+    role: Role,
+    instance: usize,
+    stream: bool,
+    t0: Instant,
+}
+
+async fn relay(
+    st: &Arc<AppState>,
+    leg: FinalLeg,
+    span: tracing::Span,
+) -> Result<Response, Failure> {
+    let FinalLeg {
+        resp,
+        guard,
+        role,
+        instance,
+        stream,
+        t0,
+    } = leg;
+    if !resp.status().is_success() {
+        return Err(backend_status(resp).await);
+    }
+    let status = resp.status();
+    let ct = content_type(&resp);
+    if stream {
+        let ct = ct.or(Some(HeaderValue::from_static("text/event-stream")));
+        let body = stream_through(st.clone(), resp, guard, t0, span);
+        let mut r = passthrough(status, ct, body);
+        r.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        return Ok(r);
+    }
+    match resp.bytes().await {
+        Ok(bytes) => {
+            guard.finish(true);
+            Ok(passthrough(status, ct, Body::from(bytes)))
+        }
+        Err(e) => Err(backend_failed(st, guard, role, instance, "broke off", &e)),
     }
 }
 
@@ -496,11 +568,24 @@ async fn forward(
         output_tokens: shape.output_tokens,
         blocks: &shape.blocks,
     };
-    let (guard, routed, answer) = prefill_stage(&st, ep, &json, &info).await?;
+    if st.cfg.mode == ServeMode::Colocated {
+        let (guard, routed, resp) = first_leg(&st, ep, &json, &info).await?;
+        let leg = FinalLeg {
+            resp,
+            guard,
+            role: Role::Prefill,
+            instance: routed.prefill,
+            stream: shape.stream,
+            t0,
+        };
+        return relay(&st, leg, span).await;
+    }
+    let (guard, routed, resp) = first_leg(&st, ep, &prefill_body(&json), &info).await?;
+    let (guard, answer) = prefill_answer(&st, guard, &routed, resp).await?;
     if !shape.stream {
         st.metrics.ttft(t0.elapsed().as_secs_f64());
     }
-    let url = &st.cfg.decode[routed.decode];
+    let url = &st.cfg.decode_urls()[routed.decode];
     span.record("decode", url.as_str());
     let sent = st
         .client
@@ -521,37 +606,15 @@ async fn forward(
             ))
         }
     };
-    let status = resp.status();
-    let ct = content_type(&resp);
-    if !status.is_success() {
-        let bytes = resp.bytes().await.unwrap_or_default();
-        return Err(Failure {
-            outcome: Outcome::BackendStatus,
-            response: passthrough(status, ct, Body::from(bytes)),
-        });
-    }
-    if shape.stream {
-        let ct = ct.or(Some(HeaderValue::from_static("text/event-stream")));
-        let body = stream_through(st.clone(), resp, guard, t0, span);
-        let mut r = passthrough(status, ct, body);
-        r.headers_mut()
-            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-        return Ok(r);
-    }
-    match resp.bytes().await {
-        Ok(bytes) => {
-            guard.finish(true);
-            Ok(passthrough(status, ct, Body::from(bytes)))
-        }
-        Err(e) => Err(backend_failed(
-            &st,
-            guard,
-            Role::Decode,
-            routed.decode,
-            "broke off",
-            &e,
-        )),
-    }
+    let leg = FinalLeg {
+        resp,
+        guard,
+        role: Role::Decode,
+        instance: routed.decode,
+        stream: shape.stream,
+        t0,
+    };
+    relay(&st, leg, span).await
 }
 
 /// Copies the decode answer's chunks to the client as they arrive; the
@@ -572,6 +635,8 @@ fn stream_through(
                 match resp.chunk().await {
                     Ok(Some(chunk)) => {
                         if first {
+                            // Colocated: the first token means prefill is over.
+                            guard.prefill_done();
                             st.metrics.ttft(t0.elapsed().as_secs_f64());
                             first = false;
                         }
@@ -609,8 +674,8 @@ async fn models(State(st): State<Arc<AppState>>) -> Response {
                 .map(|(_, u)| u.clone())
                 .collect::<Vec<_>>()
         };
-        let mut v = healthy(Role::Decode, &st.cfg.decode);
-        v.extend(healthy(Role::Prefill, &st.cfg.prefill));
+        let mut v = healthy(Role::Decode, st.cfg.decode_urls());
+        v.extend(healthy(Role::Prefill, st.cfg.prefill_urls()));
         v
     };
     let mut errors = Vec::new();

@@ -21,12 +21,19 @@ pub struct Args {
     /// TOML file: router keys (flag names with `_`) and `[model]` / `[hardware]`.
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// disaggregated (prefill + decode instances, two legs per request) or
+    /// colocated (workers that prefill and decode) [default: disaggregated].
+    #[arg(long)]
+    pub mode: Option<String>,
     /// A prefill instance's base URL (repeat for several).
     #[arg(long)]
     pub prefill: Vec<String>,
     /// A decode instance's base URL (repeat for several).
     #[arg(long)]
     pub decode: Vec<String>,
+    /// Colocated mode: an engine's base URL (repeat for several).
+    #[arg(long)]
+    pub worker: Vec<String>,
     /// Scheduling policy: mooncake, mooncake-local, dynamo, sglang, cache-aware,
     /// load-only, least-loaded, round-robin, random [default: mooncake].
     #[arg(long)]
@@ -79,9 +86,11 @@ impl Args {
         };
         cfg.apply_env(std::env::vars())?;
         let join = |v: &[String]| (!v.is_empty()).then(|| v.join(","));
-        let flags: [(&str, Option<String>); 15] = [
+        let flags: [(&str, Option<String>); 17] = [
+            ("mode", self.mode.clone()),
             ("prefill", join(&self.prefill)),
             ("decode", join(&self.decode)),
+            ("workers", join(&self.worker)),
             ("policy", self.policy.clone()),
             ("admission", self.admission.clone()),
             (
@@ -132,11 +141,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let server = Server::spawn(listener, service.app())?;
     // Tests and scripts read this line to learn the port (`--port 0`).
     println!(
-        "mooncake router listening on {} (policy {}, {} prefill, {} decode)",
+        "mooncake router listening on {} (policy {}, {:?}: {} prefill, {} decode)",
         server.url(),
         cfg.policy,
-        cfg.prefill.len(),
-        cfg.decode.len()
+        cfg.mode,
+        cfg.prefill_urls().len(),
+        cfg.decode_urls().len()
     );
     std::io::stdout().flush().ok();
     tracing::info!(addr = %server.addr(), policy = %cfg.policy, "router started");

@@ -265,3 +265,38 @@ fn time_never_runs_backwards() {
     c.advance(f64::NAN);
     assert_eq!(c.now_s(), 5.0);
 }
+
+#[test]
+fn colocated_requests_decode_where_they_prefill() {
+    let cfg = LiveClusterConfig {
+        colocated: true,
+        ..LiveClusterConfig::default()
+    };
+    let mut c = LiveCluster::new(cfg, 3, 99);
+    assert_eq!(c.len(Role::Decode), 3);
+    for name in [
+        PolicyName::Mooncake,
+        PolicyName::RoundRobin,
+        PolicyName::Dynamo,
+    ] {
+        let mut policy = name.build(3);
+        for k in 0..9 {
+            let r = c
+                .route(policy.as_mut(), &req(k, 1000, &[k]), 0.0, &[])
+                .unwrap();
+            assert_eq!(r.decode, r.prefill, "{name}");
+            c.abort(r.ticket, 0.0);
+        }
+    }
+    // A failure takes the engine out on both sides, and an exclusion too.
+    c.mark_unhealthy(Role::Decode, 1, 1.0);
+    assert!(!c.is_healthy(Role::Prefill, 1));
+    let mut policy = PolicyName::RoundRobin.build(1);
+    for k in 0..6 {
+        let r = c
+            .route(policy.as_mut(), &req(k, 100, &[]), 2.0, &[0])
+            .unwrap();
+        assert_eq!((r.prefill, r.decode), (2, 2));
+        c.abort(r.ticket, 2.0);
+    }
+}
