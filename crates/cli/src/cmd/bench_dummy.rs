@@ -8,9 +8,12 @@
 //! * `dummy-pool`: a dummy into its shared pool (zero-copy; offsets on the socket),
 //! * `dummy-copy`: a dummy into memory outside its pool (bytes through the socket).
 //!
-//! One read in flight per mode; the ratio column is against `real`. Without
+//! One read in flight per mode, then the same with four readers at once
+//! (`x4`: four buffers; the dummy's calls spread over its connections); the
+//! ratio column is against `real`. Without
 //! `--master` it starts its own master (`mooncake up --segment-size 0`).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -21,6 +24,9 @@ use serde::Serialize;
 
 use super::bench_store::{parse_duration, OwnCluster};
 use super::store_node::parse_size_arg;
+
+/// Readers in the parallel rows.
+const PARALLEL: usize = 4;
 
 /// Flags of `mooncake bench dummy`.
 #[derive(clap::Args, Debug)]
@@ -57,13 +63,14 @@ pub struct Row {
     pub vs_real: f64,
 }
 
-/// The reader of one mode.
-enum Reader<'a> {
-    Client(&'a Client, Region<'a>),
-    Dummy(&'a DummyClient, Region<'a>),
+/// One reader: a client and the registered buffer it reads into.
+#[derive(Clone)]
+enum Reader {
+    Client(Client, Region<'static>),
+    Dummy(Arc<DummyClient>, Region<'static>),
 }
 
-impl Reader<'_> {
+impl Reader {
     async fn read(&self, key: &str) -> bool {
         match self {
             Reader::Client(c, r) => c.get_into(key, *r).await.is_ok(),
@@ -72,24 +79,43 @@ impl Reader<'_> {
     }
 }
 
-async fn measure(mode: &str, reader: Reader<'_>, keys: &[String], size: u64, d: Duration) -> Row {
-    let mut lat = Vec::new();
-    let mut errors = 0;
+/// Reads by every reader at once (one in flight each) for `d`.
+async fn measure(
+    mode: &str,
+    readers: Vec<Reader>,
+    keys: &Arc<Vec<String>>,
+    size: u64,
+    d: Duration,
+) -> anyhow::Result<Row> {
     let t0 = Instant::now();
-    let mut i = 0usize;
-    while t0.elapsed() < d {
-        let t = Instant::now();
-        if reader.read(&keys[i % keys.len()]).await {
-            lat.push(t.elapsed().as_nanos() as u64);
-        } else {
-            errors += 1;
-        }
-        i += 1;
+    let mut tasks = Vec::new();
+    for (n, reader) in readers.into_iter().enumerate() {
+        let keys = Arc::clone(keys);
+        tasks.push(tokio::spawn(async move {
+            let (mut lat, mut errors) = (Vec::new(), 0u64);
+            let mut i = n * 7;
+            while t0.elapsed() < d {
+                let t = Instant::now();
+                if reader.read(&keys[i % keys.len()]).await {
+                    lat.push(t.elapsed().as_nanos() as u64);
+                } else {
+                    errors += 1;
+                }
+                i += 1;
+            }
+            (lat, errors)
+        }));
+    }
+    let (mut lat, mut errors) = (Vec::new(), 0);
+    for t in tasks {
+        let (l, e) = t.await?;
+        lat.extend(l);
+        errors += e;
     }
     let secs = t0.elapsed().as_secs_f64();
     lat.sort_unstable();
     let p50 = lat.get(lat.len() / 2).copied().unwrap_or(0) as f64 / 1000.0;
-    Row {
+    Ok(Row {
         mode: mode.into(),
         value_size: size,
         ops: lat.len() as u64,
@@ -97,7 +123,7 @@ async fn measure(mode: &str, reader: Reader<'_>, keys: &[String], size: u64, d: 
         gbps: (lat.len() as u64 * size) as f64 / secs / 1e9,
         p50_us: p50,
         vs_real: 0.0,
-    }
+    })
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -125,74 +151,86 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let service = serve(real.clone(), "127.0.0.1:0").await?;
     let addr = service.local_addr().to_string();
     let separate = Client::connect(cfg(0)).await.context("separate client")?;
-    let dummy = DummyClient::connect(&addr, size * 2)
-        .await
-        .context("dummy client")?;
+    let dummy = Arc::new(
+        DummyClient::connect(&addr, size * (PARALLEL as u64 + 1))
+            .await
+            .context("dummy client")?,
+    );
 
     let run: u32 = rand::random();
     let keys: Vec<String> = (0..args.keys)
         .map(|i| format!("bench-dummy-{run}-{i}"))
         .collect();
+    let keys = Arc::new(keys);
     let value: Vec<u8> = (0..size as usize).map(|i| (i % 251) as u8).collect();
-    for k in &keys {
+    for k in keys.iter() {
         real.put(k, &value, &ReplicateConfig::default()).await?;
     }
 
-    let real_buf = real.allocate_buffer(size as usize).await?;
-    let sep_buf = separate.allocate_buffer(size as usize).await?;
-    let pool = dummy.alloc(size as usize).context("pool buffer")?;
-    let mut heap = vec![0u8; size as usize];
-    // SAFETY: `pool` is a buffer of `size` bytes of the dummy's pool, alive
-    // as long as `dummy`.
-    let pool_region = unsafe { Region::from_raw(pool, size as usize) };
-    // SAFETY: `heap` outlives the measurement; the dummy only copies into it.
-    let heap_region = unsafe { Region::from_raw(heap.as_mut_ptr() as usize, heap.len()) };
+    let len = size as usize;
+    // Buffers stay alive (in these vectors) until every read is done.
+    let mut managed = Vec::new();
+    for _ in 0..PARALLEL {
+        managed.push(real.allocate_buffer(len).await?);
+    }
+    let sep_buf = separate.allocate_buffer(len).await?;
+    let pool: Vec<usize> = (0..PARALLEL)
+        .map(|_| dummy.alloc(len).context("pool buffer"))
+        .collect::<anyhow::Result<_>>()?;
+    let mut heap = vec![0u8; len];
+    // SAFETY (all regions below): each names a live buffer of `len` bytes —
+    // managed buffers and the heap vector outlive the measurement, pool
+    // buffers live as long as `dummy` — registered with the client (or in
+    // the dummy's pool / copied into by the dummy) that reads into it.
+    let region = |addr: usize| unsafe { Region::from_raw(addr, len) };
+    let real_readers: Vec<Reader> = managed
+        .iter()
+        .map(|b| Reader::Client(real.clone(), region(b.addr())))
+        .collect();
+    let dummy_readers: Vec<Reader> = pool
+        .iter()
+        .map(|&p| Reader::Dummy(Arc::clone(&dummy), region(p)))
+        .collect();
     let d = args.duration;
+    let par = format!("x{PARALLEL}");
     let mut rows = vec![
-        measure(
-            "real",
-            Reader::Client(&real, Region::whole(&real_buf)),
-            &keys,
-            size,
-            d,
-        )
-        .await,
+        measure("real", real_readers[..1].to_vec(), &keys, size, d).await?,
         measure(
             "separate",
-            Reader::Client(&separate, Region::whole(&sep_buf)),
+            vec![Reader::Client(separate.clone(), region(sep_buf.addr()))],
             &keys,
             size,
             d,
         )
-        .await,
-        measure(
-            "dummy-pool",
-            Reader::Dummy(&dummy, pool_region),
-            &keys,
-            size,
-            d,
-        )
-        .await,
+        .await?,
+        measure("dummy-pool", dummy_readers[..1].to_vec(), &keys, size, d).await?,
         measure(
             "dummy-copy",
-            Reader::Dummy(&dummy, heap_region),
+            vec![Reader::Dummy(
+                Arc::clone(&dummy),
+                region(heap.as_mut_ptr() as usize),
+            )],
             &keys,
             size,
             d,
         )
-        .await,
+        .await?,
+        measure(&format!("real {par}"), real_readers, &keys, size, d).await?,
+        measure(&format!("dummy-pool {par}"), dummy_readers, &keys, size, d).await?,
     ];
-    // The last read must have landed whole.
-    // SAFETY: as for pool_region above; no read is in flight now.
-    let last = unsafe { std::slice::from_raw_parts(pool as *const u8, size as usize) };
-    anyhow::ensure!(last == value.as_slice(), "dummy-pool read back wrong bytes");
+    // The last reads must have landed whole.
+    for &p in &pool {
+        // SAFETY: a pool buffer of `len` bytes; no read is in flight now.
+        let got = unsafe { std::slice::from_raw_parts(p as *const u8, len) };
+        anyhow::ensure!(got == value.as_slice(), "dummy-pool read back wrong bytes");
+    }
     anyhow::ensure!(heap == value, "dummy-copy read back wrong bytes");
     let base = rows[0].gbps;
     for r in &mut rows {
         r.vs_real = if base > 0.0 { r.gbps / base } else { 0.0 };
     }
 
-    for k in &keys {
+    for k in keys.iter() {
         real.remove(k, true).await.ok();
     }
     dummy.close().await;

@@ -25,19 +25,24 @@
 //!
 //! # Measured
 //!
-//! `mooncake bench dummy` (release build, 2-core development machine at load
-//! average ~5 from parallel builds, 2026-11-26; 1 MiB values, one read in
-//! flight, objects in the real client's segment):
+//! `mooncake bench dummy` (release build, 2-core development machine shared
+//! with parallel builds, load average ~3, 2026-11-26; 1 MiB values, objects
+//! in the real client's segment; two runs of 3 s per row, GB/s):
 //!
-//! | get_into by                        | GB/s  | p50 µs | vs real client |
-//! |------------------------------------|-------|--------|----------------|
-//! | the real client itself             | 4.27  | 223    | 1.00           |
-//! | a separate client (own engine)     | 2.27  | 226    | 0.53           |
-//! | a dummy, into its shared pool      | 4.12  | 195    | 0.96           |
-//! | a dummy, into other memory (copy)  | 1.27  | 647    | 0.30           |
+//! | get_into by                              | run 1 | run 2 | p50 µs (run 2) |
+//! |------------------------------------------|-------|-------|----------------|
+//! | the real client itself, 1 in flight      | 7.14  | 5.24  | 193            |
+//! | a separate client (own engine, shm read) | 8.37  | 5.60  | 179            |
+//! | a dummy, into its shared pool            | 5.41  | 5.16  | 198            |
+//! | a dummy, into other memory (socket copy) | 1.43  | 1.52  | 673            |
+//! | the real client, 4 in flight             | 15.25 | 9.58  | 398            |
+//! | a dummy into its pool, 4 in flight       | 15.12 | 11.14 | 319            |
 //!
-//! Zero-copy through the pool costs the dummy ~4% against being the real
-//! client; buffers outside the pool pay the socket copy (~3x slower).
+//! Zero-copy through the pool reaches 0.76–0.98x of the real client's own
+//! rate with one read in flight (the local round trip, ~60 µs, is the
+//! difference) and 0.99–1.16x with four (its connections run concurrently);
+//! buffers outside the pool pay the socket copy (0.20–0.29x). The machine's
+//! noise between runs is larger than the dummy's overhead.
 
 pub mod alloc;
 pub mod dummy;
