@@ -22,7 +22,7 @@ use crate::error::ApiError;
 use crate::prompt::{self, Endpoint, PromptShape, CHARS_PER_TOKEN};
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::{header, HeaderValue};
+use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Json;
@@ -127,6 +127,10 @@ pub struct EngineStats {
     pub streams: u64,
     /// Requests refused as malformed.
     pub bad_requests: u64,
+    /// Requests that carried an `Authorization` header.
+    pub authorized: u64,
+    /// The `X-Request-Id` of the last request that had one.
+    pub last_request_id: Option<String>,
 }
 
 struct EngineState {
@@ -284,12 +288,20 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-async fn completions(State(st): State<Arc<EngineState>>, body: Bytes) -> Response {
-    generate(st, Endpoint::Completions, body).await
+async fn completions(
+    State(st): State<Arc<EngineState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    generate(st, Endpoint::Completions, headers, body).await
 }
 
-async fn chat_completions(State(st): State<Arc<EngineState>>, body: Bytes) -> Response {
-    generate(st, Endpoint::ChatCompletions, body).await
+async fn chat_completions(
+    State(st): State<Arc<EngineState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    generate(st, Endpoint::ChatCompletions, headers, body).await
 }
 
 struct Reply {
@@ -350,7 +362,7 @@ fn flag(v: Option<&Value>, key: &str) -> bool {
     v.and_then(|k| k.get(key)).and_then(Value::as_bool) == Some(true)
 }
 
-async fn generate(st: Arc<EngineState>, ep: Endpoint, body: Bytes) -> Response {
+async fn generate(st: Arc<EngineState>, ep: Endpoint, headers: HeaderMap, body: Bytes) -> Response {
     let bad = |st: &EngineState, m: String| {
         st.stats.lock().bad_requests += 1;
         ApiError::bad_request(m).into_response()
@@ -370,6 +382,10 @@ async fn generate(st: Arc<EngineState>, ep: Endpoint, body: Bytes) -> Response {
         let mut s = st.stats.lock();
         s.requests += 1;
         s.streams += u64::from(shape.stream);
+        s.authorized += u64::from(headers.contains_key(header::AUTHORIZATION));
+        if let Some(id) = headers.get("x-request-id").and_then(|v| v.to_str().ok()) {
+            s.last_request_id = Some(id.to_string());
+        }
     }
     st.prefill(&shape, remote_kv).await;
     let n = shape.output_tokens.min(MAX_OUTPUT_TOKENS);

@@ -28,7 +28,7 @@ use crate::metrics::{InstanceLabels, Metrics, Outcome};
 use crate::prompt::{self, Endpoint};
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use mooncake_conductor::policy::{Policy, RequestInfo};
@@ -261,16 +261,56 @@ impl From<(Outcome, ApiError)> for Failure {
     }
 }
 
-async fn completions(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
-    handle(st, Endpoint::Completions, body).await
+async fn completions(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+    handle(st, Endpoint::Completions, headers, body).await
 }
 
-async fn chat_completions(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
-    handle(st, Endpoint::ChatCompletions, body).await
+async fn chat_completions(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    handle(st, Endpoint::ChatCompletions, headers, body).await
 }
 
-async fn handle(st: Arc<AppState>, ep: Endpoint, body: Bytes) -> Response {
+/// Client headers carried to both legs: `Authorization` (engines started
+/// with an API key) and `X-Request-Id` (one id for both legs, as vLLM's
+/// proxy sends; generated when the client gave none).
+#[derive(Debug, Clone)]
+struct Carried {
+    authorization: Option<HeaderValue>,
+    request_id: HeaderValue,
+}
+
+impl Carried {
+    fn new(headers: &HeaderMap, id: u64) -> Self {
+        let request_id = headers
+            .get("x-request-id")
+            .cloned()
+            .or_else(|| {
+                let nanos = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos());
+                HeaderValue::from_str(&format!("router-{nanos:x}-{id}")).ok()
+            })
+            .unwrap_or(HeaderValue::from_static("router"));
+        Self {
+            authorization: headers.get(header::AUTHORIZATION).cloned(),
+            request_id,
+        }
+    }
+
+    fn apply(&self, mut req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        if let Some(a) = &self.authorization {
+            req = req.header(header::AUTHORIZATION, a.clone());
+        }
+        req.header("x-request-id", self.request_id.clone())
+    }
+}
+
+async fn handle(st: Arc<AppState>, ep: Endpoint, headers: HeaderMap, body: Bytes) -> Response {
     let id = st.next_id.fetch_add(1, Ordering::Relaxed);
+    let carried = Carried::new(&headers, id);
     let span = tracing::info_span!(
         "request",
         id,
@@ -279,7 +319,7 @@ async fn handle(st: Arc<AppState>, ep: Endpoint, body: Bytes) -> Response {
         decode = tracing::field::Empty,
         outcome = tracing::field::Empty,
     );
-    let res = forward(st.clone(), ep, body, id, span.clone())
+    let res = forward(st.clone(), ep, body, id, &carried, span.clone())
         .instrument(span.clone())
         .await;
     let (outcome, response) = match res {
@@ -374,6 +414,7 @@ async fn first_leg(
     ep: Endpoint,
     body: &Value,
     info: &RequestInfo<'_>,
+    carried: &Carried,
 ) -> Result<(TicketGuard, Routed, reqwest::Response), Failure> {
     let colocated = st.cfg.mode == ServeMode::Colocated;
     let mut excluded: Vec<usize> = Vec::new();
@@ -434,7 +475,7 @@ async fn first_leg(
             cached_blocks = routed.cached_blocks,
             "routed"
         );
-        let mut req = st.client.post(format!("{url}{}", ep.path())).json(body);
+        let mut req = carried.apply(st.client.post(format!("{url}{}", ep.path())).json(body));
         if !colocated {
             // Bounded: one token. A colocated answer may stream for long.
             req = req.timeout(Duration::from_secs_f64(st.cfg.prefill_timeout_secs));
@@ -554,6 +595,7 @@ async fn forward(
     ep: Endpoint,
     body: Bytes,
     id: u64,
+    carried: &Carried,
     span: tracing::Span,
 ) -> Result<Response, Failure> {
     let t0 = Instant::now();
@@ -569,7 +611,7 @@ async fn forward(
         blocks: &shape.blocks,
     };
     if st.cfg.mode == ServeMode::Colocated {
-        let (guard, routed, resp) = first_leg(&st, ep, &json, &info).await?;
+        let (guard, routed, resp) = first_leg(&st, ep, &json, &info, carried).await?;
         let leg = FinalLeg {
             resp,
             guard,
@@ -580,16 +622,15 @@ async fn forward(
         };
         return relay(&st, leg, span).await;
     }
-    let (guard, routed, resp) = first_leg(&st, ep, &prefill_body(&json), &info).await?;
+    let (guard, routed, resp) = first_leg(&st, ep, &prefill_body(&json), &info, carried).await?;
     let (guard, answer) = prefill_answer(&st, guard, &routed, resp).await?;
     if !shape.stream {
         st.metrics.ttft(t0.elapsed().as_secs_f64());
     }
     let url = &st.cfg.decode_urls()[routed.decode];
     span.record("decode", url.as_str());
-    let sent = st
-        .client
-        .post(format!("{url}{}", ep.path()))
+    let sent = carried
+        .apply(st.client.post(format!("{url}{}", ep.path())))
         .json(&decode_body(&json, &answer))
         .send()
         .await;
@@ -632,7 +673,13 @@ fn stream_through(
         async move {
             let mut first = true;
             let completed = loop {
-                match resp.chunk().await {
+                let next = tokio::select! {
+                    // The client left: stop now (dropping the answer closes
+                    // the backend connection, so the engine aborts too).
+                    _ = tx.closed() => break false,
+                    next = resp.chunk() => next,
+                };
+                match next {
                     Ok(Some(chunk)) => {
                         if first {
                             // Colocated: the first token means prefill is over.

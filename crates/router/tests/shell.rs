@@ -123,3 +123,46 @@ async fn misbehaving_backends_get_clear_answers() {
         .render_metrics()
         .contains("mooncake_router_requests_total{outcome=\"backend_status\"} 1"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authorization_and_request_id_reach_both_legs() {
+    let pe = FakeEngine::new(FakeEngineConfig {
+        time_scale: 0.0,
+        ..FakeEngineConfig::default()
+    })
+    .unwrap();
+    let de = FakeEngine::new(FakeEngineConfig {
+        role: EngineRole::Decode,
+        time_scale: 0.0,
+        ..FakeEngineConfig::default()
+    })
+    .unwrap();
+    let (p, d) = (serve(pe.app()).await, serve(de.app()).await);
+    let svc = router(&p, &d);
+    let r = serve(svc.app()).await;
+    let client = reqwest::Client::new();
+    let send = |id: Option<&'static str>| {
+        let mut req = client
+            .post(format!("{}/v1/completions", r.url()))
+            .bearer_auth("secret")
+            .json(&json!({"model": "m", "prompt": "hi", "max_tokens": 1}));
+        if let Some(id) = id {
+            req = req.header("x-request-id", id);
+        }
+        req.send()
+    };
+    assert_eq!(send(Some("req-42")).await.unwrap().status().as_u16(), 200);
+    for e in [&pe, &de] {
+        let s = e.stats();
+        assert_eq!(s.authorized, 1);
+        assert_eq!(s.last_request_id.as_deref(), Some("req-42"));
+    }
+    // Without one, both legs share a generated id.
+    assert_eq!(send(None).await.unwrap().status().as_u16(), 200);
+    let (a, b) = (pe.stats().last_request_id, de.stats().last_request_id);
+    assert!(
+        a.as_deref().is_some_and(|id| id.starts_with("router-")),
+        "{a:?}"
+    );
+    assert_eq!(a, b);
+}
