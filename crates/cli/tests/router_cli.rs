@@ -24,8 +24,14 @@ impl Drop for Proc {
 
 /// Starts `mooncake ARGS` and waits (bounded) for the `listening on URL` line.
 fn spawn(args: &[&str]) -> Proc {
+    spawn_env(args, &[])
+}
+
+/// [`spawn`] with extra environment variables.
+fn spawn_env(args: &[&str], env: &[(&str, &str)]) -> Proc {
     let mut child = Command::new(env!("CARGO_BIN_EXE_mooncake"))
         .args(args)
+        .envs(env.iter().copied())
         .env("MOONCAKE_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -564,5 +570,72 @@ fn st_url<'a>(i: usize, a: &'a Proc, b: &'a Proc) -> &'a str {
         &a.url
     } else {
         &b.url
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_file_env_and_flags_layer() {
+    let p = engine("prefill", "0");
+    let d = engine("decode", "0");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("router.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "prefill = [\"{}\"]\ndecode = [\"{}\"]\npolicy = \"dynamo\"\nport = 0\n\n[hardware]\ntflops_per_gpu = 989.0\n",
+            p.url, d.url
+        ),
+    )
+    .unwrap();
+    let path = file.to_str().unwrap();
+    let policy_of = |r: &Proc| {
+        let url = r.url.clone();
+        async move { get_json(&url, "/health").await["policy"].clone() }
+    };
+    let r = spawn(&["router", "--config", path]);
+    assert_eq!(policy_of(&r).await, "dynamo");
+    let (s, v) = post(
+        &r.url,
+        "/v1/completions",
+        &json!({"model": "m", "prompt": "x", "max_tokens": 1}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let r = spawn_env(
+        &["router", "--config", path],
+        &[("MOONCAKE_ROUTER_POLICY", "sglang")],
+    );
+    assert_eq!(policy_of(&r).await, "sglang");
+    let r = spawn_env(
+        &["router", "--config", path, "--policy", "cache-aware"],
+        &[("MOONCAKE_ROUTER_POLICY", "sglang")],
+    );
+    assert_eq!(policy_of(&r).await, "cache-aware");
+    // Bad values are clear startup errors.
+    for (args, env, needle) in [
+        (
+            vec!["router", "--config", path, "--policy", "fastest"],
+            vec![],
+            "unknown policy",
+        ),
+        (
+            vec!["router", "--config", path],
+            vec![("MOONCAKE_ROUTER_SLO_TTFT", "-1")],
+            "slo_ttft",
+        ),
+        (
+            vec!["router", "--prefill", "http://a", "--decode", "x"],
+            vec![],
+            "not an http(s) URL",
+        ),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_mooncake"))
+            .args(&args)
+            .envs(env)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{args:?}: {err}");
     }
 }
