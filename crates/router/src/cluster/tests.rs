@@ -241,10 +241,23 @@ fn every_policy_runs_on_a_partly_healthy_cluster() {
         let mut policy = name.build(7);
         for k in 0..30u64 {
             let blocks: Vec<u64> = (0..(k % 5)).map(|b| b + 100 * (k % 3)).collect();
-            let now = k as f64 * 0.05;
+            // Health changes mid-way (the view shrinks, then grows back).
+            let now = if k < 20 {
+                k as f64 * 0.05
+            } else {
+                30.0 + k as f64
+            };
+            if k == 10 {
+                c.mark_unhealthy(Role::Decode, 0, now);
+            }
             match c.route(policy.as_mut(), &req(k, 2000, &blocks), now, &[]) {
                 Ok(r) => {
-                    assert_ne!(r.prefill, 1, "{name}");
+                    if k < 20 {
+                        assert_ne!(r.prefill, 1, "{name}");
+                    }
+                    if (10..20).contains(&k) {
+                        assert_eq!(r.decode, 1, "{name}");
+                    }
                     assert!(r.prefill < 3 && r.decode < 2);
                     if k % 2 == 0 {
                         c.prefill_done(r.ticket, now);
