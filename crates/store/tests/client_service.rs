@@ -505,3 +505,45 @@ async fn concurrent_calls_share_the_connections() {
     .await;
     real.close().await.unwrap();
 }
+
+/// Plain values through the staging area: large ones need no frame, and the
+/// staging ranges are reused across calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_plain_values_move_through_the_staging_area() {
+    let cluster = Cluster::start(0, 0, opts()).await;
+    let real = cluster.client_with(128 << 20, 4 << 20).await;
+    let service = serve(real.clone(), "127.0.0.1:0").await.unwrap();
+    let addr = service.local_addr().to_string();
+    let staged = DummyClient::connect_with_staging(&addr, 1 << 20, 24 << 20)
+        .await
+        .unwrap();
+    let plain = DummyClient::connect(&addr, 1 << 20).await.unwrap();
+
+    let big = tagged_value("big", 1, 20 << 20);
+    let e = plain.put("big", &big, &rc()).await.unwrap_err();
+    assert!(matches!(e, ClientError::InvalidParams(_)), "{e}");
+    staged.put("big", &big, &rc()).await.unwrap();
+    assert_eq!(check_tagged("big", &real.get("big").await.unwrap()), Ok(1));
+    // Too large for a frame: back through the staging area; without one, refused.
+    assert_eq!(
+        check_tagged("big", &staged.get("big").await.unwrap()),
+        Ok(1)
+    );
+    let e = plain.get("big").await.unwrap_err();
+    assert!(matches!(e, ClientError::InvalidParams(_)), "{e}");
+    for round in 2..5 {
+        let keys: Vec<String> = (0..6).map(|i| format!("s{round}-{i}")).collect();
+        let vals: Vec<Vec<u8>> = keys
+            .iter()
+            .map(|k| tagged_value(k, round, 3 << 20))
+            .collect();
+        let refs: Vec<&[u8]> = vals.iter().map(|v| v.as_slice()).collect();
+        // 18 MiB: some staged, the rest (no room left) carried in frames.
+        let r = staged.batch_put(&keys, &refs, &rc()).await.unwrap();
+        assert!(r.iter().all(|x| x.is_ok()), "{r:?}");
+        for (k, g) in keys.iter().zip(staged.batch_get(&keys).await.unwrap()) {
+            assert_eq!(check_tagged(k, &g.unwrap()), Ok(round));
+        }
+    }
+    real.close().await.unwrap();
+}

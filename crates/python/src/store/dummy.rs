@@ -9,7 +9,9 @@
 //! In dummy mode `register_buffer` only records the range (there is no local
 //! engine); `put_from`/`get_into` on memory from `alloc_from_mem_pool` (the
 //! shared pool) are zero-copy, on any other registered memory they copy
-//! through the local socket (at most ~16 MiB per value).
+//! through the local socket (at most ~16 MiB per value); plain values of
+//! 256 KiB and more move through the `local_buffer_size` staging area of
+//! shared memory when it has room (which also lifts that limit).
 
 use std::sync::Arc;
 
@@ -183,13 +185,13 @@ impl PyStore {
     ) -> i64 {
         let server = server_address.trim().to_string();
         let r = on_runtime(py, async move {
-            DummyClient::connect(&server, mem_pool_size).await
+            DummyClient::connect_with_staging(&server, mem_pool_size, local_buffer_size).await
         });
         match r {
             Ok(d) => {
-                // The real client stages plain values, so a dummy can always
-                // put bytes whatever its own local_buffer_size.
-                let _ = local_buffer_size;
+                // Plain values go through the staging area or the socket
+                // (the real client stages them), so a dummy can always put
+                // bytes whatever its own local_buffer_size.
                 self.install(py, Backend::Dummy(Arc::new(d)), u64::MAX);
                 0
             }

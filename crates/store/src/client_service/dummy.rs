@@ -6,9 +6,11 @@
 //! bytes) and attaches it; [`DummyClient::alloc`] hands out buffers from it.
 //! `put_from`/`get_into` on a region inside the pool are zero-copy: only
 //! offsets cross the socket and the real client's engine reads or writes the
-//! pool directly. Regions outside the pool, and plain values, are copied
-//! through the socket, so any registered buffer works; a single value that
-//! way is limited to [`MAX_INLINE_VALUE`] bytes.
+//! pool directly. Plain values of 256 KiB and more go through the staging
+//! area after the pool (`staging.rs`) when it has room; regions outside the
+//! pool, and other plain values, are copied through the socket, so any
+//! registered buffer works; a single value that way is limited to
+//! [`MAX_INLINE_VALUE`] bytes.
 //!
 //! The dummy keeps [`CONNECTIONS`] connections, each with the pool
 //! attached, so calls from several threads run concurrently in the real
@@ -26,7 +28,7 @@ use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
-use super::alloc::PoolAllocator;
+use super::alloc::{PoolAllocator, ALIGN};
 use super::shm::SharedPool;
 use super::wire::{Blob, KeyResult, PoolRange, ServiceReply, ServiceRequest, ServiceResponse};
 use crate::client::{ClientError, RangeRead, Region, Result};
@@ -57,8 +59,12 @@ pub struct DummyClient {
     next_id: AtomicU64,
     /// Where the search for an idle connection starts (spreads the calls).
     next_conn: AtomicU64,
-    pool: SharedPool,
+    pub(super) pool: SharedPool,
     alloc: Mutex<PoolAllocator>,
+    /// Offsets `[stage_base, pool end)` of the pool: the staging area
+    /// (`local_buffer_size`) for plain values, see `staging.rs`.
+    pub(super) staging: Mutex<PoolAllocator>,
+    pub(super) stage_base: u64,
     segment: String,
     server: String,
 }
@@ -97,11 +103,11 @@ fn rpc_fail() -> ClientError {
     ClientError::Master(ErrorCode::RpcFail)
 }
 
-fn unexpected() -> ClientError {
+pub(super) fn unexpected() -> ClientError {
     ClientError::Master(ErrorCode::MalformedFrame)
 }
 
-fn key_results<T>(list: Vec<KeyResult<T>>) -> Vec<Result<T>> {
+pub(super) fn key_results<T>(list: Vec<KeyResult<T>>) -> Vec<Result<T>> {
     list.into_iter()
         .map(|r| r.map_err(ClientError::from))
         .collect()
@@ -117,10 +123,30 @@ impl DummyClient {
     /// Connect to the real client at `server` (`host:port`) and attach a
     /// fresh shared pool of `pool_size` bytes (rounded up to a page; at
     /// least one page).
-    #[tracing::instrument(name = "dummy.connect", skip_all, fields(server))]
     pub async fn connect(server: &str, pool_size: u64) -> Result<DummyClient> {
-        let size = usize::try_from(pool_size)
-            .map_err(|_| ClientError::InvalidParams(format!("pool of {pool_size} bytes")))?;
+        Self::connect_with_staging(server, pool_size, 0).await
+    }
+
+    /// [`DummyClient::connect`] with `staging_size` more bytes of shared
+    /// memory through which plain values of 256 KiB and more move instead of
+    /// the socket (the reference's `local_buffer_size`); it also lifts the
+    /// per-value limit to the staging size.
+    #[tracing::instrument(name = "dummy.connect", skip_all, fields(server))]
+    pub async fn connect_with_staging(
+        server: &str,
+        pool_size: u64,
+        staging_size: u64,
+    ) -> Result<DummyClient> {
+        let stage_base = pool_size
+            .checked_add(ALIGN - 1)
+            .map(|s| s / ALIGN * ALIGN)
+            .ok_or_else(|| ClientError::InvalidParams(format!("pool of {pool_size} bytes")))?;
+        let size = stage_base
+            .checked_add(staging_size)
+            .and_then(|t| usize::try_from(t).ok())
+            .ok_or_else(|| {
+                ClientError::InvalidParams(format!("pool of {pool_size} + {staging_size} bytes"))
+            })?;
         let pool = SharedPool::create(size)
             .map_err(|e| ClientError::Setup(format!("creating the shared pool: {e}")))?;
         let mut conns = Vec::with_capacity(CONNECTIONS);
@@ -131,7 +157,11 @@ impl DummyClient {
             conns,
             next_id: AtomicU64::new(1),
             next_conn: AtomicU64::new(0),
-            alloc: Mutex::new(PoolAllocator::new(pool.len() as u64)),
+            alloc: Mutex::new(PoolAllocator::new(pool_size)),
+            staging: Mutex::new(PoolAllocator::new(
+                (pool.len() as u64).saturating_sub(stage_base),
+            )),
+            stage_base,
             pool,
             segment: String::new(),
             server: server.to_string(),
@@ -175,7 +205,7 @@ impl DummyClient {
     }
 
     /// Run `req` on an idle connection (or wait for one).
-    async fn call(&self, req: ServiceRequest) -> Result<ServiceReply> {
+    pub(super) async fn call(&self, req: ServiceRequest) -> Result<ServiceReply> {
         let n = self.conns.len();
         let start = self.next_conn.fetch_add(1, Ordering::Relaxed) as usize % n;
         for i in 0..n {
@@ -222,14 +252,15 @@ impl DummyClient {
         resp.map_err(ClientError::from)
     }
 
-    async fn done(&self, req: ServiceRequest, n: usize) -> Result<Vec<Result<()>>> {
+    pub(super) async fn done(&self, req: ServiceRequest, n: usize) -> Result<Vec<Result<()>>> {
         match self.call(req).await? {
             ServiceReply::Done(v) if v.len() == n => Ok(key_results(v)),
             _ => Err(unexpected()),
         }
     }
 
-    async fn put_values(
+    /// Plain values carried in frames (split to keep each request small).
+    pub(super) async fn put_inline(
         &self,
         keys: &[String],
         values: &[&[u8]],
@@ -296,13 +327,17 @@ impl DummyClient {
         self.put_values(keys, values, config, false).await
     }
 
+    /// The value of `key`: carried back in a frame, or through the staging
+    /// area when it is too large for one.
     pub async fn get(&self, key: &str) -> Result<Vec<u8>> {
         let req = ServiceRequest::Get {
             keys: vec![key.to_string()],
         };
-        match self.call(req).await? {
-            ServiceReply::Values(v) if v.len() == 1 => one(Ok(blobs(v))),
-            _ => Err(unexpected()),
+        match self.call(req).await {
+            Ok(ServiceReply::Values(v)) if v.len() == 1 => one(Ok(blobs(v))),
+            Ok(_) => Err(unexpected()),
+            Err(ClientError::Master(ErrorCode::BufferOverflow)) => self.get_staged(key).await,
+            Err(e) => Err(e),
         }
     }
 
@@ -591,7 +626,7 @@ impl DummyClient {
 }
 
 /// Copy `src` to the start of `dst` (callers check it fits); its length.
-fn copy_into(dst: Region<'_>, src: &[u8]) -> u64 {
+pub(super) fn copy_into(dst: Region<'_>, src: &[u8]) -> u64 {
     debug_assert!(src.len() <= dst.len());
     let n = src.len().min(dst.len());
     // SAFETY: a Region names writable memory for its length (its

@@ -14,10 +14,13 @@
 //!   (malformed frames and ranges outside the attached pool get typed
 //!   errors), releases a dummy's pool when its connection ends.
 //! * [`dummy`] — [`DummyClient`]: the dummy's side, with the `Client` method
-//!   names; regions outside the pool and plain values are copied through the
-//!   socket (at most [`dummy::MAX_INLINE_VALUE`] bytes per value).
+//!   names; regions outside the pool and small plain values are copied
+//!   through the socket (at most [`dummy::MAX_INLINE_VALUE`] bytes per value
+//!   unless the staging area holds it).
 //! * [`shm`] — the pool (sealed memfd) and its mapping in the real client.
 //! * [`alloc`] — carving the pool into buffers (`alloc_from_mem_pool`).
+//! * `staging` — the dummy's staging area (`local_buffer_size`): large plain
+//!   values move through shared memory instead of the socket.
 //!
 //! Same host and same user only: the real client opens the dummy's memfd
 //! through `/proc/<pid>/fd/<fd>` (and maps only memfds named
@@ -48,6 +51,7 @@ pub mod alloc;
 pub mod dummy;
 pub mod server;
 pub mod shm;
+mod staging;
 pub mod wire;
 
 pub use dummy::{DummyClient, CONNECTIONS};
