@@ -200,3 +200,21 @@ def test_remove_all_through_the_dummy(dummy, store, unique):
     assert dummy.remove_all(True) == 3
     assert dummy.batch_is_exist(keys) == [0, 0, 0]
     assert store.batch_is_exist(keys) == [0, 0, 0]
+
+
+def test_large_plain_values_use_the_staging_area(real_client, unique):
+    s = MooncakeDistributedStore()
+    assert s.setup_dummy(1 << 20, 24 << 20, real_client) == 0
+    small = MooncakeDistributedStore()
+    assert small.setup_dummy(1 << 20, 0, real_client) == 0
+    try:
+        k = unique("big")
+        value = bytes(range(256)) * (80 << 10)  # 20 MiB: more than one frame
+        assert small.put(k, value) == INVALID_PARAMS, "no staging area: too large for the socket"
+        assert s.put(k, value) == 0
+        assert s.get(k) == value
+        assert small.get(k) == b"", "too large to come back without a staging area"
+        assert remove_when_unleased(s, k) == 0
+    finally:
+        small.close()
+        s.close()
