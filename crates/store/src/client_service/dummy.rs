@@ -267,13 +267,7 @@ impl DummyClient {
         config: &ReplicateConfig,
         upsert: bool,
     ) -> Result<Vec<Result<()>>> {
-        if keys.len() != values.len() {
-            return Err(ClientError::InvalidParams(format!(
-                "{} keys but {} values",
-                keys.len(),
-                values.len()
-            )));
-        }
+        check_len(keys.len(), values.len())?;
         let mut out: Vec<Result<()>> = Vec::with_capacity(keys.len());
         let mut i = 0;
         while i < keys.len() {
@@ -635,7 +629,7 @@ pub(super) fn copy_into(dst: Region<'_>, src: &[u8]) -> u64 {
     n as u64
 }
 
-fn check_len(keys: usize, regions: usize) -> Result<()> {
+pub(super) fn check_len(keys: usize, regions: usize) -> Result<()> {
     if keys == regions {
         Ok(())
     } else {

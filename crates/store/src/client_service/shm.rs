@@ -33,9 +33,9 @@ fn page_size() -> usize {
 }
 
 /// A shared read-write mapping of a whole memfd, unmapped (and the fd
-/// closed) on drop.
+/// closed) on drop. Both sides' types deref to it.
 #[derive(Debug)]
-struct Mapped {
+pub struct Mapped {
     ptr: *mut u8,
     len: usize,
     fd: OwnedFd,
@@ -70,6 +70,35 @@ impl Mapped {
             len,
             fd,
         })
+    }
+}
+
+impl Mapped {
+    /// First byte of the mapping in this process.
+    pub fn addr(&self) -> usize {
+        self.ptr as usize
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl std::ops::Deref for SharedPool {
+    type Target = Mapped;
+    fn deref(&self) -> &Mapped {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for PeerMapping {
+    type Target = Mapped;
+    fn deref(&self) -> &Mapped {
+        &self.0
     }
 }
 
@@ -119,19 +148,6 @@ impl SharedPool {
             return Err(std::io::Error::last_os_error());
         }
         Ok(SharedPool(Mapped::new(fd, len)?))
-    }
-
-    /// First byte of the pool in this process.
-    pub fn addr(&self) -> usize {
-        self.0.ptr as usize
-    }
-
-    pub fn len(&self) -> usize {
-        self.0.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.len == 0
     }
 
     /// What the server needs to map it.
@@ -228,18 +244,6 @@ impl PeerMapping {
             });
         }
         Ok(PeerMapping(Mapped::new(fd, len).map_err(AttachError::Map)?))
-    }
-
-    pub fn addr(&self) -> usize {
-        self.0.ptr as usize
-    }
-
-    pub fn len(&self) -> usize {
-        self.0.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.len == 0
     }
 
     /// The address of `[offset, offset + len)` if it lies inside the pool.

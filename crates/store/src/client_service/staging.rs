@@ -8,7 +8,7 @@
 //! (the real client may still be reading), leaks its ranges rather than let
 //! a later value overwrite bytes an unfinished put may still store.
 
-use super::dummy::{copy_into, key_results, unexpected, DummyClient};
+use super::dummy::{check_len, copy_into, key_results, unexpected, DummyClient};
 use super::wire::{PoolRange, ServiceReply, ServiceRequest};
 use crate::client::{ClientError, Region, Result};
 use crate::protocol::{ErrorCode, ReplicateConfig};
@@ -83,13 +83,7 @@ impl DummyClient {
         config: &ReplicateConfig,
         upsert: bool,
     ) -> Result<Vec<Result<()>>> {
-        if keys.len() != values.len() {
-            return Err(ClientError::InvalidParams(format!(
-                "{} keys but {} values",
-                keys.len(),
-                values.len()
-            )));
-        }
+        check_len(keys.len(), values.len())?;
         let mut out: Vec<Option<Result<()>>> = (0..keys.len()).map(|_| None).collect();
         let mut lease = Lease::new(self);
         let (mut idx, mut ranges) = (Vec::new(), Vec::new());
