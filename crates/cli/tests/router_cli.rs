@@ -313,6 +313,14 @@ async fn routes_streams_caches_and_counts() {
     assert_eq!(routed(0, &p0.url) + routed(1, &p1.url), ok as f64);
     assert_eq!(routed(2, &d.url), ok as f64);
     assert_eq!(metric(&m, "mooncake_router_ttft_seconds_count"), ok as f64);
+    // The engines run at 1/100 of the cost model's time: the holder's learnt
+    // speed factor moved well below 1.
+    let holder_url = if holder == 0 { &p0.url } else { &p1.url };
+    let speed = metric(
+        &m,
+        &format!("mooncake_router_prefill_speed_factor{{instance=\"{holder_url}\"}}"),
+    );
+    assert!(speed < 0.9, "{speed}");
     assert_eq!(
         metric(
             &m,

@@ -45,6 +45,14 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 /// Decode durations averaged for [`DecodeLoad::mean_decode_s`].
 const DECODE_WINDOW: usize = 64;
 
+/// Bounds of a prefill instance's learnt speed factor (measured / modelled
+/// time): one bad sample (a stalled engine, a tiny prompt dominated by HTTP
+/// overhead) cannot make predictions absurd.
+pub const SPEED_RANGE: (f64, f64) = (1e-3, 1e3);
+
+/// Weight of the newest sample in the speed's geometric moving average.
+const SPEED_WEIGHT: f64 = 0.2;
+
 /// Settings of a [`LiveCluster`].
 #[derive(Debug, Clone)]
 pub struct LiveClusterConfig {
@@ -64,6 +72,11 @@ pub struct LiveClusterConfig {
     pub backoff_s: f64,
     /// Admission control applied after the policy.
     pub admission: Admission,
+    /// Learn each prefill instance's speed relative to the cost model from
+    /// the measured time to its answers (a geometric moving average of
+    /// measured / predicted TTFT, clamped to [`SPEED_RANGE`]) and scale its
+    /// prefill predictions by it. Off, the cost model is taken as is.
+    pub calibrate: bool,
     /// Every instance both prefills and decodes (no disaggregation): prefill
     /// instance `i` and decode instance `i` are one engine, a request decodes
     /// where it prefilled, and a failure takes both out.
@@ -83,6 +96,7 @@ impl Default for LiveClusterConfig {
             cache_policy: PolicyKind::Lru,
             backoff_s: 10.0,
             admission: Admission::default(),
+            calibrate: true,
             colocated: false,
         }
     }
@@ -158,6 +172,8 @@ pub struct InstanceStatus {
     pub load_s: f64,
     /// Prefill: approximate cache counters; decode: zeros.
     pub cache: CacheStats,
+    /// Prefill: learnt speed factor (measured / modelled time); decode: 1.
+    pub speed: f64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -165,6 +181,11 @@ struct PrefillJob {
     predicted_s: f64,
     uncached: u64,
     input: u64,
+    /// When it was sent, the TTFT (queue + prefill) predicted then, and
+    /// the instance's speed factor that prediction used.
+    dispatched: f64,
+    predicted_ttft: f64,
+    speed: f64,
 }
 
 #[derive(Debug)]
@@ -176,6 +197,9 @@ struct PrefillInstance {
     cache: Box<dyn BlockCache>,
     unhealthy_until: f64,
     routed: u64,
+    /// Calibration: measured / cost-model prefill time (see
+    /// [`LiveClusterConfig::calibrate`]).
+    speed: f64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -232,6 +256,7 @@ impl LiveCluster {
                 cache: new_cache(cfg.cache_policy, cfg.prefill_cache_blocks),
                 unhealthy_until: 0.0,
                 routed: 0,
+                speed: 1.0,
             })
             .collect::<Vec<_>>();
         let decode = (0..decode).map(|_| DecodeInstance::default()).collect();
@@ -396,6 +421,9 @@ impl LiveCluster {
                 predicted_s: predicted_prefill_s,
                 uncached,
                 input: req.input_tokens as u64,
+                dispatched: now,
+                predicted_ttft: queue_s + predicted_prefill_s,
+                speed: p.speed,
             },
         );
         p.routed += 1;
@@ -432,15 +460,17 @@ impl LiveCluster {
         }
     }
 
-    /// Removes `ticket` from its prefill queue.
-    fn leave_prefill(&mut self, ticket: u64, i: usize) {
+    /// Removes `ticket` from its prefill queue; returns its job.
+    fn leave_prefill(&mut self, ticket: u64, i: usize) -> Option<PrefillJob> {
         let now = self.now;
         let p = &mut self.prefill[i];
         let was_head = p.jobs.keys().next() == Some(&ticket);
-        if p.jobs.remove(&ticket).is_some() && was_head {
+        let job = p.jobs.remove(&ticket);
+        if job.is_some() && was_head {
             p.head_since = now;
         }
         self.prefill_loads[i] = self.prefill_load(i);
+        job
     }
 
     /// The prefill instance answered: the request leaves its queue and
@@ -450,8 +480,16 @@ impl LiveCluster {
         let Some(t) = self.tickets.get(&ticket).copied() else {
             return;
         };
-        self.leave_prefill(ticket, t.prefill);
         let now = self.now;
+        if let Some(job) = self.leave_prefill(ticket, t.prefill) {
+            let measured = now - job.dispatched;
+            if self.cfg.calibrate && job.predicted_ttft > 0.0 && measured > 0.0 {
+                let p = &mut self.prefill[t.prefill];
+                let sample = (job.speed * measured / job.predicted_ttft).ln();
+                let ln = (1.0 - SPEED_WEIGHT) * p.speed.ln() + SPEED_WEIGHT * sample;
+                p.speed = ln.exp().clamp(SPEED_RANGE.0, SPEED_RANGE.1);
+            }
+        }
         if let Some(job) = self.decode[t.decode].jobs.get_mut(&ticket) {
             if let Stage::Inbound { .. } = job.stage {
                 job.stage = Stage::Running { joined: now };
@@ -467,7 +505,7 @@ impl LiveCluster {
         let Some(t) = self.tickets.remove(&ticket) else {
             return;
         };
-        self.leave_prefill(ticket, t.prefill);
+        let _ = self.leave_prefill(ticket, t.prefill);
         let now = self.now;
         let d = &mut self.decode[t.decode];
         if let Some(job) = d.jobs.remove(&ticket) {
@@ -496,6 +534,7 @@ impl LiveCluster {
                     healthy: self.is_healthy(role, i),
                     load_s: self.prefill_loads[i].queue_s,
                     cache: self.prefill[i].cache.stats(),
+                    speed: self.prefill[i].speed,
                 })
                 .collect(),
             Role::Decode => (0..self.decode.len())
@@ -505,6 +544,7 @@ impl LiveCluster {
                     healthy: self.is_healthy(role, j),
                     load_s: self.decode_loads[j].mean_decode_s,
                     cache: CacheStats::default(),
+                    speed: 1.0,
                 })
                 .collect(),
         }
@@ -615,6 +655,11 @@ impl ClusterView for LiveCluster {
         self.prefill
             .get(instance)
             .map_or(0, |p| p.cache.lookup_prefix(blocks))
+    }
+    /// The cost model scaled by the instance's learnt speed.
+    fn predict_prefill_s(&self, instance: usize, new_tokens: u64, cached_tokens: u64) -> f64 {
+        let speed = self.prefill.get(instance).map_or(1.0, |p| p.speed);
+        self.cfg.cost.prefill_s(new_tokens, cached_tokens) * speed
     }
     /// Conductor's uniform-stay forecast ([`forecast`]) over the requests
     /// the router placed: running requests from when they joined, inbound

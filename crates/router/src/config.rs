@@ -123,6 +123,10 @@ pub struct RouterConfig {
     pub connect_timeout_secs: f64,
     /// Seconds a prefill request may take in total.
     pub prefill_timeout_secs: f64,
+    /// Learn each prefill instance's speed relative to the cost model from
+    /// measured answer times and scale its predictions (see
+    /// [`LiveClusterConfig::calibrate`]).
+    pub calibrate: bool,
     /// Seed of randomised policies.
     pub seed: u64,
     /// The cost model (`[model]` / `[hardware]` in the file).
@@ -151,6 +155,7 @@ impl Default for RouterConfig {
             backoff_secs: 10.0,
             connect_timeout_secs: 2.0,
             prefill_timeout_secs: 600.0,
+            calibrate: true,
             seed: 42,
             cost: CostConfig::default(),
         }
@@ -233,6 +238,7 @@ impl RouterConfig {
             "backoff_secs" => self.backoff_secs = parse(k, value)?,
             "connect_timeout_secs" => self.connect_timeout_secs = parse(k, value)?,
             "prefill_timeout_secs" => self.prefill_timeout_secs = parse(k, value)?,
+            "calibrate" => self.calibrate = parse(k, value)?,
             "seed" => self.seed = parse(k, value)?,
             _ => return Err(invalid(k, "unknown key")),
         }
@@ -358,6 +364,7 @@ impl RouterConfig {
                 mode: self.admission,
                 threshold: self.admission_threshold,
             },
+            calibrate: self.calibrate,
             colocated: self.mode == ServeMode::Colocated,
         })
     }

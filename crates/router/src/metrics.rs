@@ -241,6 +241,16 @@ impl Metrics {
             );
         }
 
+        let _ = writeln!(s, "# HELP mooncake_router_prefill_speed_factor Learnt measured / cost-model prefill time per prefill instance.");
+        let _ = writeln!(s, "# TYPE mooncake_router_prefill_speed_factor gauge");
+        for (url, st) in labels.prefill.iter().zip(prefill) {
+            let _ = writeln!(
+                s,
+                "mooncake_router_prefill_speed_factor{{instance=\"{}\"}} {}",
+                escape(url),
+                st.speed
+            );
+        }
         let _ = writeln!(s, "# HELP mooncake_router_ttft_seconds Measured time to first token (streams: first decode chunk; otherwise: prefill answer).");
         let _ = writeln!(s, "# TYPE mooncake_router_ttft_seconds histogram");
         for (k, le) in TTFT_BUCKETS.iter().enumerate() {
@@ -282,6 +292,7 @@ mod tests {
             healthy: false,
             load_s: 0.5,
             cache: CacheStats::default(),
+            speed: 0.25,
         };
         let urls = vec!["http://a\"b".to_string()];
         let text = m.render(
@@ -303,6 +314,9 @@ mod tests {
         assert!(text.contains("mooncake_router_ttft_seconds_bucket{le=\"0.025\"} 1"));
         assert!(text.contains("mooncake_router_ttft_seconds_bucket{le=\"5\"} 2"));
         assert!(text.contains("mooncake_router_ttft_seconds_count 2"));
+        assert!(
+            text.contains("mooncake_router_prefill_speed_factor{instance=\"http://a\\\"b\"} 0.25")
+        );
         assert_eq!(m.requests(Outcome::Ok), 2);
     }
 }

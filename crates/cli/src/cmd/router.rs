@@ -72,6 +72,10 @@ pub struct Args {
     /// Seconds a failed instance is skipped [default: 10].
     #[arg(long)]
     pub backoff_secs: Option<f64>,
+    /// Learn each prefill instance's speed vs the cost model from measured
+    /// answer times: true or false [default: true].
+    #[arg(long)]
+    pub calibrate: Option<bool>,
     /// Seed of randomised policies [default: 42].
     #[arg(long)]
     pub seed: Option<u64>,
@@ -86,7 +90,7 @@ impl Args {
         };
         cfg.apply_env(std::env::vars())?;
         let join = |v: &[String]| (!v.is_empty()).then(|| v.join(","));
-        let flags: [(&str, Option<String>); 17] = [
+        let flags: [(&str, Option<String>); 18] = [
             ("mode", self.mode.clone()),
             ("prefill", join(&self.prefill)),
             ("decode", join(&self.decode)),
@@ -109,6 +113,7 @@ impl Args {
             ("cache_tokens", self.cache_tokens.map(|v| v.to_string())),
             ("cache_policy", self.cache_policy.clone()),
             ("backoff_secs", self.backoff_secs.map(|v| v.to_string())),
+            ("calibrate", self.calibrate.map(|v| v.to_string())),
             ("seed", self.seed.map(|v| v.to_string())),
         ];
         for (key, value) in flags {

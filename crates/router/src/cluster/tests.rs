@@ -313,3 +313,44 @@ fn colocated_requests_decode_where_they_prefill() {
         c.abort(r.ticket, 2.0);
     }
 }
+
+#[test]
+fn prefill_predictions_learn_the_engines_speed() {
+    // An engine 10x faster than the cost model.
+    let mut c = cluster(1, 1);
+    let mut policy = PolicyName::RoundRobin.build(1);
+    let model = c.cost().prefill_s(4096, 0);
+    let mut now = 0.0;
+    for k in 0..40 {
+        let r = c
+            .route(policy.as_mut(), &req(k, 4096, &[]), now, &[])
+            .unwrap();
+        now += model / 10.0;
+        c.prefill_done(r.ticket, now);
+        c.finish(r.ticket, now, true);
+    }
+    let speed = c.status(Role::Prefill)[0].speed;
+    assert!((speed - 0.1).abs() < 0.01, "{speed}");
+    let r = c
+        .route(policy.as_mut(), &req(99, 4096, &[]), now, &[])
+        .unwrap();
+    assert!((r.predicted_prefill_s / model - speed).abs() < 1e-9);
+    assert!((c.prefill()[0].queue_s - r.predicted_prefill_s).abs() < 1e-9);
+
+    // One absurd sample moves it a bounded step; the factor stays in range.
+    c.prefill_done(r.ticket, now + 1e6);
+    let after = c.status(Role::Prefill)[0].speed;
+    assert!(after > speed && after <= SPEED_RANGE.1, "{after}");
+
+    // Off: the cost model is taken as is.
+    let cfg = LiveClusterConfig {
+        calibrate: false,
+        ..LiveClusterConfig::default()
+    };
+    let mut c = LiveCluster::new(cfg, 1, 1);
+    let r = c
+        .route(policy.as_mut(), &req(0, 4096, &[]), 0.0, &[])
+        .unwrap();
+    c.prefill_done(r.ticket, model / 10.0);
+    assert_eq!(c.status(Role::Prefill)[0].speed, 1.0);
+}
