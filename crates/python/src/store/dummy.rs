@@ -76,6 +76,29 @@ impl Backend {
         both!(self, c => c.batch_put_from(keys, regions, rc).await)
     }
 
+    /// Upsert registered regions: zero-copy from a dummy's pool; a real
+    /// client upserts each region's bytes (through its staging buffer).
+    pub async fn batch_upsert_from(
+        &self,
+        keys: &[String],
+        regions: &[Region<'_>],
+        rc: &ReplicateConfig,
+    ) -> Result<Vec<Result<()>>> {
+        match self {
+            Backend::Real(c) => {
+                let futs = keys.iter().zip(regions).map(|(k, r)| {
+                    // SAFETY: a Region names readable memory for its length
+                    // (its constructor's contract: registered caller memory).
+                    let data =
+                        unsafe { std::slice::from_raw_parts(r.addr() as *const u8, r.len()) };
+                    c.upsert(k, data, rc)
+                });
+                Ok(futures::future::join_all(futs).await)
+            }
+            Backend::Dummy(d) => d.batch_upsert_from(keys, regions, rc).await,
+        }
+    }
+
     pub async fn batch_get_into(
         &self,
         keys: &[String],

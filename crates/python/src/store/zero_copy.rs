@@ -3,7 +3,6 @@
 //! a registered buffer are refused per key (INVALID_PARAMS) before anything
 //! moves.
 
-use futures::future::join_all;
 use mooncake_store::client::{ClientError, Region, CODE_INVALID_PARAMS};
 use mooncake_store::ReplicateConfig;
 use pyo3::prelude::*;
@@ -99,14 +98,7 @@ impl PyStore {
         };
         let results: Result<Vec<Result<(), ClientError>>, ClientError> = block_on(py, async {
             if upsert {
-                let futs = ks.iter().zip(&regions).map(|(k, r)| {
-                    // SAFETY: `r` is inside registered caller memory (checked
-                    // by `region`), readable for its whole length.
-                    let data =
-                        unsafe { std::slice::from_raw_parts(r.addr() as *const u8, r.len()) };
-                    client.upsert(k, data, &rc)
-                });
-                Ok(join_all(futs).await)
+                client.batch_upsert_from(&ks, &regions, &rc).await
             } else {
                 client.batch_put_from(&ks, &regions, &rc).await
             }
