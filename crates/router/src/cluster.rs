@@ -25,6 +25,9 @@
 //! plus the predicted times of the rest. Engines batch prefills, so this is
 //! a conservative estimate that resets whenever requests return.
 //!
+//! The [`ClusterView`] implementations (whole cluster, healthy part) live in
+//! the `view` submodule.
+//!
 //! Colocated mode ([`LiveClusterConfig::colocated`]): instance `i` is one
 //! engine that prefills and decodes, so the decode side of a placement is
 //! pinned to its prefill side and health covers both.
@@ -36,11 +39,13 @@
 use mooncake_conductor::cache::{new_cache, BlockCache, CacheStats, PolicyKind};
 use mooncake_conductor::cost::CostModel;
 use mooncake_conductor::policy::admission::Admission;
-use mooncake_conductor::policy::forecast;
 use mooncake_conductor::policy::{
     ClusterView, Decision, DecodeLoad, Policy, PrefillLoad, RejectReason, RequestInfo, Slo,
 };
 use std::collections::{BTreeMap, HashMap, VecDeque};
+
+mod view;
+use view::HealthyView;
 
 /// Decode durations averaged for [`DecodeLoad::mean_decode_s`].
 const DECODE_WINDOW: usize = 64;
@@ -630,106 +635,6 @@ fn decide(
         .check(req, &pl, view)
         .map_err(RouteError::Rejected)?;
     Ok((pl, pl.fetch.map(|f| (f.from, f.prefix_blocks))))
-}
-
-impl ClusterView for LiveCluster {
-    fn now_s(&self) -> f64 {
-        self.now
-    }
-    fn cost(&self) -> &CostModel {
-        &self.cfg.cost
-    }
-    fn block_tokens(&self) -> u32 {
-        self.cfg.block_tokens
-    }
-    fn slo(&self) -> Slo {
-        self.cfg.slo
-    }
-    fn prefill(&self) -> &[PrefillLoad] {
-        &self.prefill_loads
-    }
-    fn decode(&self) -> &[DecodeLoad] {
-        &self.decode_loads
-    }
-    fn prefix_blocks(&self, instance: usize, blocks: &[u64]) -> usize {
-        self.prefill
-            .get(instance)
-            .map_or(0, |p| p.cache.lookup_prefix(blocks))
-    }
-    /// The cost model scaled by the instance's learnt speed.
-    fn predict_prefill_s(&self, instance: usize, new_tokens: u64, cached_tokens: u64) -> f64 {
-        let speed = self.prefill.get(instance).map_or(1.0, |p| p.speed);
-        self.cfg.cost.prefill_s(new_tokens, cached_tokens) * speed
-    }
-    /// Conductor's uniform-stay forecast ([`forecast`]) over the requests
-    /// the router placed: running requests from when they joined, inbound
-    /// ones from their predicted TTFT.
-    fn decode_peak_tokens(&self, decode: usize, from: f64, to: f64, hold_s: f64) -> u64 {
-        let Some(d) = self.decode.get(decode) else {
-            return 0;
-        };
-        let now = self.now;
-        let stays = d.jobs.values().map(|job| {
-            let start = match job.stage {
-                Stage::Running { joined } => forecast::running_stay_start(joined, now, hold_s),
-                Stage::Inbound { predicted_join } => predicted_join.max(now),
-            };
-            (start, job.input + job.output)
-        });
-        forecast::peak_tokens(stays, from, to, hold_s)
-    }
-}
-
-/// The cluster restricted to some instances, indices renumbered `0..n`.
-struct HealthyView<'a> {
-    c: &'a LiveCluster,
-    p: Vec<usize>,
-    d: Vec<usize>,
-    pl: Vec<PrefillLoad>,
-    dl: Vec<DecodeLoad>,
-}
-
-impl<'a> HealthyView<'a> {
-    fn new(c: &'a LiveCluster, p: Vec<usize>, d: Vec<usize>) -> Self {
-        let pl = p.iter().map(|&i| c.prefill_loads[i]).collect();
-        let dl = d.iter().map(|&j| c.decode_loads[j]).collect();
-        Self { c, p, d, pl, dl }
-    }
-}
-
-impl ClusterView for HealthyView<'_> {
-    fn now_s(&self) -> f64 {
-        self.c.now
-    }
-    fn cost(&self) -> &CostModel {
-        &self.c.cfg.cost
-    }
-    fn block_tokens(&self) -> u32 {
-        self.c.cfg.block_tokens
-    }
-    fn slo(&self) -> Slo {
-        self.c.cfg.slo
-    }
-    fn prefill(&self) -> &[PrefillLoad] {
-        &self.pl
-    }
-    fn decode(&self) -> &[DecodeLoad] {
-        &self.dl
-    }
-    fn prefix_blocks(&self, instance: usize, blocks: &[u64]) -> usize {
-        self.p
-            .get(instance)
-            .map_or(0, |&i| self.c.prefix_blocks(i, blocks))
-    }
-    fn predict_prefill_s(&self, instance: usize, new_tokens: u64, cached_tokens: u64) -> f64 {
-        let i = self.p.get(instance).copied().unwrap_or(0);
-        self.c.predict_prefill_s(i, new_tokens, cached_tokens)
-    }
-    fn decode_peak_tokens(&self, decode: usize, from: f64, to: f64, hold_s: f64) -> u64 {
-        self.d
-            .get(decode)
-            .map_or(0, |&j| self.c.decode_peak_tokens(j, from, to, hold_s))
-    }
 }
 
 #[cfg(test)]
