@@ -332,6 +332,22 @@ async fn routes_streams_caches_and_counts() {
         0.0
     );
 
+    // Per-instance state as JSON.
+    let status = get_json(url, "/status").await;
+    assert_eq!(status["policy"], "mooncake");
+    assert_eq!(status["mode"], "disaggregated");
+    let routed_p: u64 = (0..2)
+        .map(|i| status["prefill"][i]["routed"].as_u64().unwrap())
+        .sum();
+    assert_eq!(routed_p, ok as u64);
+    assert!(
+        status["prefill"][holder]["prefix_blocks_hit"]
+            .as_u64()
+            .unwrap()
+            >= 3 * blocks
+    );
+    assert_eq!(status["decode"][0]["in_flight"], 0);
+
     // Every policy by name serves through the same engines.
     for policy in [
         "dynamo",
@@ -646,4 +662,39 @@ async fn config_file_env_and_flags_layer() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(needle), "{args:?}: {err}");
     }
+}
+
+#[test]
+fn bench_router_reports_overhead_and_decision_rate() {
+    let out = Command::new(env!("CARGO_BIN_EXE_mooncake"))
+        .args([
+            "bench",
+            "router",
+            "--requests",
+            "30",
+            "--decisions",
+            "2000",
+            "--json",
+        ])
+        .env("MOONCAKE_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    for path in ["direct", "direct_pd", "router"] {
+        let p50 = v[path]["p50_us"].as_f64().unwrap();
+        assert!(
+            p50 > 0.0 && p50 <= v[path]["p99_us"].as_f64().unwrap(),
+            "{v}"
+        );
+    }
+    assert!(v["decisions_per_s"].as_f64().unwrap() > 0.0);
+    assert_eq!(
+        v["decisions_accepted"], 2000,
+        "an idle cluster accepts everything"
+    );
 }

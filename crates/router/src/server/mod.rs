@@ -134,8 +134,53 @@ impl RouterService {
             .route("/v1/models", get(models))
             .route("/health", get(health))
             .route("/metrics", get(metrics))
+            .route("/status", get(status))
             .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
             .with_state(self.st.clone())
+    }
+
+    /// Per-instance routing state as JSON (`GET /status`).
+    pub fn status_json(&self) -> serde_json::Value {
+        let (p, d) = {
+            let core = self.st.core.lock();
+            (
+                core.cluster.status(Role::Prefill),
+                core.cluster.status(Role::Decode),
+            )
+        };
+        let cfg = &self.st.cfg;
+        let prefill: Vec<_> = cfg
+            .prefill_urls()
+            .iter()
+            .zip(&p)
+            .map(|(url, s)| {
+                json!({
+                    "url": url, "healthy": s.healthy, "in_flight": s.in_flight,
+                    "routed": s.routed, "queue_s": s.load_s, "speed_factor": s.speed,
+                    "prefix_blocks_queried": s.cache.queried_blocks,
+                    "prefix_blocks_hit": s.cache.hit_blocks,
+                })
+            })
+            .collect();
+        let decode: Vec<_> = cfg
+            .decode_urls()
+            .iter()
+            .zip(&d)
+            .map(|(url, s)| {
+                json!({
+                    "url": url, "healthy": s.healthy, "in_flight": s.in_flight,
+                    "routed": s.routed, "mean_decode_s": s.load_s,
+                })
+            })
+            .collect();
+        json!({
+            "policy": cfg.policy.as_str(),
+            "mode": cfg.mode,
+            "admission": cfg.admission.as_str(),
+            "slo": {"ttft_s": cfg.slo_ttft, "tbt_s": cfg.slo_tbt},
+            "prefill": prefill,
+            "decode": decode,
+        })
     }
 
     /// The Prometheus exposition text.
@@ -256,6 +301,10 @@ async fn models(State(st): State<Arc<AppState>>) -> Response {
         errors.join("; ")
     ))
     .into_response()
+}
+
+async fn status(State(st): State<Arc<AppState>>) -> axum::Json<serde_json::Value> {
+    axum::Json(RouterService { st }.status_json())
 }
 
 async fn health(State(st): State<Arc<AppState>>) -> Response {
