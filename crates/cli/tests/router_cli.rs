@@ -693,8 +693,6 @@ fn bench_router_reports_overhead_and_decision_rate() {
         );
     }
     assert!(v["decisions_per_s"].as_f64().unwrap() > 0.0);
-    assert_eq!(
-        v["decisions_accepted"], 2000,
-        "an idle cluster accepts everything"
-    );
+    // Deterministic (no clock involved): the bench load stays within the SLOs.
+    assert_eq!(v["decisions_accepted"], 2000);
 }
