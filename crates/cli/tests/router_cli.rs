@@ -368,6 +368,18 @@ async fn routes_streams_caches_and_counts() {
         .await;
         assert_eq!(s, 200, "{policy}: {v}");
     }
+    // And with either admission control after the policy.
+    for admission in ["early", "predictive"] {
+        let r2 = router(&[&p0, &p1], &[&d], &["--admission", admission]);
+        let (s, v) = post(
+            &r2.url,
+            "/v1/completions",
+            &json!({"model": "m", "prompt": "x", "max_tokens": 1}),
+        )
+        .await;
+        assert_eq!(s, 200, "{admission}: {v}");
+        assert_eq!(get_json(&r2.url, "/status").await["admission"], admission);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
