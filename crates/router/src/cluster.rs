@@ -40,7 +40,8 @@ use mooncake_conductor::cache::{new_cache, BlockCache, CacheStats, PolicyKind};
 use mooncake_conductor::cost::CostModel;
 use mooncake_conductor::policy::admission::Admission;
 use mooncake_conductor::policy::{
-    ClusterView, Decision, DecodeLoad, Policy, PrefillLoad, RejectReason, RequestInfo, Slo,
+    cached_tokens, uncached_tokens, ClusterView, Decision, DecodeLoad, Policy, PrefillLoad,
+    RejectReason, RequestInfo, Slo,
 };
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
@@ -401,8 +402,8 @@ impl LiveCluster {
         let (i, j) = (pl.prefill, pl.decode);
         let local = self.prefill[i].cache.lookup_prefix(req.blocks);
         let prefix = fetch.map_or(local, |(_, n)| n.max(local));
-        let cached = cached_tokens(req.input_tokens, prefix, bt);
-        let uncached = req.input_tokens as u64 - cached;
+        let cached = cached_tokens(req, prefix, bt);
+        let uncached = uncached_tokens(req, prefix, bt);
         let predicted_prefill_s = self.predict_prefill_s(i, uncached, cached);
         let queue_s = self.prefill_loads[i].queue_s;
         let join_in = if pl.predicted_ttft_s.is_finite() {
@@ -601,12 +602,6 @@ impl LiveCluster {
         }
         load
     }
-}
-
-/// Cached prompt tokens given a reused prefix of `blocks` (at most
-/// `input − 1`: the last token is always computed).
-fn cached_tokens(input: u32, blocks: usize, block_tokens: u32) -> u64 {
-    (blocks as u64 * block_tokens as u64).min((input as u64).saturating_sub(1))
 }
 
 /// Runs the policy and admission control on `view`; indices are the view's.

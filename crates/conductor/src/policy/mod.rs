@@ -210,7 +210,7 @@ impl RejectReason {
 pub enum Decision {
     /// Run it here.
     Accept(Placement),
-    /// Reject it (HTTP 429).
+    /// Reject it (the live router answers HTTP 503).
     Reject(RejectReason),
 }
 
@@ -340,14 +340,14 @@ pub(crate) fn least_loaded_decode(view: &dyn ClusterView) -> usize {
 }
 
 /// The uncached prompt tokens of `req` given a reused prefix of `blocks`.
-pub(crate) fn uncached_tokens(req: &RequestInfo<'_>, blocks: usize, block_tokens: u32) -> u64 {
+pub fn uncached_tokens(req: &RequestInfo<'_>, blocks: usize, block_tokens: u32) -> u64 {
     req.input_tokens as u64 - cached_tokens(req, blocks, block_tokens)
 }
 
 /// Cached prompt tokens of `req` given a reused prefix of `blocks` (at most
 /// `input - 1`: the last token is always computed to produce the first
 /// output token).
-pub(crate) fn cached_tokens(req: &RequestInfo<'_>, blocks: usize, block_tokens: u32) -> u64 {
+pub fn cached_tokens(req: &RequestInfo<'_>, blocks: usize, block_tokens: u32) -> u64 {
     (blocks as u64 * block_tokens as u64).min((req.input_tokens as u64).saturating_sub(1))
 }
 
