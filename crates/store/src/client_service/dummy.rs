@@ -107,6 +107,14 @@ pub(super) fn unexpected() -> ClientError {
     ClientError::Master(ErrorCode::MalformedFrame)
 }
 
+/// A batch's per-key results, filled in parts by index; a slot no part
+/// filled means the real client answered for fewer keys than asked.
+pub(super) fn gathered<T>(out: Vec<Option<Result<T>>>) -> Vec<Result<T>> {
+    out.into_iter()
+        .map(|o| o.unwrap_or_else(|| Err(unexpected())))
+        .collect()
+}
+
 pub(super) fn key_results<T>(list: Vec<KeyResult<T>>) -> Vec<Result<T>> {
     list.into_iter()
         .map(|r| r.map_err(ClientError::from))
@@ -412,10 +420,7 @@ impl DummyClient {
                 out[i] = Some(r);
             }
         }
-        Ok(out
-            .into_iter()
-            .map(|o| o.unwrap_or_else(|| Err(unexpected())))
-            .collect())
+        Ok(gathered(out))
     }
 
     /// Store registered regions: zero-copy for regions inside the shared pool.
@@ -487,10 +492,7 @@ impl DummyClient {
                 }));
             }
         }
-        Ok(out
-            .into_iter()
-            .map(|o| o.unwrap_or_else(|| Err(unexpected())))
-            .collect())
+        Ok(gathered(out))
     }
 
     pub async fn get_into(&self, key: &str, region: Region<'_>) -> Result<u64> {
@@ -540,10 +542,7 @@ impl DummyClient {
                 }));
             }
         }
-        Ok(out
-            .into_iter()
-            .map(|o| o.unwrap_or_else(|| Err(unexpected())))
-            .collect())
+        Ok(gathered(out))
     }
 
     pub async fn batch_is_exist(&self, keys: &[String]) -> Result<Vec<Result<bool>>> {

@@ -8,7 +8,7 @@
 //! (the real client may still be reading), leaks its ranges rather than let
 //! a later value overwrite bytes an unfinished put may still store.
 
-use super::dummy::{check_len, copy_into, key_results, unexpected, DummyClient};
+use super::dummy::{check_len, copy_into, gathered, key_results, unexpected, DummyClient};
 use super::wire::{PoolRange, ServiceReply, ServiceRequest};
 use crate::client::{ClientError, Region, Result};
 use crate::protocol::{ErrorCode, ReplicateConfig};
@@ -122,10 +122,7 @@ impl DummyClient {
                 out[i] = Some(r);
             }
         }
-        Ok(out
-            .into_iter()
-            .map(|o| o.unwrap_or_else(|| Err(unexpected())))
-            .collect())
+        Ok(gathered(out))
     }
 
     /// The value of `key` read through the staging area (for objects too
