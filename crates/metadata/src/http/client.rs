@@ -16,6 +16,9 @@ use std::time::Duration;
 use reqwest::{StatusCode, Url};
 use tokio::sync::mpsc;
 
+use mooncake_security::http as http_auth;
+use mooncake_security::Credential;
+
 use super::Listing;
 use crate::watch::{self, StoreLifetime};
 use crate::{MetadataError, MetadataStore, WatchEvent};
@@ -31,6 +34,11 @@ pub struct HttpOptions {
     pub request_timeout: Duration,
     /// Interval between two polls of a watcher.
     pub poll_interval: Duration,
+    /// Signs every request when set (servers started with a credential
+    /// require it; the reference's server ignores the header). The default
+    /// is the credential of the environment (`MC_CLUSTER_TOKEN`,
+    /// `MOONCAKE_CLUSTER_TOKEN_FILE`), if any.
+    pub credential: Option<Credential>,
 }
 
 impl Default for HttpOptions {
@@ -39,6 +47,10 @@ impl Default for HttpOptions {
             connect_timeout: Duration::from_secs(2),
             request_timeout: Duration::from_secs(10),
             poll_interval: watch::DEFAULT_POLL_INTERVAL,
+            credential: Credential::from_env().unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "ignoring the environment's cluster credential");
+                None
+            }),
         }
     }
 }
@@ -48,6 +60,7 @@ impl Default for HttpOptions {
 struct Api {
     http: reqwest::Client,
     url: Url,
+    credential: Option<Credential>,
 }
 
 pub(crate) fn reqwest_error(backend: &'static str, e: reqwest::Error) -> MetadataError {
@@ -92,6 +105,34 @@ pub(crate) async fn send_idempotent(
 }
 
 impl Api {
+    /// A request to `url`, signed when this client has a credential.
+    fn request(
+        &self,
+        method: reqwest::Method,
+        url: &Url,
+        body: Option<&bytes::Bytes>,
+    ) -> reqwest::RequestBuilder {
+        let mut req = self.http.request(method.clone(), url.clone());
+        if let Some(cred) = &self.credential {
+            let path = match url.query() {
+                Some(q) => format!("{}?{q}", url.path()),
+                None => url.path().to_string(),
+            };
+            let sig = http_auth::sign(
+                cred,
+                method.as_str(),
+                &path,
+                body.map(|b| &b[..]).unwrap_or(b""),
+                http_auth::now_ms(),
+            );
+            req = req.header(http_auth::HEADER, sig);
+        }
+        if let Some(b) = body {
+            req = req.body(b.clone());
+        }
+        req
+    }
+
     fn with_query(&self, name: &str, value: &str) -> Url {
         let mut url = self.url.clone();
         url.query_pairs_mut().append_pair(name, value);
@@ -100,7 +141,8 @@ impl Api {
 
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, MetadataError> {
         let url = self.with_query("key", key);
-        let resp = send_idempotent(BACKEND, || self.http.get(url.clone())).await?;
+        let resp =
+            send_idempotent(BACKEND, || self.request(reqwest::Method::GET, &url, None)).await?;
         match resp.status() {
             StatusCode::OK => Ok(Some(
                 resp.bytes()
@@ -116,8 +158,10 @@ impl Api {
     async fn put(&self, key: &str, value: &[u8]) -> Result<(), MetadataError> {
         let url = self.with_query("key", key);
         let body = bytes::Bytes::copy_from_slice(value);
-        let resp =
-            send_idempotent(BACKEND, || self.http.put(url.clone()).body(body.clone())).await?;
+        let resp = send_idempotent(BACKEND, || {
+            self.request(reqwest::Method::PUT, &url, Some(&body))
+        })
+        .await?;
         if resp.status().is_success() {
             Ok(())
         } else {
@@ -127,7 +171,10 @@ impl Api {
 
     async fn delete(&self, key: &str) -> Result<(), MetadataError> {
         let url = self.with_query("key", key);
-        let resp = send_idempotent(BACKEND, || self.http.delete(url.clone())).await?;
+        let resp = send_idempotent(BACKEND, || {
+            self.request(reqwest::Method::DELETE, &url, None)
+        })
+        .await?;
         // The server answers 404 for an absent key; deleting one is no error here.
         if resp.status().is_success() || resp.status() == StatusCode::NOT_FOUND {
             Ok(())
@@ -138,7 +185,8 @@ impl Api {
 
     async fn listing(&self, prefix: &str) -> Result<Listing, MetadataError> {
         let url = self.with_query("prefix", prefix);
-        let resp = send_idempotent(BACKEND, || self.http.get(url.clone())).await?;
+        let resp =
+            send_idempotent(BACKEND, || self.request(reqwest::Method::GET, &url, None)).await?;
         // The reference's server has no listing: it answers a query without
         // `key` with a client error (or a non-JSON body). That is a missing
         // feature of the server, not a failure, so callers can degrade.
@@ -185,7 +233,11 @@ impl HttpMetadata {
             .build()
             .map_err(|e| reqwest_error(BACKEND, e))?;
         Ok(Self {
-            api: Api { http, url },
+            api: Api {
+                http,
+                url,
+                credential: opts.credential,
+            },
             poll_interval: watch::clamp_poll_interval(opts.poll_interval),
             lifetime: Arc::new(StoreLifetime::new()),
         })

@@ -13,8 +13,16 @@
 //!
 //! Keys are URL-encoded query parameters; values are opaque bytes. A request
 //! with neither `key` nor `prefix` answers 400.
+//!
+//! Authentication: a server started with a credential requires every
+//! `/metadata` request to carry a signature (header `x-mooncake-auth`, see
+//! `mooncake_security::http`) and answers 401 with a JSON body otherwise;
+//! our client signs whenever it has a credential (given, or from
+//! `MC_CLUSTER_TOKEN` / `MOONCAKE_CLUSTER_TOKEN_FILE`). Servers started
+//! insecure accept unsigned requests, as the reference's does.
 
 pub mod client;
+pub mod serve;
 pub mod server;
 
 use serde::{Deserialize, Serialize};

@@ -8,39 +8,120 @@
 //! Invariants: the table's revision grows by one on every successful PUT or
 //! DELETE; each key remembers the revision of its last PUT; the table is
 //! behind one mutex, held only for map operations (never across I/O).
+//! Bounds: one value is at most [`TableCaps::max_value_bytes`] (a larger
+//! declared `Content-Length` is answered 413 before the body is read, and the
+//! connection closed); the table holds at most `max_entries` keys and
+//! `max_total_bytes` of values (a PUT beyond them is answered 507 and changes
+//! nothing). With a credential, an unsigned or wrongly signed request is
+//! answered 401 and changes nothing. Error bodies of these are JSON.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Query, State};
-use axum::http::{header, StatusCode};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, OriginalUri, Query, State};
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use mooncake_security::http::HttpVerifier;
+use mooncake_security::{AuthMode, SecurityError};
 use parking_lot::Mutex;
 use serde::Deserialize;
 use tokio::net::{TcpListener, ToSocketAddrs};
-use tokio::sync::oneshot;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::serve::{self, HttpLimits};
 use super::{ListedKey, Listing, NOT_FOUND_BODY};
 
 /// Largest value a PUT may carry. Segment descriptors are a few KiB to a few
 /// MiB; the bound keeps one client from exhausting the server's memory.
 pub const MAX_VALUE_BYTES: usize = 64 << 20;
 
+/// How much the table may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TableCaps {
+    /// Largest single value.
+    pub max_value_bytes: usize,
+    /// Most keys held at once.
+    pub max_entries: usize,
+    /// Most value bytes held at once.
+    pub max_total_bytes: u64,
+}
+
+impl Default for TableCaps {
+    fn default() -> Self {
+        Self {
+            max_value_bytes: MAX_VALUE_BYTES,
+            max_entries: 100_000,
+            max_total_bytes: 1 << 30,
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Table {
     revision: u64,
+    total_bytes: u64,
     entries: BTreeMap<String, (u64, Bytes)>,
 }
 
 /// The state behind the `/metadata` routes; cheap to clone (shared table).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct MetadataService {
     table: Arc<Mutex<Table>>,
+    verifier: Arc<HttpVerifier>,
+    caps: TableCaps,
+}
+
+impl Default for MetadataService {
+    fn default() -> Self {
+        Self::with_auth(AuthMode::Insecure, TableCaps::default())
+    }
+}
+
+/// A JSON error answer: `{"error": "...", "status": N}`.
+fn json_error(status: StatusCode, message: impl Into<String>) -> Response {
+    (
+        status,
+        Json(serde_json::json!({"error": message.into(), "status": status.as_u16()})),
+    )
+        .into_response()
+}
+
+/// 413 for a value over the cap; the connection is closed after it, since
+/// the rest of the body will not be read.
+fn too_large(max: usize) -> Response {
+    let mut r = json_error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("value larger than {max} bytes"),
+    );
+    r.headers_mut().insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("close"),
+    );
+    r
+}
+
+/// Refuse a request whose declared body is over the cap before reading it.
+async fn check_declared_length(
+    State(max): State<usize>,
+    req: axum::extract::Request,
+    next: Next,
+) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return too_large(max);
+    }
+    next.run(req).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -58,9 +139,49 @@ fn missing_key() -> Response {
 }
 
 impl MetadataService {
-    /// A service over an empty table.
+    /// A service over an empty table that authenticates nobody (as the
+    /// reference's server); see [`MetadataService::with_auth`].
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A service over an empty table that requires signed requests when
+    /// `auth` holds a credential, within `caps`.
+    pub fn with_auth(auth: AuthMode, caps: TableCaps) -> Self {
+        Self {
+            table: Arc::default(),
+            verifier: Arc::new(HttpVerifier::new(auth)),
+            caps,
+        }
+    }
+
+    /// Check a request's signature; `Some` is the refusal to send.
+    fn refusal(
+        &self,
+        method: &Method,
+        uri: &axum::http::Uri,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Option<Response> {
+        let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        let sig = headers
+            .get(mooncake_security::http::HEADER)
+            .and_then(|v| v.to_str().ok());
+        match self.verifier.verify(
+            method.as_str(),
+            path,
+            sig,
+            body,
+            mooncake_security::http::now_ms(),
+        ) {
+            Ok(_) => None,
+            Err(e) => {
+                if !matches!(e, SecurityError::CredentialRequired) {
+                    tracing::warn!(%method, path, error = %e, "refused metadata request");
+                }
+                Some(json_error(StatusCode::UNAUTHORIZED, e.to_string()))
+            }
+        }
     }
 
     /// The routes `/metadata` and `/health`, ready to serve or to merge into a
@@ -72,7 +193,11 @@ impl MetadataService {
                 get(handle_get).put(handle_put).delete(handle_delete),
             )
             .route("/health", get(|| async { "OK" }))
-            .layer(DefaultBodyLimit::max(MAX_VALUE_BYTES))
+            .layer(DefaultBodyLimit::max(self.caps.max_value_bytes))
+            .layer(middleware::from_fn_with_state(
+                self.caps.max_value_bytes,
+                check_declared_length,
+            ))
             .with_state(self.clone())
     }
 
@@ -90,20 +215,37 @@ impl MetadataService {
         self.table.lock().entries.get(key).map(|(_, v)| v.clone())
     }
 
-    fn put(&self, key: String, value: Bytes) {
+    /// Store `value`; `Err` says which cap it would break (nothing changed).
+    fn put(&self, key: String, value: Bytes) -> Result<(), &'static str> {
         let mut t = self.table.lock();
+        let old = t.entries.get(&key).map(|(_, v)| v.len() as u64);
+        if old.is_none() && t.entries.len() >= self.caps.max_entries {
+            return Err("metadata table full (too many keys)");
+        }
+        let total = t.total_bytes - old.unwrap_or(0) + value.len() as u64;
+        if total > self.caps.max_total_bytes {
+            return Err("metadata table full (too many bytes)");
+        }
+        t.total_bytes = total;
         t.revision += 1;
         let rev = t.revision;
         t.entries.insert(key, (rev, value));
+        Ok(())
     }
 
     fn delete(&self, key: &str) -> bool {
         let mut t = self.table.lock();
-        let existed = t.entries.remove(key).is_some();
-        if existed {
+        let removed = t.entries.remove(key);
+        if let Some((_, v)) = &removed {
             t.revision += 1;
+            t.total_bytes -= v.len() as u64;
         }
-        existed
+        removed.is_some()
+    }
+
+    /// Bytes of values held.
+    pub fn total_bytes(&self) -> u64 {
+        self.table.lock().total_bytes
     }
 
     fn listing(&self, prefix: &str) -> Listing {
@@ -123,11 +265,17 @@ impl MetadataService {
     }
 }
 
-#[tracing::instrument(level = "debug", skip(svc))]
+#[tracing::instrument(level = "debug", skip(svc, headers))]
 async fn handle_get(
     State(svc): State<MetadataService>,
+    method: Method,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
     Query(q): Query<MetadataQuery>,
 ) -> Response {
+    if let Some(r) = svc.refusal(&method, &uri, &headers, b"") {
+        return r;
+    }
     match (q.key, q.prefix) {
         (Some(key), _) => match svc.get(&key) {
             Some(v) => ([(header::CONTENT_TYPE, "application/octet-stream")], v).into_response(),
@@ -138,24 +286,45 @@ async fn handle_get(
     }
 }
 
-#[tracing::instrument(level = "debug", skip(svc, body), fields(len = body.len()))]
+#[tracing::instrument(level = "debug", skip(svc, headers, body))]
 async fn handle_put(
     State(svc): State<MetadataService>,
+    method: Method,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
     Query(q): Query<MetadataQuery>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return too_large(svc.caps.max_value_bytes)
+        }
+        Err(e) => return json_error(e.status(), e.body_text()),
+    };
+    if let Some(r) = svc.refusal(&method, &uri, &headers, &body) {
+        return r;
+    }
     let Some(key) = q.key else {
         return missing_key();
     };
-    svc.put(key, body);
-    text(StatusCode::OK, "metadata updated")
+    match svc.put(key, body) {
+        Ok(()) => text(StatusCode::OK, "metadata updated"),
+        Err(why) => json_error(StatusCode::INSUFFICIENT_STORAGE, why),
+    }
 }
 
-#[tracing::instrument(level = "debug", skip(svc))]
+#[tracing::instrument(level = "debug", skip(svc, headers))]
 async fn handle_delete(
     State(svc): State<MetadataService>,
+    method: Method,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
     Query(q): Query<MetadataQuery>,
 ) -> Response {
+    if let Some(r) = svc.refusal(&method, &uri, &headers, b"") {
+        return r;
+    }
     let Some(key) = q.key else {
         return missing_key();
     };
@@ -172,7 +341,7 @@ async fn handle_delete(
 pub struct MetadataServer {
     local_addr: SocketAddr,
     service: MetadataService,
-    shutdown: Option<oneshot::Sender<()>>,
+    shutdown: Option<watch::Sender<bool>>,
     task: Option<JoinHandle<std::io::Result<()>>>,
 }
 
@@ -182,22 +351,26 @@ impl MetadataServer {
         Self::bind_with(addr, MetadataService::new()).await
     }
 
-    /// Bind `addr` and serve `service`'s table.
+    /// Bind `addr` and serve `service`'s table within the default
+    /// [`HttpLimits`].
     pub async fn bind_with(
         addr: impl ToSocketAddrs,
         service: MetadataService,
     ) -> std::io::Result<Self> {
+        Self::bind_with_limits(addr, service, HttpLimits::default()).await
+    }
+
+    /// Bind `addr` and serve `service`'s table within `limits`.
+    pub async fn bind_with_limits(
+        addr: impl ToSocketAddrs,
+        service: MetadataService,
+        limits: HttpLimits,
+    ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
         let local_addr = listener.local_addr()?;
-        let (tx, rx) = oneshot::channel::<()>();
+        let (tx, rx) = watch::channel(false);
         let app = service.router();
-        let task = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = rx.await;
-                })
-                .await
-        });
+        let task = tokio::spawn(serve::serve(listener, app, limits, rx));
         tracing::info!(%local_addr, "metadata server listening");
         Ok(Self {
             local_addr,
@@ -225,7 +398,7 @@ impl MetadataServer {
     /// Stop accepting connections, let in-flight requests finish, and wait.
     pub async fn shutdown(mut self) -> std::io::Result<()> {
         if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
+            let _ = tx.send(true);
         }
         match self.task.take() {
             Some(task) => task.await.map_err(std::io::Error::other)?,
