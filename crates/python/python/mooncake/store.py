@@ -15,10 +15,55 @@ from typing import Any, Dict, List, Optional
 
 from mooncake import _ranges, _tensor
 from mooncake._mooncake import MooncakeDistributedStore as _NativeStore
-from mooncake._mooncake import ReplicateConfig, SoftPinAction
+from mooncake._mooncake import ObjectDataType, ReplicateConfig, SoftPinAction
+from mooncake._replicas import (
+    Descriptor,
+    DiskDescriptor,
+    MemoryDescriptor,
+    ReplicaDescriptor,
+    ReplicaStatus,
+    describe,
+)
+from mooncake._host_mem import MooncakeHostMemAllocator, bind_to_numa_node, get_alloc_func_addr, get_free_func_addr
+from mooncake.buffer_pool import (
+    BufferLease,
+    BufferLeaseView,
+    BufferPool,
+    RegisteredBufferLease,
+    RegisteredBufferLeaseView,
+    RegisteredBufferPool,
+)
 from mooncake.mooncake_config import MooncakeConfig
 
-__all__ = ["MooncakeDistributedStore", "ReplicateConfig", "SoftPinAction", "BufferHandle"]
+__all__ = [
+    "MooncakeDistributedStore",
+    "ReplicateConfig",
+    "SoftPinAction",
+    "ObjectDataType",
+    "BufferHandle",
+    "BufferPool",
+    "RegisteredBufferPool",
+    "BufferLease",
+    "RegisteredBufferLease",
+    "BufferLeaseView",
+    "RegisteredBufferLeaseView",
+    "MooncakeHostMemAllocator",
+    "ReplicaDescriptor",
+    "ReplicaStatus",
+    "MemoryDescriptor",
+    "DiskDescriptor",
+    "Descriptor",
+    "bind_to_numa_node",
+    "get_alloc_func_addr",
+    "get_free_func_addr",
+]
+
+# The reference exports its enums' values at module level too.
+for _enum in (ObjectDataType, ReplicaStatus):
+    for _name in dir(_enum):
+        if _name.isupper():
+            globals()[_name] = getattr(_enum, _name)
+del _enum, _name
 
 _log = logging.getLogger("mooncake")
 
@@ -93,6 +138,42 @@ class MooncakeDistributedStore(_NativeStore):
 
     def batch_get_buffer(self, keys: List[str]) -> List[Optional[BufferHandle]]:
         return [BufferHandle(d) if d else None for d in self.get_batch(list(keys))]
+
+    # ---- replicas -------------------------------------------------------------------
+    def get_replica_desc(self, key: str) -> List[ReplicaDescriptor]:
+        """The complete replicas of ``key`` (empty when it does not exist)."""
+        return self.batch_get_replica_desc([key]).get(key, [])
+
+    def batch_get_replica_desc(self, keys: List[str]) -> Dict[str, List[ReplicaDescriptor]]:
+        """``{key: [ReplicaDescriptor, ...]}`` for the keys that exist."""
+        keys = list(keys)
+        out: Dict[str, List[ReplicaDescriptor]] = {}
+        for k, (rc, reps) in zip(keys, self._replica_lists(keys)):
+            if rc == 0:
+                out[k] = [describe(pieces) for pieces in reps]
+        return out
+
+    def batch_replica_clear(self, keys: List[str], segment_name: str = "") -> List[str]:
+        """Drop the objects of ``keys`` whose read lease has expired and return
+        those dropped. With ``segment_name``, only objects whose every replica
+        lies on that segment are dropped (clearing one replica of several is not
+        supported; such keys are left and not returned)."""
+        keys = list(keys)
+        if not keys:
+            return []
+        if segment_name:
+            lists = self._replica_lists(keys)
+            keys = [
+                k
+                for k, (rc, reps) in zip(keys, lists)
+                if rc == 0
+                and reps
+                and all(seg == segment_name for pieces in reps for (seg, _, _) in pieces)
+            ]
+            # Asking for replicas leased them; the lease check was the caller's
+            # (expired before this call), so the objects go regardless.
+            return [k for k in keys if self.remove(k, True) == 0]
+        return [k for k in keys if self.remove(k, False) == 0]
 
     # ---- tensors (numpy arrays or torch tensors; dtype and shape round-trip) ----------
     def put_tensor(self, key: str, tensor: Any, config: Optional[ReplicateConfig] = None) -> int:

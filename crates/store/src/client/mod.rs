@@ -28,6 +28,7 @@
 mod batch;
 mod config;
 mod error;
+mod gather;
 mod io;
 mod ops;
 mod plan;
