@@ -9,8 +9,10 @@ Same names, arguments, defaults and return codes as the reference's module:
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import weakref
 from typing import Any, Dict, List, Optional
 
 from mooncake import _ranges, _tensor
@@ -99,8 +101,27 @@ def _dict_args(config: Dict[str, Any]) -> Dict[str, Any]:
     )
 
 
+# Every store set up in this process, closed at interpreter exit so a process
+# that never calls close() still unmounts its segment at once (the master does
+# not have to wait for its heartbeat to lapse, and puts are not placed there).
+_open_stores: "weakref.WeakSet[MooncakeDistributedStore]" = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_stores() -> None:
+    for s in list(_open_stores):
+        try:
+            s.close()
+        except Exception:  # exit goes on whatever one store does
+            pass
+
+
 class MooncakeDistributedStore(_NativeStore):
     """A store client: put/get objects by key, zero-copy into registered memory."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__()
+        _open_stores.add(self)
 
     def setup(self, *args: Any, **kwargs: Any) -> int:
         if len(args) == 1 and isinstance(args[0], dict) and not kwargs:
