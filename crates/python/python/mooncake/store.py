@@ -216,3 +216,88 @@ class MooncakeDistributedStore(_NativeStore):
 
     def batch_get_tensor(self, keys: List[str]) -> List[Any]:
         return _tensor.decode_many(self.get_batch(list(keys)))
+
+    def batch_upsert_tensor(self, keys: List[str], tensors_list: List[Any], config: Optional[ReplicateConfig] = None) -> List[int]:
+        if len(keys) != len(tensors_list):
+            return [_INVALID_PARAMS] * len(keys)
+        return [self.upsert_tensor(k, t, config) for k, t in zip(keys, tensors_list)]
+
+    # Publishing: a put (or upsert) with the caller's replication settings.
+    def pub_tensor(self, key: str, tensor: Any, config: Optional[ReplicateConfig] = None) -> int:
+        return self.put_tensor(key, tensor, config)
+
+    def batch_pub_tensor(self, keys: List[str], tensors_list: List[Any], config: Optional[ReplicateConfig] = None) -> List[int]:
+        return self.batch_put_tensor(keys, tensors_list, config)
+
+    def upsert_pub_tensor(self, key: str, tensor: Any, config: Optional[ReplicateConfig] = None) -> int:
+        return self.upsert_tensor(key, tensor, config)
+
+    def batch_upsert_pub_tensor(self, keys: List[str], tensors_list: List[Any], config: Optional[ReplicateConfig] = None) -> List[int]:
+        return self.batch_upsert_tensor(keys, tensors_list, config)
+
+    # Zero-copy forms: registered buffers laid out [header][tensor bytes], the
+    # layout put_tensor stores and get_tensor_into reads back.
+    def put_tensor_from(self, key: str, buffer_ptr: int, size: int) -> int:
+        return self.put_from(key, buffer_ptr, size)
+
+    def batch_put_tensor_from(self, keys: List[str], buffer_ptrs: List[int], sizes: List[int]) -> List[int]:
+        return self.batch_put_from(list(keys), list(buffer_ptrs), list(sizes))
+
+    def upsert_tensor_from(self, key: str, buffer_ptr: int, size: int) -> int:
+        return self.upsert_from(key, buffer_ptr, size)
+
+    def batch_upsert_tensor_from(self, keys: List[str], buffer_ptrs: List[int], sizes: List[int]) -> List[int]:
+        return self.batch_upsert_from(list(keys), list(buffer_ptrs), list(sizes))
+
+    def get_tensor_into(self, key: str, buffer_ptr: int, size: int) -> Any:
+        """Read a stored tensor into registered memory; the tensor returned is a
+        view of that memory (None when the key is missing or does not fit)."""
+        return self.batch_get_tensor_into([key], [buffer_ptr], [size])[0]
+
+    def batch_get_tensor_into(self, keys: List[str], buffer_ptrs: List[int], sizes: List[int]) -> List[Any]:
+        import ctypes
+
+        out: List[Any] = []
+        for n, ptr in zip(self.batch_get_into(list(keys), list(buffer_ptrs), list(sizes)), buffer_ptrs):
+            if n <= 0:
+                out.append(None)
+                continue
+            out.append(_tensor.decode_view((ctypes.c_ubyte * n).from_address(ptr)))
+        return out
+
+    # Tensor parallelism: the tensor is cut along split_dim into tp_size shards,
+    # stored as "{key}_tp_{rank}"; a reader fetches only its own shard.
+    def put_tensor_with_tp(self, key: str, tensor: Any, tp_rank: int = 0, tp_size: int = 1, split_dim: int = 0) -> int:
+        return self.pub_tensor_with_tp(key, tensor, None, tp_rank, tp_size, split_dim)
+
+    def pub_tensor_with_tp(self, key: str, tensor: Any, config: Optional[ReplicateConfig] = None,
+                           tp_rank: int = 0, tp_size: int = 1, split_dim: int = 0) -> int:
+        if tp_size <= 1:
+            return self.put_tensor(key, tensor, config)
+        for r, shard in enumerate(_tensor.chunk(tensor, tp_size, split_dim)):
+            rc = self.put_tensor(f"{key}_tp_{r}", shard, config)
+            if rc != 0:
+                return rc
+        return 0
+
+    def batch_put_tensor_with_tp(self, keys: List[str], tensors_list: List[Any], tp_rank: int = 0,
+                                 tp_size: int = 1, split_dim: int = 0) -> List[int]:
+        if len(keys) != len(tensors_list):
+            return [_INVALID_PARAMS] * len(keys)
+        return [self.put_tensor_with_tp(k, t, tp_rank, tp_size, split_dim) for k, t in zip(keys, tensors_list)]
+
+    def batch_pub_tensor_with_tp(self, keys: List[str], tensors_list: List[Any], config: Optional[ReplicateConfig] = None,
+                                 tp_rank: int = 0, tp_size: int = 1, split_dim: int = 0) -> List[int]:
+        if len(keys) != len(tensors_list):
+            return [_INVALID_PARAMS] * len(keys)
+        return [self.pub_tensor_with_tp(k, t, config, tp_rank, tp_size, split_dim) for k, t in zip(keys, tensors_list)]
+
+    def get_tensor_with_tp(self, key: str, tp_rank: int = 0, tp_size: int = 1, split_dim: int = 0) -> Any:
+        if tp_size <= 1:
+            return self.get_tensor(key)
+        return self.get_tensor(f"{key}_tp_{tp_rank}")
+
+    def batch_get_tensor_with_tp(self, keys: List[str], tp_rank: int = 0, tp_size: int = 1, split_dim: int = 0) -> List[Any]:
+        if tp_size <= 1:
+            return self.batch_get_tensor(keys)
+        return self.batch_get_tensor([f"{k}_tp_{tp_rank}" for k in keys])

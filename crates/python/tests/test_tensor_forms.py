@@ -1,0 +1,58 @@
+"""Tensor API forms beyond put_tensor/get_tensor (numpy here; torch tensors take
+the same paths): zero-copy put_tensor_from / get_tensor_into over registered
+memory laid out [header][data], tensor-parallel shards, publish and upsert
+batches."""
+
+from __future__ import annotations
+
+import ctypes
+
+import numpy as np
+
+
+def test_get_tensor_into_is_a_view_of_the_buffer(store, unique):
+    a = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    key = unique("t")
+    assert store.put_tensor(key, a) == 0
+    buf = (ctypes.c_ubyte * 4096)()
+    assert store.register_buffer(ctypes.addressof(buf), 4096) == 0
+    got = store.get_tensor_into(key, ctypes.addressof(buf), 4096)
+    assert got.dtype == a.dtype and got.shape == a.shape and (got == a).all()
+    # A view: the tensor reads the registered memory itself.
+    assert got.__array_interface__["data"][0] >= ctypes.addressof(buf)
+    # Round trip of the same layout through put_tensor_from.
+    n = store.get_size(key)
+    key2 = unique("t2")
+    assert store.put_tensor_from(key2, ctypes.addressof(buf), n) == 0
+    assert (store.get_tensor(key2) == a).all()
+    assert store.get_tensor_into(unique("missing"), ctypes.addressof(buf), 4096) is None
+    assert store.batch_get_tensor_into([key, key2], [ctypes.addressof(buf)] * 2, [2048, 2048])[1].shape == (2, 3, 4)
+
+
+def test_tensor_parallel_shards(store, unique):
+    a = np.arange(70, dtype=np.int64).reshape(7, 10)
+    key = unique("w")
+    assert store.put_tensor_with_tp(key, a, tp_size=3, split_dim=0) == 0
+    shards = [store.get_tensor_with_tp(key, tp_rank=r, tp_size=3, split_dim=0) for r in range(3)]
+    assert [s.shape for s in shards] == [(3, 10), (3, 10), (1, 10)]
+    assert (np.concatenate(shards, axis=0) == a).all()
+    key_c = unique("cols")
+    assert store.batch_put_tensor_with_tp([key_c], [a], tp_size=2, split_dim=1) == [0]
+    (left,) = store.batch_get_tensor_with_tp([key_c], tp_rank=0, tp_size=2, split_dim=1)
+    assert (left == a[:, :5]).all()
+    assert (store.get_tensor(key_c + "_tp_1") == a[:, 5:]).all()
+    assert store.get_tensor(key_c) is None  # only the shards are stored
+    whole = unique("whole")
+    assert store.put_tensor_with_tp(whole, a) == 0 and (store.get_tensor_with_tp(whole) == a).all()
+
+
+def test_publish_and_upsert_batches(store, unique):
+    from mooncake.store import ReplicateConfig
+
+    k1, k2 = unique("p1"), unique("p2")
+    cfg = ReplicateConfig()
+    assert store.batch_pub_tensor([k1, k2], [np.ones(3), np.zeros(2)], cfg) == [0, 0]
+    assert store.batch_upsert_tensor([k1, k2], [np.full(4, 7.0), np.full(1, 9.0)]) == [0, 0]
+    t1, t2 = store.batch_get_tensor([k1, k2])
+    assert (t1 == 7.0).all() and t1.shape == (4,) and (t2 == 9.0).all()
+    assert store.batch_upsert_tensor([k1], []) == [-600]
