@@ -83,6 +83,8 @@ stop_real_client() {
     wait "$REAL_CLIENT" 2>/dev/null || true
 }
 
+# The wheel's console commands (mooncake_master, ...) run our binary.
+export PATH="$(dirname "$PYTHON"):$PATH" MOONCAKE_BIN
 export MC_METADATA_SERVER=http://127.0.0.1:8080/metadata
 export MASTER_SERVER=127.0.0.1:50051 PROTOCOL=tcp LOCAL_HOSTNAME=localhost
 export DEFAULT_KV_LEASE_TTL=500 MC_FORCE_TCP=true

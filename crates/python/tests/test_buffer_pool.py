@@ -81,3 +81,22 @@ def test_host_mem_allocator(store):
     assert store.unregister_buffer(ptr) == 0
     assert a.free(ptr) == 0 and a.free(ptr) == -1
     assert a.alloc(0) == 0
+
+
+def test_concat_arrays_into_stages_a_run_of_arrays():
+    import ctypes
+
+    import numpy as np
+
+    from mooncake._fast_copy import concat_arrays_into
+
+    arrays = [np.arange(3, dtype=np.uint8), b"xyz", np.arange(4, dtype=np.int16)]
+    dst = ctypes.create_string_buffer(32)
+    assert concat_arrays_into(arrays, ctypes.addressof(dst), 32, 1, 2) == 3 + 8
+    assert dst.raw[:11] == b"xyz" + np.arange(4, dtype=np.int16).tobytes()
+    before = dst.raw
+    with pytest.raises(ValueError, match="too small"):
+        concat_arrays_into(arrays, ctypes.addressof(dst), 10)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        concat_arrays_into([np.arange(8)[::2]], ctypes.addressof(dst), 32)
+    assert dst.raw == before  # refusals write nothing
