@@ -33,7 +33,10 @@ impl PyTransferEngine {
     fn send_probe(&self, py: Python<'_>, peer_server_name: &str) -> i32 {
         let Some(a) = self.active() else { return -1 };
         let engine = a.engine.clone();
-        match block_on(py, async move { engine.open_segment(peer_server_name).await }) {
+        match block_on(
+            py,
+            async move { engine.open_segment(peer_server_name).await },
+        ) {
             Ok(_) => 0,
             Err(e) => {
                 log::error(py, &format!("send_probe({peer_server_name}): {e}"));

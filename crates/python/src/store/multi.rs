@@ -84,16 +84,17 @@ impl PyStore {
         Ok(staged)
     }
 
+    /// `op`: the caller's name and whether it replaces existing objects.
     fn put_parts_op(
         &self,
         py: Python<'_>,
-        what: &str,
-        upsert: bool,
+        op: (&str, bool),
         keys: Vec<String>,
         ptrs: Vec<Vec<usize>>,
         sizes: Vec<Vec<usize>>,
         config: Option<PyRef<'_, PyReplicateConfig>>,
     ) -> Vec<i64> {
+        let (what, upsert) = op;
         let rc = replicate(config);
         let client = match self.ready(py, what) {
             Ok(c) => c,
@@ -156,7 +157,7 @@ impl PyStore {
         config: Option<PyRef<'_, PyReplicateConfig>>,
     ) -> Vec<i64> {
         let what = "batch_put_from_multi_buffers";
-        self.put_parts_op(py, what, false, keys, all_buffer_ptrs, all_sizes, config)
+        self.put_parts_op(py, (what, false), keys, all_buffer_ptrs, all_sizes, config)
     }
 
     /// As `batch_put_from_multi_buffers`, replacing existing objects.
@@ -170,7 +171,7 @@ impl PyStore {
         config: Option<PyRef<'_, PyReplicateConfig>>,
     ) -> Vec<i64> {
         let what = "batch_upsert_from_multi_buffers";
-        self.put_parts_op(py, what, true, keys, all_buffer_ptrs, all_sizes, config)
+        self.put_parts_op(py, (what, true), keys, all_buffer_ptrs, all_sizes, config)
     }
 
     /// Read each key's object over its buffers (filled in order; together
