@@ -23,6 +23,7 @@
 mod dummy;
 mod keys;
 mod multi;
+mod put_session;
 mod ranges;
 mod replicas;
 mod replicate;
@@ -54,6 +55,8 @@ pub struct PyStore {
     buffers: Mutex<BTreeMap<usize, usize>>,
     /// Keys of open get sessions (`batch_get_session_start`) -> object size.
     get_sessions: Mutex<HashMap<String, u64>>,
+    /// Started puts (`batch_put_session_start`) by key.
+    put_sessions: Mutex<HashMap<String, mooncake_store::client::PutSession>>,
 }
 
 fn code(e: &ClientError) -> i64 {
@@ -140,6 +143,7 @@ impl PyStore {
             .store(local_buffer_size, Ordering::Relaxed);
         self.buffers.lock().clear();
         self.get_sessions.lock().clear();
+        self.put_sessions.lock().clear();
         if let Some(old) = old {
             let _ = block_on(py, async move { old.close().await });
         }
@@ -178,6 +182,7 @@ impl PyStore {
             local_buffer_size: AtomicU64::new(0),
             buffers: Mutex::new(BTreeMap::new()),
             get_sessions: Mutex::new(HashMap::new()),
+            put_sessions: Mutex::new(HashMap::new()),
         }
     }
 
