@@ -155,3 +155,30 @@ def test_replica_descriptors_and_clear(make_store, unique, cluster):
     # A segment holding no replica of the key clears nothing.
     assert a.batch_replica_clear([other], segment_name="nowhere:1") == []
     assert a.is_exist(other) == 1
+
+
+def test_put_session_writes_ranges_then_publishes(make_store, unique):
+    store, reader = make_store(), make_store()
+    src = registered(store, 4096)
+    layers = [os.urandom(1024) for _ in range(4)]
+    for i, data in enumerate(layers):
+        ctypes.memmove(addr(src, i * 1024), data, 1024)
+    key, dropped, missing = unique("layers"), unique("dropped"), unique("never-started")
+    assert store.batch_put_session_start([key, dropped], [4096, 100]) == [0, 0]
+    assert reader.is_exist(key) == 0  # nothing visible before the end call
+    # Layers arrive out of order, two per call; one range past the end is refused.
+    assert store.batch_put_from_multi_buffer_ranges(
+        [key, missing], [[addr(src, 3072), addr(src, 1024)], [addr(src)]], [[1024, 1024], [8]], [[3072, 1024], [0]]
+    ) == [2048, -600]
+    assert store.batch_put_from_multi_buffer_ranges([key], [[addr(src, 4000)]], [[96]], [[4050]]) == [-600]
+    assert store.batch_put_from_multi_buffer_ranges(
+        [key], [[addr(src), addr(src, 2048)]], [[1024, 1024]], [[0, 2048]]
+    ) == [2048]
+    assert store.batch_put_session_end([key, missing]) == [0, -600]
+    assert reader.get(key) == b"".join(layers)
+    # A revoked session never becomes visible and its key can be put again.
+    assert store.batch_put_session_revoke([dropped]) == [0]
+    assert reader.is_exist(dropped) == 0
+    assert store.put(dropped, b"later") == 0 and reader.get(dropped) == b"later"
+    # An existing key cannot start a session.
+    assert store.batch_put_session_start([key], [10])[0] < 0
