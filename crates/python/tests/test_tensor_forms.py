@@ -56,3 +56,24 @@ def test_publish_and_upsert_batches(store, unique):
     t1, t2 = store.batch_get_tensor([k1, k2])
     assert (t1 == 7.0).all() and t1.shape == (4,) and (t2 == 9.0).all()
     assert store.batch_upsert_tensor([k1], []) == [-600]
+
+
+def test_tensor_parallel_zero_copy_forms(store, unique):
+    a = np.arange(40, dtype=np.float64).reshape(4, 10)
+    src_key, key = unique("src"), unique("sharded")
+    assert store.put_tensor(src_key, a) == 0
+    buf = (ctypes.c_ubyte * 8192)()
+    p = ctypes.addressof(buf)
+    assert store.register_buffer(p, 8192) == 0
+    n = store.get_into(src_key, p, 8192)
+    # The buffer holds [header][data]: shard it straight from there.
+    assert store.put_tensor_with_tp_from(key, p, n, tp_size=2, split_dim=1) == 0
+    out = (ctypes.c_ubyte * 4096)()
+    q = ctypes.addressof(out)
+    assert store.register_buffer(q, 4096) == 0
+    right = store.get_tensor_with_tp_into(key, q, 4096, tp_rank=1, tp_size=2, split_dim=1)
+    assert (right == a[:, 5:]).all()
+    (left,) = store.batch_get_tensor_with_tp_into([key], [q], [4096], tp_rank=0, tp_size=2, split_dim=1)
+    assert (left == a[:, :5]).all()
+    assert store.put_tensor_with_tp_from(unique("bad"), p, 3, tp_size=2) == -600
+    assert store.batch_put_tensor_with_tp_from([key], [p], []) == [-600]

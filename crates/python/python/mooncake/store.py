@@ -297,6 +297,42 @@ class MooncakeDistributedStore(_NativeStore):
             return self.get_tensor(key)
         return self.get_tensor(f"{key}_tp_{tp_rank}")
 
+    @staticmethod
+    def _shard_key(key: str, tp_rank: int, tp_size: int) -> str:
+        return key if tp_size <= 1 else f"{key}_tp_{tp_rank}"
+
+    def get_tensor_with_tp_into(self, key: str, buffer_ptr: int, size: int, tp_rank: int = 0,
+                                tp_size: int = 1, split_dim: int = 0) -> Any:
+        """This rank's shard read into registered memory (a view of it, or None)."""
+        return self.get_tensor_into(self._shard_key(key, tp_rank, tp_size), buffer_ptr, size)
+
+    def batch_get_tensor_with_tp_into(self, base_keys: List[str], buffer_ptrs: List[int], sizes: List[int],
+                                      tp_rank: int = 0, tp_size: int = 1, split_dim: int = 0) -> List[Any]:
+        keys = [self._shard_key(k, tp_rank, tp_size) for k in base_keys]
+        return self.batch_get_tensor_into(keys, buffer_ptrs, sizes)
+
+    def put_tensor_with_tp_from(self, key: str, buffer_ptr: int, size: int, tp_rank: int = 0,
+                                tp_size: int = 1, split_dim: int = 0) -> int:
+        """Shard a tensor laid out [header][data] in registered memory and store
+        the shards (as put_tensor_with_tp; the shards are copied)."""
+        import ctypes
+
+        if tp_size <= 1:
+            return self.put_tensor_from(key, buffer_ptr, size)
+        tensor = _tensor.decode_view((ctypes.c_ubyte * size).from_address(buffer_ptr)) if size > 0 else None
+        if tensor is None:
+            return _INVALID_PARAMS
+        return self.put_tensor_with_tp(key, tensor, tp_rank, tp_size, split_dim)
+
+    def batch_put_tensor_with_tp_from(self, base_keys: List[str], buffer_ptrs: List[int], sizes: List[int],
+                                      tp_rank: int = 0, tp_size: int = 1, split_dim: int = 0) -> List[int]:
+        if not (len(base_keys) == len(buffer_ptrs) == len(sizes)):
+            return [_INVALID_PARAMS] * len(base_keys)
+        return [
+            self.put_tensor_with_tp_from(k, p, n, tp_rank, tp_size, split_dim)
+            for k, p, n in zip(base_keys, buffer_ptrs, sizes)
+        ]
+
     def batch_get_tensor_with_tp(self, keys: List[str], tp_rank: int = 0, tp_size: int = 1, split_dim: int = 0) -> List[Any]:
         if tp_size <= 1:
             return self.batch_get_tensor(keys)
