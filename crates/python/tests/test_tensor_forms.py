@@ -77,3 +77,31 @@ def test_tensor_parallel_zero_copy_forms(store, unique):
     assert (left == a[:, :5]).all()
     assert store.put_tensor_with_tp_from(unique("bad"), p, 3, tp_size=2) == -600
     assert store.batch_put_tensor_with_tp_from([key], [p], []) == [-600]
+
+
+def test_safetensors_round_trip(store, unique, tmp_path):
+    import json
+    import struct
+
+    cases = {
+        "f32": np.arange(6, dtype=np.float32).reshape(2, 3),
+        "i64": np.array([-1, 2, 3], dtype=np.int64),
+        "bool": np.array([True, False, True]),
+        "u8": np.arange(5, dtype=np.uint8),
+    }
+    for name, a in cases.items():
+        key = unique(name)
+        assert store.put_tensor(key, a) == 0
+        path = tmp_path / f"{name}.safetensors"
+        assert store.save_tensor_to_safetensor(key, str(path)) == 0
+        # The file is standard safetensors: header length, JSON header, data.
+        blob = path.read_bytes()
+        (n,) = struct.unpack_from("<Q", blob)
+        header = json.loads(blob[8:8 + n])
+        assert header[key]["shape"] == list(a.shape) and len(blob) == 8 + n + a.nbytes
+        other = unique(name + "-back")
+        got = store.load_tensor_from_safetensor(other, str(path))  # not in file: first tensor
+        assert got.dtype == a.dtype and (got == a).all()
+        assert (store.get_tensor(other) == a).all()
+    assert store.save_tensor_to_safetensor(unique("missing"), str(tmp_path / "x")) == -704
+    assert store.load_tensor_from_safetensor(unique("k"), str(tmp_path / "nope")) is None

@@ -15,7 +15,7 @@ import os
 import weakref
 from typing import Any, Dict, List, Optional
 
-from mooncake import _ranges, _tensor
+from mooncake import _ranges, _safetensors, _tensor
 from mooncake._mooncake import MooncakeDistributedStore as _NativeStore
 from mooncake._mooncake import ObjectDataType, ReplicateConfig, SoftPinAction
 from mooncake._replicas import (
@@ -296,6 +296,39 @@ class MooncakeDistributedStore(_NativeStore):
         if tp_size <= 1:
             return self.get_tensor(key)
         return self.get_tensor(f"{key}_tp_{tp_rank}")
+
+    # ---- safetensors files ----------------------------------------------------------
+    def save_tensor_to_safetensor(self, key: str, file_name: Optional[str] = None) -> int:
+        """Write the tensor stored under ``key`` to a safetensors file (named
+        ``key`` when ``file_name`` is None). 0, or a negative code."""
+        tensor = self.get_tensor(key)
+        if tensor is None:
+            _log.warning("save_tensor_to_safetensor(%s): no tensor under this key", key)
+            return -704
+        try:
+            _safetensors.write(file_name or key, key, tensor)
+        except (OSError, ValueError) as e:
+            _log.warning("save_tensor_to_safetensor(%s): %s", key, e)
+            return _INVALID_PARAMS
+        return 0
+
+    def load_tensor_from_safetensor(self, key: Optional[str] = None, file_name: Optional[str] = None) -> Any:
+        """Read a tensor from a safetensors file and store it under ``key`` (the
+        file name when None); the tensor, or None on failure."""
+        if file_name is None:
+            _log.warning("load_tensor_from_safetensor: file_name is required")
+            return None
+        store_key = key if key is not None else file_name
+        try:
+            _, tensor = _safetensors.read(file_name, key)
+        except (OSError, ValueError, KeyError) as e:
+            _log.warning("load_tensor_from_safetensor(%s): %s", file_name, e)
+            return None
+        rc = self.upsert_tensor(store_key, tensor)
+        if rc != 0:
+            _log.warning("load_tensor_from_safetensor(%s): storing it failed (%d)", store_key, rc)
+            return None
+        return tensor
 
     @staticmethod
     def _shard_key(key: str, tp_rank: int, tp_size: int) -> str:
