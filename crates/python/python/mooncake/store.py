@@ -111,7 +111,7 @@ _open_stores: "weakref.WeakSet[MooncakeDistributedStore]" = weakref.WeakSet()
 def _close_open_stores() -> None:
     for s in list(_open_stores):
         try:
-            s.close()
+            s._close_bounded(2.0)
         except Exception:  # exit goes on whatever one store does
             pass
 

@@ -362,6 +362,26 @@ impl PyStore {
     }
 }
 
+#[pymethods]
+impl PyStore {
+    /// `close` bounded to `timeout_s` (the interpreter-exit hook: a dead master
+    /// must not hang the exit; it expires an unannounced client by itself).
+    fn _close_bounded(&self, py: Python<'_>, timeout_s: f64) -> i64 {
+        let Some(client) = self.client.lock().take() else {
+            return 0;
+        };
+        self.buffers.lock().clear();
+        let limit = std::time::Duration::from_secs_f64(timeout_s.clamp(0.0, 60.0));
+        match block_on(py, async move {
+            tokio::time::timeout(limit, client.close()).await
+        }) {
+            Ok(Ok(())) => 0,
+            Ok(Err(e)) => code(&e),
+            Err(_) => i64::from(CODE_UNAVAILABLE),
+        }
+    }
+}
+
 impl Drop for PyStore {
     fn drop(&mut self) {
         if let Some(client) = self.client.get_mut().take() {
