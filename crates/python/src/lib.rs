@@ -31,6 +31,7 @@ fn _mooncake(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<store::PyStore>()?;
     m.add_class::<store::PyReplicateConfig>()?;
     m.add_class::<store::PySoftPinAction>()?;
+    m.add_class::<store::PyObjectDataType>()?;
     m.add_function(wrap_pyfunction!(store::parse_size, m)?)?;
     Ok(())
 }

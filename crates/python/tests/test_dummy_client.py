@@ -218,3 +218,37 @@ def test_large_plain_values_use_the_staging_area(real_client, unique):
     finally:
         small.close()
         s.close()
+
+
+def test_sglang_standalone_multi_buffer_pages(dummy, store, unique):
+    """SGLang's standalone mode: the host KV pool comes from
+    MooncakeHostMemAllocator (or the dummy's shared pool), is registered on the
+    dummy, and pages move with the multi-buffer calls."""
+    from mooncake.store import MooncakeHostMemAllocator
+
+    layer = 4096
+    alloc = MooncakeHostMemAllocator()
+    host = alloc.alloc(4 * layer)
+    assert host and dummy.register_buffer(host, 4 * layer) == 0
+    pool = pool_buffer(dummy, 4 * layer)
+    pages = [unique("page-a"), unique("page-b")]
+    data = [bytes([i + 1]) * layer for i in range(4)]
+    for i, d in enumerate(data):
+        ctypes.memmove(host + i * layer, d, layer)
+    # Page a = layers 0 and 2 (host memory: copied), page b = layers 1 and 3 (pool).
+    ctypes.memmove(pool, data[1], layer)
+    ctypes.memmove(pool + layer, data[3], layer)
+    assert dummy.batch_put_from_multi_buffers(
+        pages, [[host, host + 2 * layer], [pool, pool + layer]], [[layer, layer]] * 2) == [0, 0]
+    # Another client (setup, not dummy) reads them whole; the dummy scatters them back.
+    assert store.get(pages[0]) == data[0] + data[2]
+    assert dummy.batch_get_into_multi_buffers(
+        pages, [[pool + 2 * layer, host + 3 * layer], [host, host + layer]], [[layer, layer]] * 2) == [2 * layer] * 2
+    assert ctypes.string_at(pool + 2 * layer, layer) == data[0]
+    assert ctypes.string_at(host + 3 * layer, layer) == data[2]
+    assert ctypes.string_at(host, 2 * layer) == data[1] + data[3]
+    # Too little room: refused, nothing written.
+    before = ctypes.string_at(host, layer)
+    assert dummy.batch_get_into_multi_buffers([pages[0]], [[host]], [[layer]])[0] < 0
+    assert ctypes.string_at(host, layer) == before
+    assert dummy.unregister_buffer(host) == 0 and alloc.free(host) == 0

@@ -75,7 +75,7 @@ def test_key_is_trimmed_by_the_handler():
 
     put, got, blank = asyncio.run(go())
     assert (put.status, got.status, got.body) == (200, 200, b"val")
-    assert (blank.status, blank.content_type) == (400, "text/plain")
+    assert (blank.status, blank.content_type) == (400, "application/json")
     assert list(s.store) == ["k1"]
 
 

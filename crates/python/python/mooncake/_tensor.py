@@ -84,3 +84,52 @@ def decode(blob: bytes) -> Optional[Any]:
 
 def decode_many(blobs: List[bytes]) -> List[Optional[Any]]:
     return [decode(b) if b else None for b in blobs]
+
+
+def header_len(blob: Any) -> Optional[int]:
+    """Bytes of the header at the start of ``blob`` (a buffer), None if not one."""
+    mv = memoryview(blob).cast("B")
+    if len(mv) < 7 or bytes(mv[:4]) != MAGIC:
+        return None
+    nlen = mv[5]
+    ndim = mv[6 + nlen]
+    return 7 + nlen + 8 * ndim
+
+
+def decode_view(buf: Any) -> Optional[Any]:
+    """A numpy array (or torch tensor) over ``buf`` itself, no copy."""
+    n = header_len(buf)
+    if n is None:
+        return None
+    head = bytes(memoryview(buf).cast("B")[:n])
+    kind, nlen = struct.unpack_from("<BB", head, 4)
+    dtype = head[6 : 6 + nlen].decode("ascii")
+    (ndim,) = struct.unpack_from("<B", head, 6 + nlen)
+    shape = struct.unpack_from(f"<{ndim}Q", head, 7 + nlen)
+    data = memoryview(buf).cast("B")[n:]
+    if kind == TORCH:
+        torch = _torch()
+        if torch is None:
+            raise RuntimeError("this object holds a torch tensor but torch is not installed")
+        tdtype = getattr(torch, dtype)
+        if not len(data):
+            return torch.empty(shape, dtype=tdtype)
+        return torch.frombuffer(data, dtype=torch.uint8).view(tdtype).reshape(shape)
+    np = _numpy()
+    return np.frombuffer(data, dtype=np.dtype(dtype)).reshape(shape)
+
+
+def chunk(tensor: Any, parts: int, dim: int) -> List[Any]:
+    """``parts`` pieces along ``dim`` as torch.chunk cuts them (ceil-sized, the
+    last may be smaller); numpy arrays and torch tensors alike."""
+    if parts < 1:
+        raise ValueError("tp_size must be positive")
+    n = tensor.shape[dim]
+    step = -(-n // parts) if n else 0
+    out = []
+    for i in range(parts):
+        lo, hi = min(i * step, n), min((i + 1) * step, n)
+        index = [slice(None)] * len(tensor.shape)
+        index[dim] = slice(lo, hi)
+        out.append(tensor[tuple(index)])
+    return out

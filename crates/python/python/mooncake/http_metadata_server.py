@@ -59,6 +59,11 @@ def _text(status: int, msg: str) -> MetadataResponse:
     return MetadataResponse(status, msg.encode())
 
 
+def _bad_request(msg: str) -> MetadataResponse:
+    """A 400 as the reference answers it: a JSON error document."""
+    return MetadataResponse(400, json.dumps({"error": msg}).encode(), "application/json")
+
+
 class KVBootstrapServer:
     """Key/value metadata over HTTP; ``run()`` serves it on a background thread."""
 
@@ -81,7 +86,7 @@ class KVBootstrapServer:
             return self._listing(prefix)
         key = (raw_key or "").strip()
         if not key:
-            return _text(400, "metadata key is required")
+            return _bad_request("metadata key is required")
         with self.lock:
             if method == "GET":
                 value = self.store.get(key)
@@ -91,7 +96,7 @@ class KVBootstrapServer:
             if method == "PUT":
                 old = self.store.get(key)
                 if old is not None and "rpc_meta" in key and old != body:
-                    return _text(400, "rpc_meta key already published with another value")
+                    return _bad_request("rpc_meta key already published with another value")
                 self.store[key] = body
                 self.revision += 1
                 self._key_revision[key] = self.revision

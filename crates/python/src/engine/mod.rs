@@ -18,6 +18,7 @@
 //! registration, managed buffers and byte access in `memory.rs`.
 
 mod memory;
+mod probe;
 mod transfer;
 
 use std::collections::{BTreeMap, HashMap};

@@ -401,7 +401,8 @@ impl PyTransferEngine {
         }
     }
 
-    /// One asynchronous write; a batch id for `transfer_check_status`, or -1.
+    /// One asynchronous write; a batch id for `transfer_check_status`, or 0
+    /// (the reference's failure sentinel, e.g. for an unknown peer).
     fn transfer_submit_write(
         &self,
         py: Python<'_>,
@@ -421,8 +422,8 @@ impl PyTransferEngine {
                 length,
             ),
         ) {
-            0 => -1,
-            id => i64::try_from(id).unwrap_or(-1),
+            0 => 0,
+            id => i64::try_from(id).unwrap_or(0),
         }
     }
 

@@ -14,20 +14,24 @@
 //!
 //! Files: this one holds the class, setup and lifecycle; `values.rs` the
 //! operations on plain bytes, `zero_copy.rs` those on registered memory,
-//! `keys.rs` existence and removal, `ranges.rs` byte-range reads
+//! `keys.rs` existence and removal, `multi.rs` objects over several buffers
+//! (`*_multi_buffers`, get sessions), `ranges.rs` byte-range reads
 //! (`get_into_ranges`), `replicate.rs` the config objects,
 //! `setup.rs` the configuration building, `dummy.rs` the dummy-client mode
 //! (`setup_dummy`) and the `Backend` every operation calls.
 
 mod dummy;
 mod keys;
+mod multi;
+mod put_session;
 mod ranges;
+mod replicas;
 mod replicate;
 mod setup;
 mod values;
 mod zero_copy;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use mooncake_store::client::{Client, ClientError, Region, CODE_INVALID_PARAMS, CODE_UNAVAILABLE};
@@ -39,7 +43,7 @@ use pyo3::types::PyString;
 use crate::log;
 use crate::runtime::{block_on, runtime};
 use dummy::Backend;
-pub use replicate::{PyReplicateConfig, PySoftPinAction};
+pub use replicate::{PyObjectDataType, PyReplicateConfig, PySoftPinAction};
 use setup::SetupArgs;
 
 /// The reference's `MooncakeDistributedStore`.
@@ -49,6 +53,10 @@ pub struct PyStore {
     local_buffer_size: AtomicU64,
     /// Ranges registered through `register_buffer`: start -> length.
     buffers: Mutex<BTreeMap<usize, usize>>,
+    /// Keys of open get sessions (`batch_get_session_start`) -> object size.
+    get_sessions: Mutex<HashMap<String, u64>>,
+    /// Started puts (`batch_put_session_start`) by key.
+    put_sessions: Mutex<HashMap<String, mooncake_store::client::PutSession>>,
 }
 
 fn code(e: &ClientError) -> i64 {
@@ -67,6 +75,19 @@ fn insert_code(r: &Result<(), ClientError>) -> i64 {
 
 fn replicate(config: Option<PyRef<'_, PyReplicateConfig>>) -> ReplicateConfig {
     config.map(|c| c.to_store()).unwrap_or_default()
+}
+
+/// The reference's master refuses a soft-pin TTL without
+/// `soft_pin_action = ENABLE` (INVALID_PARAMS); logged here.
+fn pin_conflict(py: Python<'_>, what: &str, rc: &ReplicateConfig) -> bool {
+    let bad = !rc.with_soft_pin && rc.soft_pin_ttl_ms != 0;
+    if bad {
+        log::error(
+            py,
+            &format!("{what}: soft_pin_ttl_ms needs soft_pin_action = ENABLE"),
+        );
+    }
+    bad
 }
 
 /// A size argument: an int, or a string such as "16MB" / "16 MB" / "1GiB".
@@ -121,6 +142,8 @@ impl PyStore {
         self.local_buffer_size
             .store(local_buffer_size, Ordering::Relaxed);
         self.buffers.lock().clear();
+        self.get_sessions.lock().clear();
+        self.put_sessions.lock().clear();
         if let Some(old) = old {
             let _ = block_on(py, async move { old.close().await });
         }
@@ -158,6 +181,8 @@ impl PyStore {
             client: Mutex::new(None),
             local_buffer_size: AtomicU64::new(0),
             buffers: Mutex::new(BTreeMap::new()),
+            get_sessions: Mutex::new(HashMap::new()),
+            put_sessions: Mutex::new(HashMap::new()),
         }
     }
 
@@ -301,6 +326,14 @@ impl PyStore {
         }
     }
 
+    /// The staging buffer's size given to setup (0: none), for `BufferPool`.
+    fn _local_buffer_size(&self) -> u64 {
+        match self.client() {
+            Some(_) => self.local_buffer_size.load(Ordering::Relaxed),
+            None => 0,
+        }
+    }
+
     /// This client's "host:port" (its Transfer Engine segment).
     fn get_hostname(&self) -> String {
         self.client()
@@ -325,6 +358,26 @@ impl PyStore {
         match block_on(py, async { client.close().await }) {
             Ok(()) => 0,
             Err(e) => code(&e),
+        }
+    }
+}
+
+#[pymethods]
+impl PyStore {
+    /// `close` bounded to `timeout_s` (the interpreter-exit hook: a dead master
+    /// must not hang the exit; it expires an unannounced client by itself).
+    fn _close_bounded(&self, py: Python<'_>, timeout_s: f64) -> i64 {
+        let Some(client) = self.client.lock().take() else {
+            return 0;
+        };
+        self.buffers.lock().clear();
+        let limit = std::time::Duration::from_secs_f64(timeout_s.clamp(0.0, 60.0));
+        match block_on(py, async move {
+            tokio::time::timeout(limit, client.close()).await
+        }) {
+            Ok(Ok(())) => 0,
+            Ok(Err(e)) => code(&e),
+            Err(_) => i64::from(CODE_UNAVAILABLE),
         }
     }
 }

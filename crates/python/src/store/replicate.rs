@@ -20,6 +20,23 @@ pub enum PySoftPinAction {
     DISABLE = 2,
 }
 
+/// What an object holds (`ReplicateConfig.data_type`); recorded, not acted on.
+#[pyclass(eq, eq_int, name = "ObjectDataType", module = "mooncake.store")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(clippy::upper_case_acronyms, non_camel_case_types)]
+pub enum PyObjectDataType {
+    UNKNOWN = 0,
+    KVCACHE = 1,
+    TENSOR = 2,
+    WEIGHT = 3,
+    SAMPLE = 4,
+    ACTIVATION = 5,
+    GRADIENT = 6,
+    OPTIMIZER_STATE = 7,
+    METADATA = 8,
+    GENERAL = 9,
+}
+
 /// Placement options of a put (`config=` argument).
 #[pyclass(name = "ReplicateConfig", module = "mooncake.store")]
 #[derive(Clone, Debug)]
@@ -31,6 +48,13 @@ pub struct PyReplicateConfig {
     preferred_segment: String,
     preferred_segments: Vec<String>,
     prefer_alloc_in_same_node: bool,
+    /// The reference's NVMe-oF / DFS tiers and placement groups: kept and
+    /// shown, not acted on (this store has memory replicas only).
+    nof_replica_num: u64,
+    dfs_replica_num: u64,
+    preferred_nof_segments: Vec<String>,
+    group_ids: Option<Vec<String>>,
+    data_type: PyObjectDataType,
 }
 
 impl Default for PyReplicateConfig {
@@ -43,6 +67,11 @@ impl Default for PyReplicateConfig {
             preferred_segment: String::new(),
             preferred_segments: Vec::new(),
             prefer_alloc_in_same_node: false,
+            nof_replica_num: 0,
+            dfs_replica_num: 0,
+            preferred_nof_segments: Vec::new(),
+            group_ids: None,
+            data_type: PyObjectDataType::UNKNOWN,
         }
     }
 }
@@ -210,6 +239,58 @@ impl PyReplicateConfig {
     fn set_prefer_alloc_in_same_node(&mut self, v: &Bound<'_, PyAny>) -> PyResult<()> {
         self.prefer_alloc_in_same_node = strict_bool(v, "prefer_alloc_in_same_node")?;
         Ok(())
+    }
+
+    #[getter]
+    fn nof_replica_num(&self) -> u64 {
+        self.nof_replica_num
+    }
+
+    #[setter]
+    fn set_nof_replica_num(&mut self, v: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.nof_replica_num = non_negative_int(v, "nof_replica_num")?;
+        Ok(())
+    }
+
+    #[getter]
+    fn dfs_replica_num(&self) -> u64 {
+        self.dfs_replica_num
+    }
+
+    #[setter]
+    fn set_dfs_replica_num(&mut self, v: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.dfs_replica_num = non_negative_int(v, "dfs_replica_num")?;
+        Ok(())
+    }
+
+    #[getter]
+    fn preferred_nof_segments(&self) -> Vec<String> {
+        self.preferred_nof_segments.clone()
+    }
+
+    #[setter]
+    fn set_preferred_nof_segments(&mut self, v: Vec<String>) {
+        self.preferred_nof_segments = v;
+    }
+
+    #[getter]
+    fn group_ids(&self) -> Option<Vec<String>> {
+        self.group_ids.clone()
+    }
+
+    #[setter]
+    fn set_group_ids(&mut self, v: Option<Vec<String>>) {
+        self.group_ids = v;
+    }
+
+    #[getter]
+    fn data_type(&self) -> PyObjectDataType {
+        self.data_type
+    }
+
+    #[setter]
+    fn set_data_type(&mut self, v: PyObjectDataType) {
+        self.data_type = v;
     }
 
     fn __str__(&self) -> String {

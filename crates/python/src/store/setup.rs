@@ -22,17 +22,33 @@ pub struct SetupArgs {
 }
 
 /// `host` → `host:port` with a free port from the reference's range;
-/// `host:port` (and `[v6]:port`) unchanged.
-pub fn with_port(local_hostname: &str) -> String {
+/// `host:port` (and `[v6]:port`) unchanged, except that with `busy_ok` a port
+/// that is already bound
+/// (another store of this process, or a previous one's leftover) gets a free
+/// port from the range instead of failing setup. The reference treats that
+/// port as a segment name only (its engine binds any free port), so two stores
+/// named alike both start there; here the port is the segment's identity, so
+/// the second one takes another (its `get_hostname` says which).
+fn pick_port(local_hostname: &str, busy_ok: bool) -> String {
     let h = local_hostname.trim();
     let h = if h.is_empty() { "localhost" } else { h };
-    let has_port = if let Some(rest) = h.strip_prefix('[') {
-        rest.contains("]:")
+    let split = if let Some(rest) = h.strip_prefix('[') {
+        rest.split_once("]:")
+    } else if h.matches(':').count() == 1 {
+        h.split_once(':')
     } else {
-        h.matches(':').count() == 1
+        None
     };
-    if has_port {
-        return h.to_string();
+    if let Some((host, port)) = split {
+        let busy = busy_ok
+            && port.parse::<u16>().is_ok_and(|p| {
+                p != 0
+                    && matches!(TcpListener::bind((host, p)), Err(e) if e.kind() == std::io::ErrorKind::AddrInUse)
+            });
+        if !busy {
+            return h.to_string();
+        }
+        return pick_port(host, false);
     }
     let host = h.trim_matches(|c| c == '[' || c == ']');
     let span = u32::from(PORT_RANGE.1 - PORT_RANGE.0) + 1;
@@ -68,7 +84,10 @@ fn nanos() -> u32 {
 /// `MC_TRANSFER_TIMEOUT` (seconds).
 pub fn client_config(args: &SetupArgs) -> Result<ClientConfig, String> {
     let mut c = ClientConfig {
-        local_hostname: with_port(&args.local_hostname),
+        local_hostname: pick_port(
+            &args.local_hostname,
+            args.metadata_server.trim() != "P2PHANDSHAKE",
+        ),
         metadata_server: args.metadata_server.trim().to_string(),
         master_server_addr: args.master_server_addr.trim().to_string(),
         protocol: if args.protocol.trim().is_empty() {
@@ -102,14 +121,25 @@ pub fn client_config(args: &SetupArgs) -> Result<ClientConfig, String> {
 mod tests {
     use super::*;
 
+    fn pick_port_strict(h: &str) -> String {
+        pick_port(h, false)
+    }
+
     #[test]
     fn ports_are_kept_or_chosen_in_range() {
-        assert_eq!(with_port("127.0.0.1:17000"), "127.0.0.1:17000");
-        assert_eq!(with_port("[::1]:17000"), "[::1]:17000");
-        let chosen = with_port("127.0.0.1");
+        assert_eq!(pick_port_strict("127.0.0.1:17000"), "127.0.0.1:17000");
+        assert_eq!(pick_port_strict("[::1]:17000"), "[::1]:17000");
+        let chosen = pick_port_strict("127.0.0.1");
         let port: u16 = chosen.rsplit(':').next().unwrap().parse().unwrap();
         assert!((PORT_RANGE.0..=PORT_RANGE.1).contains(&port), "{chosen}");
-        assert!(with_port("").starts_with("localhost:"));
+        assert!(pick_port_strict("").starts_with("localhost:"));
+        // A busy port: kept without busy_ok, replaced from the range with it.
+        let held = TcpListener::bind(("127.0.0.1", 0)).unwrap();
+        let busy = format!("127.0.0.1:{}", held.local_addr().unwrap().port());
+        assert_eq!(pick_port(&busy, false), busy);
+        let moved = pick_port(&busy, true);
+        let port: u16 = moved.rsplit(':').next().unwrap().parse().unwrap();
+        assert!(moved.starts_with("127.0.0.1:") && (PORT_RANGE.0..=PORT_RANGE.1).contains(&port));
     }
 
     #[test]

@@ -8,7 +8,7 @@ use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-use super::{code, insert_code, replicate, PyReplicateConfig, PyStore};
+use super::{code, insert_code, pin_conflict, replicate, PyReplicateConfig, PyStore};
 use crate::log;
 use crate::pybuf::PyBuf;
 use crate::runtime::block_on;
@@ -27,7 +27,7 @@ impl PyStore {
             Ok(c) => c,
             Err(code) => return code,
         };
-        if !self.can_stage(py, what) {
+        if !self.can_stage(py, what) || pin_conflict(py, what, rc) {
             return i64::from(CODE_INVALID_PARAMS);
         }
         let r = block_on(py, async {
@@ -67,7 +67,7 @@ impl PyStore {
             );
             return Ok(i64::from(CODE_INVALID_PARAMS));
         }
-        if !self.can_stage(py, what) {
+        if !self.can_stage(py, what) || pin_conflict(py, what, &rc) {
             return Ok(i64::from(CODE_INVALID_PARAMS));
         }
         let bufs = values

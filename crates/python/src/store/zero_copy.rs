@@ -7,7 +7,7 @@ use mooncake_store::client::{ClientError, Region, CODE_INVALID_PARAMS};
 use mooncake_store::ReplicateConfig;
 use pyo3::prelude::*;
 
-use super::{code, insert_code, replicate, PyReplicateConfig, PyStore};
+use super::{code, insert_code, pin_conflict, replicate, PyReplicateConfig, PyStore};
 use crate::log;
 use crate::runtime::block_on;
 
@@ -87,6 +87,9 @@ impl PyStore {
             Ok(c) => c,
             Err(code) => return vec![code; keys.len()],
         };
+        if pin_conflict(py, what, &rc) {
+            return vec![i64::from(CODE_INVALID_PARAMS); keys.len()];
+        }
         let Staged {
             mut out,
             idx,

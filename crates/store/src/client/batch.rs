@@ -47,7 +47,7 @@ impl Client {
             .await
     }
 
-    async fn batch_put_impl(
+    pub(super) async fn batch_put_impl(
         &self,
         keys: &[String],
         srcs: &[(u64, Src<'_>)],
@@ -180,7 +180,7 @@ impl Client {
         Ok(out.into_iter().map(|r| r.map(|(n, _)| n)).collect())
     }
 
-    async fn batch_get_impl(
+    pub(super) async fn batch_get_impl(
         &self,
         keys: &[String],
         targets: &[ReadTarget<'_>],
@@ -208,6 +208,7 @@ impl Client {
                     out[i] = match &targets[i] {
                         ReadTarget::Vec => self.get(k).await.map(|v| (v.len() as u64, Some(v))),
                         ReadTarget::Region(r) => self.get_into(k, *r).await.map(|n| (n, None)),
+                        ReadTarget::Parts(_) => self.get_impl(k, targets[i]).await,
                     };
                 }
             }

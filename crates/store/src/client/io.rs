@@ -24,6 +24,8 @@ pub(crate) enum Src<'a> {
     Bytes(&'a [u8]),
     /// Address of registered memory holding the whole value.
     Registered(usize),
+    /// Registered regions holding the value back to back (see `gather`).
+    Gather(&'a [super::Region<'a>]),
 }
 
 /// Where a get puts its bytes.
@@ -33,6 +35,8 @@ pub(crate) enum Dst<'a> {
     Bytes(&'a mut [MaybeUninit<u8>]),
     /// Address of registered memory with room for the whole value.
     Registered(usize),
+    /// Registered regions the value is laid over back to back (see `gather`).
+    Scatter(&'a [super::Region<'a>]),
 }
 
 impl Client {
@@ -143,6 +147,14 @@ impl Client {
                 let reqs = requests(&all, &cache, Opcode::Write, |s| addr + s.obj_off as usize);
                 self.inner.engine.transfer(&reqs).await?;
             }
+            Src::Gather(parts) => {
+                let all: Vec<Span<'_>> = replicas
+                    .iter()
+                    .flat_map(|r| plan::spans(r, 0..size))
+                    .collect();
+                self.transfer_mapped(&all, parts, Opcode::Write, &mut cache)
+                    .await?;
+            }
             Src::Bytes(data) => {
                 let spans = replicas.iter().flat_map(|r| plan::spans(r, 0..size));
                 let remote = self.split_own(spans, |m, off, s| {
@@ -159,6 +171,27 @@ impl Client {
         Ok(())
     }
 
+    /// Move `spans` between the replicas and `parts` (the object laid back to
+    /// back over them), as one engine batch.
+    async fn transfer_mapped(
+        &self,
+        spans: &[Span<'_>],
+        parts: &[super::Region<'_>],
+        opcode: Opcode,
+        cache: &mut HashMap<String, SegmentHandle>,
+    ) -> Result<()> {
+        let mapped = super::gather::map_spans(spans, parts)
+            .ok_or_else(|| ClientError::InvalidParams("object larger than its buffers".into()))?;
+        let (pieces, locals): (Vec<Span<'_>>, Vec<usize>) = mapped.into_iter().unzip();
+        self.handles(pieces.iter(), cache).await?;
+        let mut reqs = requests(&pieces, cache, opcode, |_| 0);
+        for (req, local) in reqs.iter_mut().zip(locals) {
+            req.source = local;
+        }
+        self.inner.engine.transfer(&reqs).await?;
+        Ok(())
+    }
+
     /// Read the whole of `replica` into `dst`.
     pub(crate) async fn read_replica(&self, replica: &Replica, dst: Dst<'_>) -> Result<()> {
         let size = replica.size();
@@ -169,6 +202,10 @@ impl Client {
                 self.handles(spans.iter(), &mut cache).await?;
                 let reqs = requests(&spans, &cache, Opcode::Read, |s| addr + s.obj_off as usize);
                 self.inner.engine.transfer(&reqs).await?;
+            }
+            Dst::Scatter(parts) => {
+                self.transfer_mapped(&spans, parts, Opcode::Read, &mut cache)
+                    .await?;
             }
             Dst::Bytes(out) => {
                 let remote = self.split_own(spans, |m, off, s| {

@@ -28,10 +28,12 @@
 mod batch;
 mod config;
 mod error;
+mod gather;
 mod io;
 mod ops;
 mod plan;
 mod range;
+mod session;
 mod staging;
 
 pub use config::{parse_size, ClientConfig};
@@ -40,6 +42,7 @@ pub use error::{
     CODE_INVALID_READ, CODE_TRANSFER_FAIL, CODE_UNAVAILABLE,
 };
 pub use range::RangeRead;
+pub use session::PutSession;
 
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -138,7 +138,11 @@ impl Client {
         Ok(n)
     }
 
-    async fn get_impl(&self, key: &str, target: ReadTarget<'_>) -> Result<(u64, Option<Vec<u8>>)> {
+    pub(super) async fn get_impl(
+        &self,
+        key: &str,
+        target: ReadTarget<'_>,
+    ) -> Result<(u64, Option<Vec<u8>>)> {
         self.check_open()?;
         validate_key(key)?;
         let ttl = self.inner.config.lease_ttl;
@@ -194,13 +198,13 @@ impl Client {
             },
             other => other,
         })?;
-        if let ReadTarget::Region(r) = target {
-            if size > r.len() as u64 {
-                return Err(ClientError::BufferTooSmall {
-                    need: size,
-                    have: r.len() as u64,
-                });
-            }
+        let room = match target {
+            ReadTarget::Vec => None,
+            ReadTarget::Region(r) => Some(r.len() as u64),
+            ReadTarget::Parts(p) => Some(p.iter().map(|r| r.len() as u64).sum()),
+        };
+        if let Some(have) = room.filter(|&have| size > have) {
+            return Err(ClientError::BufferTooSmall { need: size, have });
         }
         let spread = self.inner.spread.fetch_add(1, Ordering::Relaxed);
         let order = plan::read_order(replicas, &self.inner.segment_name, &self.inner.host, spread);
@@ -223,6 +227,10 @@ impl Client {
                 }
                 ReadTarget::Region(r) => self
                     .read_replica(&replicas[i], Dst::Registered(r.addr()))
+                    .await
+                    .map(|()| None),
+                ReadTarget::Parts(p) => self
+                    .read_replica(&replicas[i], Dst::Scatter(p))
                     .await
                     .map(|()| None),
             };
@@ -295,9 +303,12 @@ impl Client {
 }
 
 /// Where a read lands.
+#[derive(Clone, Copy)]
 pub(crate) enum ReadTarget<'a> {
     /// A fresh `Vec` of the object's size.
     Vec,
     /// Caller's registered memory.
     Region(Region<'a>),
+    /// Caller's registered regions, filled back to back.
+    Parts(&'a [Region<'a>]),
 }
