@@ -50,7 +50,7 @@ use mooncake_transfer::{ManagedBuffer, TransferEngine};
 use parking_lot::Mutex;
 use tracing::{debug, info, warn};
 
-use crate::protocol::{ClientId, ClientOptions, ClientStatus, MasterClient, SegmentDesc};
+use crate::protocol::{ClientId, ClientOptions, MasterClient, SegmentDesc};
 use staging::Staging;
 
 /// A byte range of registered memory a caller lends to `get_into`/`put_from`.
@@ -388,10 +388,15 @@ fn prefault(buf: &ManagedBuffer) {
     }
 }
 
-/// Heartbeat every third of the master's `client_ttl`; remount when the master
-/// forgot us (restart or expiry). Stops when the client is dropped or closed.
+/// Heartbeat every third of the master's `client_ttl`, listing the segment this client
+/// has mounted, so the master reconciles every time (remounts it after a restart, a
+/// takeover, an expiry or a lost remount; drops what we no longer have). When the
+/// master's incarnation changes (restart or failover), republish the Transfer Engine
+/// descriptor too: a metadata server embedded in the old master died with it. Stops when
+/// the client is dropped or closed.
 async fn heartbeat_loop(weak: Weak<Inner>) {
     let mut interval = Duration::from_millis(500);
+    let mut incarnation = 0u64;
     loop {
         tokio::time::sleep(interval).await;
         let Some(inner) = weak.upgrade() else { return };
@@ -400,18 +405,27 @@ async fn heartbeat_loop(weak: Weak<Inner>) {
         }
         let span = tracing::debug_span!("store.heartbeat", id = %inner.id);
         let _g = span.enter();
-        match inner.master.heartbeat(inner.id).await {
+        let segments: Vec<SegmentDesc> = inner
+            .mounted
+            .lock()
+            .as_ref()
+            .map(|m| vec![m.desc.clone()])
+            .unwrap_or_default();
+        match inner.master.sync_client(inner.id, &segments).await {
             Ok(reply) => {
                 interval = Duration::from_millis((reply.client_ttl_ms / 3).clamp(50, 5_000));
-                if reply.status == ClientStatus::NeedRemount {
-                    let m = inner.mounted.lock().clone();
-                    if let Some(m) = m {
-                        match inner.master.mount_segment(inner.id, &m.desc).await {
-                            Ok(()) => info!(segment = %m.desc.name, "segment remounted"),
-                            Err(e) => warn!(error = %e, "remount failed"),
-                        }
+                if reply.mounted > 0 {
+                    info!(mounted = reply.mounted, "master remounted our segment");
+                }
+                if incarnation != 0 && reply.incarnation != incarnation {
+                    info!("master restarted or failed over; republishing our transfer descriptor");
+                    if let Err(e) = inner.engine.republish().await {
+                        warn!(error = %e, "republishing the transfer descriptor failed");
+                        // Try again next beat.
+                        continue;
                     }
                 }
+                incarnation = reply.incarnation;
             }
             Err(e) => {
                 debug!(error = %e, "heartbeat failed");

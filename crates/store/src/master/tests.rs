@@ -377,17 +377,25 @@ fn dead_client_drops_its_replicas() {
 #[test]
 fn mount_rules() {
     let mut f = Fx::new(MasterConfig::default(), &[(1, "a:1", MIB)]);
-    // Same owner and range: idempotent; different owner or range: refused.
+    // Same owner and range: idempotent; same owner, other range: refused.
     f.st.mount_segment(ClientId(1), &desc("a:1", 1 << 40, MIB))
         .unwrap();
-    assert_eq!(
-        f.st.mount_segment(ClientId(2), &desc("a:1", 1 << 40, MIB)),
-        Err(ErrorCode::SegmentAlreadyExists)
-    );
     assert_eq!(
         f.st.mount_segment(ClientId(1), &desc("a:1", 0, MIB)),
         Err(ErrorCode::SegmentAlreadyExists)
     );
+    // Another process claiming the name (the node restarted on the same port) replaces
+    // the old registration at once.
+    f.st.mount_segment(ClientId(2), &desc("a:1", 1 << 40, MIB))
+        .unwrap();
+    assert_eq!(f.st.segment_views().len(), 1);
+    assert_eq!(
+        f.st.unmount_segment(ClientId(1), "a:1"),
+        Err(ErrorCode::InvalidParams)
+    );
+    f.st.unmount_segment(ClientId(2), "a:1").unwrap();
+    f.st.mount_segment(ClientId(1), &desc("a:1", 1 << 40, MIB))
+        .unwrap();
     assert_eq!(
         f.st.mount_segment(ClientId(1), &desc("", 0, MIB)),
         Err(ErrorCode::InvalidParams)
