@@ -136,6 +136,9 @@ pub(crate) struct Inner {
     spread: AtomicUsize,
     closed: AtomicBool,
     heartbeat: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Incarnation of the master our transfer descriptor was published under (0:
+    /// unknown); see the heartbeat loop.
+    master_incarnation: std::sync::atomic::AtomicU64,
 }
 
 /// Handle to the store. Cheap to clone; clones share everything.
@@ -197,6 +200,7 @@ impl Client {
                 spread: AtomicUsize::new(0),
                 closed: AtomicBool::new(false),
                 heartbeat: Mutex::new(None),
+                master_incarnation: std::sync::atomic::AtomicU64::new(0),
             }),
         };
         let size = client.inner.config.global_segment_size;
@@ -281,6 +285,13 @@ impl Client {
             .mount_segment(self.inner.id, &mounted.desc)
             .await?;
         *self.inner.mounted.lock() = Some(mounted);
+        // The master our descriptor is known to: a later change of it (restart,
+        // failover) makes the heartbeat republish the descriptor.
+        if let Ok(role) = self.inner.master.hello().await {
+            self.inner
+                .master_incarnation
+                .store(role.incarnation, Ordering::Release);
+        }
         self.start_heartbeat();
         info!(segment = %self.inner.segment_name, size, "segment mounted");
         Ok(())
@@ -396,7 +407,6 @@ fn prefault(buf: &ManagedBuffer) {
 /// the client is dropped or closed.
 async fn heartbeat_loop(weak: Weak<Inner>) {
     let mut interval = Duration::from_millis(500);
-    let mut incarnation = 0u64;
     loop {
         tokio::time::sleep(interval).await;
         let Some(inner) = weak.upgrade() else { return };
@@ -411,12 +421,28 @@ async fn heartbeat_loop(weak: Weak<Inner>) {
             .as_ref()
             .map(|m| vec![m.desc.clone()])
             .unwrap_or_default();
-        match inner.master.sync_client(inner.id, &segments).await {
+        // Following a leader, a beat must not wait on a master that stopped answering (a
+        // paused or partitioned old leader) longer than the new leader waits for us:
+        // give up after one interval and find the leader again.
+        let beat = inner.master.sync_client(inner.id, &segments);
+        let answer = if inner.master.follows_leader() {
+            match tokio::time::timeout(interval.max(Duration::from_millis(300)), beat).await {
+                Ok(r) => r,
+                Err(_) => {
+                    inner.master.reset_connection();
+                    Err(crate::protocol::ErrorCode::RpcFail)
+                }
+            }
+        } else {
+            beat.await
+        };
+        match answer {
             Ok(reply) => {
                 interval = Duration::from_millis((reply.client_ttl_ms / 3).clamp(50, 5_000));
                 if reply.mounted > 0 {
                     info!(mounted = reply.mounted, "master remounted our segment");
                 }
+                let incarnation = inner.master_incarnation.load(Ordering::Acquire);
                 if incarnation != 0 && reply.incarnation != incarnation {
                     info!("master restarted or failed over; republishing our transfer descriptor");
                     if let Err(e) = inner.engine.republish().await {
@@ -425,7 +451,9 @@ async fn heartbeat_loop(weak: Weak<Inner>) {
                         continue;
                     }
                 }
-                incarnation = reply.incarnation;
+                inner
+                    .master_incarnation
+                    .store(reply.incarnation, Ordering::Release);
             }
             Err(e) => {
                 debug!(error = %e, "heartbeat failed");

@@ -425,6 +425,7 @@ async fn lead(
         }
     }
     shared.role.stop_serving();
+    *shared.role.leader.lock() = None;
     shared.role.leadership_lost.fetch_add(1, Ordering::Relaxed);
     *shared.log.write() = None;
     let _ = wstop_tx.send(true);

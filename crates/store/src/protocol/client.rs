@@ -289,6 +289,12 @@ impl MasterClient {
         Ok(conn)
     }
 
+    /// Drop the connection (every call in flight on it fails with `RpcFail`); the next
+    /// call connects again — to the current leader, with an `etcd://` locator.
+    pub fn reset_connection(&self) {
+        self.drop_conn();
+    }
+
     fn drop_conn(&self) {
         if let Some(c) = self.inner.conn.lock().take() {
             c.shared.fail_all();
@@ -641,7 +647,8 @@ impl MasterClient {
     }
 }
 
-/// Requests whose repetition changes nothing beyond the first application.
+/// Requests a client following the leader may send again after a broken connection:
+/// repeating them changes nothing beyond the first application.
 fn idempotent(req: &Request) -> bool {
     matches!(
         req,
@@ -658,6 +665,12 @@ fn idempotent(req: &Request) -> bool {
             | Request::GetSize { .. }
             | Request::PutRevoke { .. }
             | Request::BatchPutRevoke { .. }
+            // Not idempotent, but harmless to repeat: a reservation is not durable, so
+            // a new leader never has it; a repeat on the same master answers
+            // ObjectAlreadyExists and the put fails cleanly.
+            | Request::PutStart { .. }
+            | Request::UpsertStart { .. }
+            | Request::BatchPutStart { .. }
     )
 }
 
