@@ -48,6 +48,10 @@ pub struct Args {
     /// Replicas per put.
     #[arg(long, default_value_t = 1)]
     pub replicas: u32,
+    /// Keys per put call (`batch_put` when > 1: one master round trip and one op-log
+    /// write for the whole batch).
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
     /// Storage nodes (in this process).
     #[arg(long, default_value_t = 2)]
     pub nodes: usize,
@@ -168,6 +172,7 @@ async fn put_loops(
     tag: &str,
     len: usize,
     replicas: u32,
+    batch: usize,
     t0: Instant,
     stop: Arc<AtomicBool>,
 ) -> Vec<RunOut> {
@@ -187,19 +192,36 @@ async fn put_loops(
             };
             let mut n = 0u64;
             while !stop.load(Ordering::Acquire) {
-                let key = format!("{tag}-{n}");
-                n += 1;
-                let v = value(&key, len);
+                let keys: Vec<String> = (0..batch.max(1))
+                    .map(|j| format!("{tag}-{}", n + j as u64))
+                    .collect();
+                n += keys.len() as u64;
+                let vals: Vec<Vec<u8>> = keys.iter().map(|k| value(k, len)).collect();
                 let s = Instant::now();
-                let ok = c.put(&key, &v, &cfg).await.is_ok();
-                out.recs.push(PutRec {
-                    start: s - t0,
-                    latency: s.elapsed(),
-                    ok,
-                });
-                if ok {
-                    out.acked.push(key);
+                let oks: Vec<bool> = if keys.len() == 1 {
+                    vec![c.put(&keys[0], &vals[0], &cfg).await.is_ok()]
                 } else {
+                    let refs: Vec<&[u8]> = vals.iter().map(|v| v.as_slice()).collect();
+                    match c.batch_put(&keys, &refs, &cfg).await {
+                        Ok(rs) => rs.iter().map(|r| r.is_ok()).collect(),
+                        Err(_) => vec![false; keys.len()],
+                    }
+                };
+                let latency = s.elapsed();
+                let mut any_failed = false;
+                for (k, ok) in keys.into_iter().zip(oks) {
+                    out.recs.push(PutRec {
+                        start: s - t0,
+                        latency,
+                        ok,
+                    });
+                    if ok {
+                        out.acked.push(k);
+                    } else {
+                        any_failed = true;
+                    }
+                }
+                if any_failed {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
             }
@@ -233,6 +255,7 @@ async fn baseline(args: &Args, metadata: &str, extra: &[String]) -> anyhow::Resu
         "base",
         args.value_size as usize,
         args.replicas,
+        args.batch,
         t0,
         stop.clone(),
     );
@@ -299,7 +322,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         ])?);
     }
     let locator = format!("etcd://{}/{cluster}", etcd.endpoint);
-    let ec = EtcdClient::new(&[etcd.endpoint.clone()], EtcdOptions::default())?;
+    let ec = EtcdClient::new(std::slice::from_ref(&etcd.endpoint), EtcdOptions::default())?;
     let mut nodes = Vec::new();
     for _ in 0..args.nodes {
         nodes.push(store_client(&locator, &metadata, args.segment_size).await?);
@@ -311,7 +334,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let t0 = Instant::now();
     let len = args.value_size as usize;
-    let run = put_loops(&clients, "ha", len, args.replicas, t0, stop.clone());
+    let run = put_loops(
+        &clients,
+        "ha",
+        len,
+        args.replicas,
+        args.batch,
+        t0,
+        stop.clone(),
+    );
     let half = args.duration / 2;
     let chaos = async {
         tokio::time::sleep(half).await;
@@ -322,9 +353,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             .iter()
             .position(|(_, rpc)| *rpc == l.rpc)
             .context("leader is not one of ours")?;
-        let killed = t0.elapsed();
         let _ = masters[i].0 .0.kill();
         let _ = masters[i].0 .0.wait();
+        let killed = t0.elapsed();
         let mut elected = None;
         while t0.elapsed() < args.duration {
             if elected.is_none() {
@@ -379,6 +410,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         "clients": args.clients,
         "value_size": args.value_size,
         "replicas": args.replicas,
+        "batch": args.batch,
         "lease_ttl_s": args.lease_ttl,
         "ha_off_put_ops": off,
         "durable_file_put_ops": durable,

@@ -94,9 +94,12 @@ impl MasterState {
     }
 
     pub(crate) fn record(&mut self, op: impl FnOnce(&Self) -> LogOp) {
-        if self.journal.is_some() {
-            let op = op(self);
-            self.journal.as_mut().expect("checked").push(op);
+        if self.journal.is_none() {
+            return;
+        }
+        let op = op(self);
+        if let Some(j) = &mut self.journal {
+            j.push(op);
         }
     }
 
@@ -299,8 +302,10 @@ mod tests {
         MasterState::new(cfg, clock.clone()).with_seed(7)
     }
 
-    /// Objects as comparable (key, size, pieces-by-name) tuples.
-    fn objects(st: &MasterState) -> Vec<(String, u64, Vec<(String, u64, u64, u8)>)> {
+    /// An object as (key, size, pieces as (segment, offset, len, replica)).
+    type ObjectRow = (String, u64, Vec<(String, u64, u64, u8)>);
+
+    fn objects(st: &MasterState) -> Vec<ObjectRow> {
         let mut v: Vec<_> = st
             .objects
             .iter()
