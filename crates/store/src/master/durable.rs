@@ -146,6 +146,13 @@ impl Durability {
         self.failed.load(Ordering::Acquire)
     }
 
+    /// Stop acknowledging: every current and later waiter gets an error (a leader
+    /// stepping down; its queued ops are never written).
+    pub fn fail(&self) {
+        self.failed.store(true, Ordering::Release);
+        self.durable.send_modify(|_| {});
+    }
+
     /// Wait until the ops up to `ticket` are durable.
     pub async fn wait(&self, ticket: u64) -> Result<(), crate::protocol::ErrorCode> {
         let mut rx = self.durable.subscribe();

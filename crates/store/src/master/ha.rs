@@ -428,6 +428,7 @@ async fn lead(
     *shared.role.leader.lock() = None;
     shared.role.leadership_lost.fetch_add(1, Ordering::Relaxed);
     *shared.log.write() = None;
+    log.fail();
     let _ = wstop_tx.send(true);
     writer.abort();
     if *stop.borrow() {

@@ -541,3 +541,46 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn sync_heartbeat_reconciles_every_time() {
+    // Client 1 mounted "a:1" at base 1 << 40 (the fixture).
+    let mut f = Fx::new(MasterConfig::default(), &[(1, "a:1", 8 * MIB)]);
+    let a = desc("a:1", 1 << 40, 8 * MIB);
+    f.put("k", 1000, &r(1)).unwrap();
+    // Known and matching: nothing changes, objects stay.
+    assert_eq!(
+        f.st.sync_client(ClientId(1), std::slice::from_ref(&a)),
+        (0, 0)
+    );
+    assert_eq!(f.st.exists("k"), Ok(true));
+    // Someone unmounted it (or a remount request was lost): the next beat restores it.
+    f.st.unmount_segment(ClientId(1), "a:1").unwrap();
+    assert_eq!(
+        f.st.sync_client(ClientId(1), std::slice::from_ref(&a)),
+        (1, 0)
+    );
+    assert_eq!(f.st.segment_views().len(), 1);
+    // The master expired the client (partitioned past client_ttl): the first beat after
+    // the partition heals mounts the segment again.
+    f.advance_ms(MasterConfig::default().client_ttl * 1000 + 1000);
+    assert_eq!(f.st.tick().dead_clients, vec![ClientId(1)]);
+    assert_eq!(f.st.segment_views().len(), 0);
+    assert_eq!(
+        f.st.sync_client(ClientId(1), std::slice::from_ref(&a)),
+        (1, 0)
+    );
+    assert_eq!(f.st.segment_views().len(), 1);
+    // A segment the client no longer lists is dropped.
+    assert_eq!(f.st.sync_client(ClientId(1), &[]), (0, 1));
+    assert_eq!(f.st.segment_views().len(), 0);
+    // A restarted node (new client id, same name, maybe the same address) takes over
+    // the name at once.
+    f.st.sync_client(ClientId(1), std::slice::from_ref(&a));
+    assert_eq!(
+        f.st.sync_client(ClientId(2), std::slice::from_ref(&a)),
+        (1, 0)
+    );
+    assert_eq!(f.st.segment_views()[0].owner, ClientId(2).to_string());
+    f.st.check_invariants().unwrap();
+}
