@@ -6,7 +6,9 @@
 //!   no acknowledged put, a standby takes over, clients follow through `etcd://`;
 //! * SIGSTOP of the leader past its lease: a successor serves; after SIGCONT the old
 //!   leader refuses every request (fencing) and clients stay on the new one;
-//! * an HA master whose etcd is down stands by and refuses requests with `NotLeader`.
+//! * an HA master whose etcd is down stands by and refuses requests with `NotLeader`;
+//! * a leader cut off from etcd and its clients by a network namespace link going down
+//!   is replaced, and refuses writes once the link is back (skips without CAP_NET_ADMIN).
 //!
 //! Tests needing etcd skip with a message when the `etcd` binary is missing.
 
@@ -475,4 +477,227 @@ async fn ha_master_without_etcd_stands_by_and_refuses() {
         Err(ErrorCode::NotLeader)
     );
     c.ping().await.unwrap();
+}
+
+/// A network namespace with a veth link to the host, removed on drop.
+struct Netns {
+    name: String,
+    host_if: String,
+    host_ip: String,
+    ns_ip: String,
+}
+
+impl Netns {
+    fn create() -> Option<Netns> {
+        let id = std::process::id();
+        let name = format!("mcha{id}");
+        let host_if = format!("mch{}", id % 100_000);
+        let ns_if = format!("mcn{}", id % 100_000);
+        let (a, b) = (100 + (id / 250) % 100, id % 250);
+        let host_ip = format!("10.{a}.{b}.1");
+        let ns_ip = format!("10.{a}.{b}.2");
+        let ip = |args: &[&str]| {
+            Command::new("ip")
+                .args(args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        if !ip(&["netns", "add", &name]) {
+            return None;
+        }
+        let ns = Netns {
+            name: name.clone(),
+            host_if: host_if.clone(),
+            host_ip: host_ip.clone(),
+            ns_ip: ns_ip.clone(),
+        };
+        let ok = ip(&[
+            "link", "add", &host_if, "type", "veth", "peer", "name", &ns_if,
+        ]) && ip(&["link", "set", &ns_if, "netns", &name])
+            && ip(&["addr", "add", &format!("{host_ip}/30"), "dev", &host_if])
+            && ip(&["link", "set", &host_if, "up"])
+            && ip(&[
+                "-n",
+                &name,
+                "addr",
+                "add",
+                &format!("{ns_ip}/30"),
+                "dev",
+                &ns_if,
+            ])
+            && ip(&["-n", &name, "link", "set", &ns_if, "up"])
+            && ip(&["-n", &name, "link", "set", "lo", "up"]);
+        ok.then_some(ns)
+    }
+
+    fn link(&self, up: bool) {
+        let state = if up { "up" } else { "down" };
+        let ok = Command::new("ip")
+            .args(["link", "set", &self.host_if, state])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "ip link set {} {state}", self.host_if);
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host_if])
+            .status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_partitioned_from_etcd_is_replaced_and_fenced() {
+    let Some(ns) = Netns::create() else {
+        eprintln!("SKIP: cannot create network namespaces here (needs CAP_NET_ADMIN)");
+        return;
+    };
+    let Ok(etcd_bin) = which("etcd") else {
+        eprintln!("SKIP: no etcd binary");
+        return;
+    };
+    // etcd on the host side of the link, reachable from the namespace.
+    let dir = tempfile::tempdir().unwrap();
+    let (cport, pport) = (free_port().unwrap(), free_port().unwrap());
+    let client_urls = format!("http://127.0.0.1:{cport},http://{}:{cport}", ns.host_ip);
+    let peer = format!("http://127.0.0.1:{pport}");
+    let etcd_proc = Proc {
+        child: Command::new(etcd_bin)
+            .args(["--name", "ha-part", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .args(["--listen-client-urls", &client_urls])
+            .args([
+                "--advertise-client-urls",
+                &format!("http://127.0.0.1:{cport}"),
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+            ])
+            .args(["--initial-cluster", &format!("ha-part={peer}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+        name: "etcd".into(),
+    };
+    let endpoint = format!("127.0.0.1:{cport}");
+    let etcd = EtcdClient::new(std::slice::from_ref(&endpoint), EtcdOptions::default()).unwrap();
+    wait_for("etcd", Duration::from_secs(20), || async {
+        etcd.get(b"probe").await.ok().map(|_| ())
+    })
+    .await;
+    let cluster = format!("part{}", std::process::id());
+    // The first leader lives in the namespace.
+    let rpc_port = free_port().unwrap();
+    let http_port = free_port().unwrap();
+    let inside = Proc {
+        child: Command::new("ip")
+            .args(["netns", "exec", &ns.name])
+            .arg(mooncake_bin())
+            .args([
+                "master".to_string(),
+                format!("--rpc_address={}", ns.ns_ip),
+                format!("--rpc_port={rpc_port}"),
+                format!("--metrics_host={}", ns.ns_ip),
+                format!("--metrics_port={http_port}"),
+                "--enable_ha".into(),
+                format!("--etcd_endpoints={}:{cport}", ns.host_ip),
+                format!("--cluster_id={cluster}"),
+                "--ha_lease_ttl_sec=2".into(),
+            ])
+            .env("MOONCAKE_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+        name: "master-in-netns".into(),
+    };
+    let inside_rpc = format!("{}:{rpc_port}", ns.ns_ip);
+    wait_for(
+        "the namespaced master to lead",
+        Duration::from_secs(30),
+        || async {
+            let (l, _) = find_leader(&etcd, &cluster).await.ok()??;
+            (l.rpc == inside_rpc).then_some(())
+        },
+    )
+    .await;
+    let _standby = Master::spawn(&[
+        "--enable_ha".into(),
+        format!("--etcd_endpoints={endpoint}"),
+        format!("--cluster_id={cluster}"),
+        "--ha_lease_ttl_sec=2".into(),
+    ]);
+    let metadata = format!("etcd://{endpoint}");
+    let locator = format!("etcd://{endpoint}/{cluster}");
+    let (_n0, _) = node(&locator, &metadata, 32 << 20);
+    let c = client(&locator, &metadata).await;
+    c.put(
+        "before",
+        &tagged_value("before", 1, 4096),
+        &ReplicateConfig::default(),
+    )
+    .await
+    .unwrap();
+    let direct = MasterClient::connect(&inside_rpc).await.unwrap();
+
+    ns.link(false);
+    let t = Instant::now();
+    let new_rpc = wait_for(
+        "a leader outside the partition",
+        Duration::from_secs(20),
+        || async {
+            let (l, _) = find_leader(&etcd, &cluster).await.ok()??;
+            (l.rpc != inside_rpc).then_some(l.rpc)
+        },
+    )
+    .await;
+    let took = t.elapsed();
+    c.put(
+        "during",
+        &tagged_value("during", 1, 4096),
+        &ReplicateConfig::default(),
+    )
+    .await
+    .unwrap();
+    ns.link(true);
+    // Healed: the old leader must refuse writes (its lease lapsed while cut off).
+    let r = direct
+        .put_start("fenced", 4096, &ReplicateConfig::default())
+        .await;
+    assert_eq!(
+        r,
+        Err(ErrorCode::NotLeader),
+        "partitioned leader accepted a write"
+    );
+    for k in ["before", "during"] {
+        assert_eq!(check_tagged(k, &c.get(k).await.unwrap()), Ok(1), "{k}");
+    }
+    eprintln!(
+        "partition: new leader {new_rpc} after {:.2} s; old leader fenced",
+        took.as_secs_f64()
+    );
+    drop(inside);
+    drop(etcd_proc);
+}
+
+fn which(name: &str) -> Result<std::path::PathBuf, ()> {
+    if let Some(p) = std::env::var_os("MOONCAKE_ETCD_BIN") {
+        return Ok(p.into());
+    }
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .ok_or(())
 }
