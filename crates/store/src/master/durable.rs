@@ -285,6 +285,15 @@ fn fnv64(data: &[u8]) -> u64 {
 
 // ------------------------------------------------------------------------------ file
 
+/// Run blocking file I/O from the writer task: `block_in_place` on a multi-threaded
+/// runtime (other tasks move to other workers), inline on a current-thread one.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
 /// The op-log in a local directory (`--snapshot_dir`): `snapshot` (generation number +
 /// records) and `oplog.<generation>` (records appended and fdatasync'ed per batch).
 /// Compaction writes `snapshot.tmp`, fsyncs, renames it over `snapshot` (atomic), starts
@@ -408,7 +417,7 @@ impl LogSink for FileSink {
         let f = st.log.as_mut().expect("opened");
         // Small synchronous write + fdatasync: tokio's blocking pool would add a thread
         // hop per batch for no gain (the writer task is the only one here).
-        tokio::task::block_in_place(|| {
+        blocking(|| {
             f.write_all(&rec)?;
             f.sync_data()
         })
@@ -424,7 +433,7 @@ impl LogSink for FileSink {
         for chunk in state.chunks(4096) {
             buf.extend(encode_record(chunk));
         }
-        tokio::task::block_in_place(|| -> Result<(), SinkError> {
+        blocking(|| -> Result<(), SinkError> {
             let mut f = std::fs::File::create(&tmp).map_err(io_err(&tmp))?;
             f.write_all(&buf).map_err(io_err(&tmp))?;
             f.sync_all().map_err(io_err(&tmp))?;
