@@ -701,3 +701,63 @@ fn which(name: &str) -> Result<std::path::PathBuf, ()> {
         .find(|p| p.is_file())
         .ok_or(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_ha_starts_an_etcd_backed_cluster() {
+    if which("etcd").is_err() {
+        eprintln!("SKIP: no etcd binary for `mooncake up --ha`");
+        return;
+    }
+    let mut child = Command::new(mooncake_bin())
+        .args(["up", "--ha", "2", "--rpc-port", "0", "--metrics-port", "0"])
+        .args(["--metadata-port", "0", "--segment-size", "32MiB", "--quiet"])
+        .env("MOONCAKE_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    let up = Proc {
+        child,
+        name: "up --ha".into(),
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if line.starts_with("READY ") {
+                let _ = tx.send(line);
+            }
+        }
+    });
+    let line = rx.recv_timeout(Duration::from_secs(60)).expect("READY");
+    let field = |n: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(n))
+            .unwrap()
+            .to_string()
+    };
+    let (master, metadata) = (field("master="), field("metadata="));
+    assert!(master.starts_with("etcd://"), "{line}");
+    let c = client(&master, &metadata).await;
+    c.put(
+        "k",
+        &tagged_value("k", 1, 4096),
+        &ReplicateConfig::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(check_tagged("k", &c.get("k").await.unwrap()), Ok(1));
+    assert!(c.master().term() > 0);
+    // SIGTERM: `up` stops its masters and its etcd.
+    let mut up = up;
+    signal(up.child.id() as i32, libc::SIGTERM);
+    let t = Instant::now();
+    while up.child.try_wait().unwrap().is_none() && t.elapsed() < Duration::from_secs(15) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        up.child.try_wait().unwrap().is_some(),
+        "up --ha exits on SIGTERM"
+    );
+}

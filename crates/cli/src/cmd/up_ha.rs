@@ -66,7 +66,17 @@ impl LocalEtcd {
         let client = format!("http://{host}:{cport}");
         let peer = format!("http://{host}:{pport}");
         let log = std::fs::File::create(dir.path().join("etcd.log"))?;
-        let child = Command::new(&bin)
+        let mut cmd = Command::new(&bin);
+        // etcd must not outlive us, even when we are killed -9 (Drop does not run then).
+        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = cmd
             .args(["--name", "mooncake-up", "--data-dir"])
             .arg(dir.path().join("data"))
             .args([
