@@ -298,8 +298,9 @@ pub(crate) async fn run(
         }
         // Campaign.
         let attempt = async {
-            let lease = etcd.lease_grant(ttl).await?;
+            // The lease runs from (at the latest) now: serve_until counts from here.
             let t_sent = shared.uptime_ms();
+            let lease = etcd.lease_grant(ttl).await?;
             let r = etcd
                 .put_if_absent(&leader_key, &me_json, Some(lease.id))
                 .await?;

@@ -392,6 +392,12 @@ async fn serve_conn(sock: TcpStream, shared: &Shared) {
                     "oversized frame; closing connection"
                 );
                 encode_frame(&mut out, id, &Err::<Response, _>(ErrorCode::FrameTooLarge));
+                if let Some((l, t)) = need.take() {
+                    if l.wait(t).await.is_err() {
+                        let _ = wr.shutdown().await;
+                        return;
+                    }
+                }
                 let _ = wr.write_all(&out).await;
                 let _ = wr.shutdown().await;
                 return;
