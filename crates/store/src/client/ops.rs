@@ -14,7 +14,7 @@ use crate::protocol::{validate_key, ErrorCode, Replica, ReplicateConfig};
 /// How many times a get re-asks the master when a read outlasted its lease.
 pub(crate) const LEASE_RETRIES: usize = 3;
 /// Placements a put tries before giving up (a target that fails mid-write).
-const PUT_ATTEMPTS: usize = 3;
+const PUT_ATTEMPTS: usize = 5;
 /// How long a put may keep retrying (re-placement, failover).
 const PUT_RETRY_WINDOW: std::time::Duration = std::time::Duration::from_secs(5);
 
