@@ -60,6 +60,8 @@ enum BenchCommand {
     Dummy(cmd::bench_dummy::Args),
     /// Live router: overhead vs direct engine calls, routing decisions per second.
     Router(cmd::bench_router::Args),
+    /// Master failover: time to recover, p99 during it, objects lost, HA on vs off.
+    Failover(cmd::bench_failover::Args),
 }
 
 fn init_tracing() {
@@ -89,6 +91,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Store(a)) => cmd::bench_store::run(a).await,
         Command::Bench(BenchCommand::Dummy(a)) => cmd::bench_dummy::run(a).await,
         Command::Bench(BenchCommand::Router(a)) => cmd::bench_router::run(a).await,
+        Command::Bench(BenchCommand::Failover(a)) => cmd::bench_failover::run(a).await,
         Command::Router(a) => cmd::router::run(a).await,
         Command::FakeEngine(a) => cmd::fake_engine::run(a).await,
         Command::Client(a) => cmd::client::run(a).await,

@@ -116,3 +116,64 @@ async fn revoking_a_lease_deletes_its_keys_at_once() {
     // Revoking again (unknown lease) is not an error.
     c.lease_revoke(lease.id).await.unwrap();
 }
+
+#[tokio::test]
+async fn guarded_txn_writes_only_under_the_same_leadership() {
+    use mooncake_metadata::etcd::TxnOp;
+    let server = etcd();
+    let c = client(&server).await;
+    let guard = b"g/leader";
+    assert_eq!(
+        c.put_if_absent(guard, b"me", None).await.unwrap(),
+        PutIfAbsent::Created
+    );
+    let term = c.get_kv(guard).await.unwrap().unwrap().create_revision;
+    assert!(term > 0);
+    let put = |k: &str| TxnOp::Put {
+        key: k.as_bytes().to_vec(),
+        value: b"v".to_vec(),
+    };
+    for i in 0..5 {
+        assert!(c
+            .txn_if_created_at(guard, term, &[put(&format!("g/log/{i}"))])
+            .await
+            .unwrap());
+    }
+    // Paged range reads everything in key order.
+    let all = c.range_prefix(b"g/log/", 2).await.unwrap();
+    let keys: Vec<String> = all
+        .iter()
+        .map(|kv| String::from_utf8(kv.key.clone()).unwrap())
+        .collect();
+    assert_eq!(
+        keys,
+        ["g/log/0", "g/log/1", "g/log/2", "g/log/3", "g/log/4"]
+    );
+    // Delete a prefix below a bound.
+    assert!(c
+        .txn_if_created_at(
+            guard,
+            term,
+            &[TxnOp::DeletePrefix {
+                prefix: b"g/log/".to_vec(),
+                before: Some(b"g/log/3".to_vec()),
+            }]
+        )
+        .await
+        .unwrap());
+    assert_eq!(c.range_prefix(b"g/log/", 100).await.unwrap().len(), 2);
+    // A successor re-creates the guard key: the old term can write nothing.
+    c.delete(guard, None).await.unwrap();
+    c.put_if_absent(guard, b"successor", None).await.unwrap();
+    let term2 = c.get_kv(guard).await.unwrap().unwrap().create_revision;
+    assert!(term2 > term, "terms grow");
+    assert!(!c
+        .txn_if_created_at(guard, term, &[put("g/log/stale")])
+        .await
+        .unwrap());
+    assert_eq!(c.get(b"g/log/stale").await.unwrap(), None);
+    assert!(c
+        .txn_if_created_at(guard, term2, &[put("g/log/new")])
+        .await
+        .unwrap());
+}

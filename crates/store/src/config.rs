@@ -83,6 +83,24 @@ pub struct MasterConfig {
     pub max_slice_size: u64,
     /// Period of the background ticker (expiry, eviction), milliseconds.
     pub tick_interval_ms: u64,
+    /// Directory of the durable op-log and snapshots of a lone master (empty: none). A
+    /// master restarted on the same directory recovers every acknowledged object.
+    pub snapshot_dir: String,
+    /// Ops between two snapshots (compactions of the op-log).
+    pub snapshot_interval_ops: u64,
+    /// Run as one of several masters elected through etcd (`etcd_endpoints`).
+    pub enable_ha: bool,
+    /// etcd endpoints for HA, `host:port` separated by `;` or `,`.
+    pub etcd_endpoints: String,
+    /// Name of this master group in etcd (masters of one cluster share it).
+    pub cluster_id: String,
+    /// TTL of the leader's etcd lease, seconds: a dead leader is replaced after at
+    /// most this long.
+    pub ha_lease_ttl_sec: u64,
+    /// Address clients should use to reach this master's RPC port when it leads
+    /// (published in etcd; empty: `rpc_address:rpc_port`, with 0.0.0.0 read as
+    /// 127.0.0.1).
+    pub advertise_address: String,
 }
 
 impl Default for MasterConfig {
@@ -105,12 +123,19 @@ impl Default for MasterConfig {
             put_start_discard_timeout_sec: 30,
             max_slice_size: 16 << 20,
             tick_interval_ms: 100,
+            snapshot_dir: String::new(),
+            snapshot_interval_ops: 100_000,
+            enable_ha: false,
+            etcd_endpoints: String::new(),
+            cluster_id: "mooncake_cluster".into(),
+            ha_lease_ttl_sec: 5,
+            advertise_address: String::new(),
         }
     }
 }
 
 /// Names accepted by [`MasterConfig::set`] (and as `MOONCAKE_MASTER_<NAME>` upper-cased).
-pub const OPTION_NAMES: [&str; 17] = [
+pub const OPTION_NAMES: [&str; 24] = [
     "rpc_address",
     "rpc_port",
     "metrics_host",
@@ -128,7 +153,26 @@ pub const OPTION_NAMES: [&str; 17] = [
     "put_start_discard_timeout_sec",
     "max_slice_size",
     "tick_interval_ms",
+    "snapshot_dir",
+    "snapshot_interval_ops",
+    "enable_ha",
+    "etcd_endpoints",
+    "cluster_id",
+    "ha_lease_ttl_sec",
+    "advertise_address",
 ];
+
+/// Split `h:p;h:p` (or `,`-separated) endpoint lists, dropping an `etcd://` or
+/// `http://` scheme and empty entries.
+pub fn split_endpoints(s: &str) -> Vec<String> {
+    let s = s.trim();
+    let s = s.strip_prefix("etcd://").unwrap_or(s);
+    s.split([';', ','])
+        .map(|e| e.trim().trim_start_matches("http://").trim_end_matches('/'))
+        .filter(|e| !e.is_empty())
+        .map(str::to_string)
+        .collect()
+}
 
 /// Parse a boolean the way gflags does (`true/false`, `1/0`, `yes/no`, `t/f`, `y/n`).
 pub fn parse_bool(v: &str) -> Option<bool> {
@@ -187,6 +231,13 @@ impl MasterConfig {
             "put_start_discard_timeout_sec" => self.put_start_discard_timeout_sec = num(name, v)?,
             "max_slice_size" => self.max_slice_size = num(name, v)?,
             "tick_interval_ms" => self.tick_interval_ms = num(name, v)?,
+            "snapshot_dir" => self.snapshot_dir = v.to_string(),
+            "snapshot_interval_ops" => self.snapshot_interval_ops = num(name, v)?,
+            "enable_ha" => self.enable_ha = boolean(v)?,
+            "etcd_endpoints" => self.etcd_endpoints = v.to_string(),
+            "cluster_id" => self.cluster_id = v.to_string(),
+            "ha_lease_ttl_sec" => self.ha_lease_ttl_sec = num(name, v)?,
+            "advertise_address" => self.advertise_address = v.to_string(),
             other => return Err(ConfigError::Unknown(other.into())),
         }
         Ok(())
@@ -207,6 +258,11 @@ impl MasterConfig {
             }
         }
         Ok(())
+    }
+
+    /// The etcd endpoints of `etcd_endpoints`, split on `;` and `,`.
+    pub fn etcd_endpoint_list(&self) -> Vec<String> {
+        split_endpoints(&self.etcd_endpoints)
     }
 
     /// Check ranges.
@@ -236,6 +292,18 @@ impl MasterConfig {
             return Err(ConfigError::Invalid(
                 "max_slice_size".into(),
                 "must be >= 4096".into(),
+            ));
+        }
+        if self.enable_ha && self.etcd_endpoints.trim().is_empty() {
+            return Err(ConfigError::Invalid(
+                "etcd_endpoints".into(),
+                "enable_ha needs etcd endpoints (host:port[;host:port])".into(),
+            ));
+        }
+        if self.ha_lease_ttl_sec == 0 || self.snapshot_interval_ops == 0 {
+            return Err(ConfigError::Invalid(
+                "ha_lease_ttl_sec / snapshot_interval_ops".into(),
+                "must be > 0".into(),
             ));
         }
         if self.tick_interval_ms == 0 {

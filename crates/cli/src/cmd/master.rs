@@ -3,8 +3,10 @@
 //!
 //! Configuration sources, later winning: defaults, `--config <toml>`, environment
 //! (`MOONCAKE_MASTER_<NAME>`), flags. Boolean flags accept `--flag`, `--flag=true` and
-//! `--flag=false`. A few reference flags for features this master does not have (HA, GC,
+//! `--flag=false`. A few reference flags for features this master does not have (GC,
 //! ...) are accepted and ignored with a warning, so existing scripts keep working.
+//! `--snapshot_dir` makes a lone master durable; `--enable_ha --etcd_endpoints
+//! --cluster_id` runs it as one of several masters elected through etcd.
 
 use anyhow::Context;
 use clap::builder::BoolishValueParser;
@@ -71,20 +73,37 @@ pub struct Args {
     /// Period of expiry/eviction checks in ms [default: 100].
     #[arg(long = "tick_interval_ms")]
     pub tick_interval_ms: Option<u64>,
+    /// Durable op-log + snapshots of a lone master in this directory: a restarted master
+    /// recovers every acknowledged object [default: none].
+    #[arg(long = "snapshot_dir")]
+    pub snapshot_dir: Option<String>,
+    /// Ops between two snapshots (op-log compactions) [default: 100000].
+    #[arg(long = "snapshot_interval_ops")]
+    pub snapshot_interval_ops: Option<u64>,
+    /// High availability: elect a leader among masters through etcd [default: false].
+    #[arg(long = "enable_ha", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    pub enable_ha: Option<bool>,
+    /// etcd endpoints for HA: `host:port[;host:port]`.
+    #[arg(long = "etcd_endpoints")]
+    pub etcd_endpoints: Option<String>,
+    /// Master group name in etcd [default: mooncake_cluster].
+    #[arg(long = "cluster_id")]
+    pub cluster_id: Option<String>,
+    /// Leader lease TTL in seconds (failover within about this long) [default: 5].
+    #[arg(long = "ha_lease_ttl_sec")]
+    pub ha_lease_ttl_sec: Option<u64>,
+    /// RPC address published for clients when leading [default: rpc_address:rpc_port].
+    #[arg(long = "advertise_address")]
+    pub advertise_address: Option<String>,
 
     // Reference flags for features not implemented here: accepted, ignored.
     #[arg(long = "enable_gc", hide = true, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub enable_gc: Option<String>,
-    #[arg(long = "enable_ha", hide = true, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
-    pub enable_ha: Option<String>,
     #[arg(long = "enable_metric_reporting", hide = true, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub enable_metric_reporting: Option<String>,
     #[arg(long = "rpc_enable_tcp_no_delay", hide = true, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub rpc_enable_tcp_no_delay: Option<String>,
-    #[arg(long = "etcd_endpoints", hide = true)]
-    pub etcd_endpoints: Option<String>,
-    #[arg(long = "cluster_id", hide = true)]
-    pub cluster_id: Option<String>,
     #[arg(long = "rpc_thread_num", hide = true)]
     pub rpc_thread_num: Option<String>,
     #[arg(long = "rpc_conn_timeout_seconds", hide = true)]
@@ -103,7 +122,7 @@ impl Args {
             None => MasterConfig::default(),
         };
         cfg.apply_env(std::env::vars())?;
-        let flags: [(&str, Option<String>); 17] = [
+        let flags: [(&str, Option<String>); 24] = [
             ("rpc_address", self.rpc_address.clone()),
             ("rpc_port", self.rpc_port.map(|v| v.to_string())),
             (
@@ -148,6 +167,19 @@ impl Args {
                 "tick_interval_ms",
                 self.tick_interval_ms.map(|v| v.to_string()),
             ),
+            ("snapshot_dir", self.snapshot_dir.clone()),
+            (
+                "snapshot_interval_ops",
+                self.snapshot_interval_ops.map(|v| v.to_string()),
+            ),
+            ("enable_ha", self.enable_ha.map(|v| v.to_string())),
+            ("etcd_endpoints", self.etcd_endpoints.clone()),
+            ("cluster_id", self.cluster_id.clone()),
+            (
+                "ha_lease_ttl_sec",
+                self.ha_lease_ttl_sec.map(|v| v.to_string()),
+            ),
+            ("advertise_address", self.advertise_address.clone()),
         ];
         for (name, v) in flags {
             if let Some(v) = v {
@@ -157,11 +189,8 @@ impl Args {
         cfg.validate()?;
         for (name, v) in [
             ("enable_gc", &self.enable_gc),
-            ("enable_ha", &self.enable_ha),
             ("enable_metric_reporting", &self.enable_metric_reporting),
             ("rpc_enable_tcp_no_delay", &self.rpc_enable_tcp_no_delay),
-            ("etcd_endpoints", &self.etcd_endpoints),
-            ("cluster_id", &self.cluster_id),
             ("rpc_thread_num", &self.rpc_thread_num),
             ("rpc_conn_timeout_seconds", &self.rpc_conn_timeout_seconds),
             ("memory_allocator", &self.memory_allocator),
@@ -181,6 +210,17 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let srv = MasterServer::start(cfg.clone()).await?;
     let http = srv.http_addr();
     eprintln!("mooncake master: rpc {}", srv.rpc_addr());
+    if cfg.enable_ha {
+        eprintln!(
+            "  ha        standby until elected (etcd {}, cluster {}); clients: etcd://{}/{}",
+            cfg.etcd_endpoints,
+            cfg.cluster_id,
+            cfg.etcd_endpoint_list().join(";"),
+            cfg.cluster_id
+        );
+    } else if !cfg.snapshot_dir.is_empty() {
+        eprintln!("  durable   op-log + snapshots in {}", cfg.snapshot_dir);
+    }
     eprintln!("  metrics   http://{http}/metrics  (health: /health, admin: /api/segments /api/clients /api/keys)");
     if let Some(md) = srv.metadata_addr() {
         eprintln!("  metadata  http://{md}/metadata");

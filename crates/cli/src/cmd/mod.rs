@@ -1,6 +1,7 @@
 //! One module per subcommand.
 pub mod bench_cache;
 pub mod bench_dummy;
+pub mod bench_failover;
 pub mod bench_router;
 pub mod bench_store;
 pub mod bench_transfer;
@@ -15,3 +16,4 @@ pub mod sim;
 pub mod store_node;
 pub mod trace;
 pub mod up;
+pub mod up_ha;

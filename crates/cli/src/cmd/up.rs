@@ -49,6 +49,12 @@ pub struct Args {
     /// Print only the READY line.
     #[arg(long)]
     pub quiet: bool,
+    /// High availability: start a local etcd (the `etcd` binary; `MOONCAKE_ETCD_BIN`
+    /// overrides) and N masters that elect a leader through it. Clients then use
+    /// `etcd://host:port/mooncake_cluster` as the master and `etcd://host:port` as
+    /// the metadata server.
+    #[arg(long, value_name = "N")]
+    pub ha: Option<usize>,
 }
 
 /// What `READY` announces.
@@ -91,6 +97,9 @@ pub fn default_segment_size() -> u64 {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(n) = args.ha {
+        return super::up_ha::run(args, n).await;
+    }
     let mut cfg = match &args.config {
         Some(p) => MasterConfig::from_toml_file(p)?,
         None => MasterConfig::default(),
@@ -187,7 +196,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn human_bytes(n: u64) -> String {
+pub(crate) fn human_bytes(n: u64) -> String {
     if n >= 1 << 30 {
         format!("{:.1} GiB", n as f64 / (1u64 << 30) as f64)
     } else {

@@ -135,6 +135,8 @@ pub(crate) struct KeyValue {
     pub value: Option<String>,
     #[serde(default, deserialize_with = "de_i64")]
     pub mod_revision: i64,
+    #[serde(default, deserialize_with = "de_i64")]
+    pub create_revision: i64,
 }
 
 impl KeyValue {

@@ -11,9 +11,11 @@
 
 pub mod client;
 pub mod lease;
+pub mod txn;
 
 pub use client::{prefix_range_end, EtcdClient, EtcdOptions};
 pub use lease::{Lease, LeaseKeeper, PutIfAbsent};
+pub use txn::{KvInfo, TxnOp};
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -53,7 +53,7 @@ use mooncake_transfer::{ManagedBuffer, TransferEngine};
 use parking_lot::Mutex;
 use tracing::{debug, info, warn};
 
-use crate::protocol::{ClientId, ClientOptions, ClientStatus, MasterClient, SegmentDesc};
+use crate::protocol::{ClientId, ClientOptions, MasterClient, SegmentDesc};
 use staging::Staging;
 
 /// A byte range of registered memory a caller lends to `get_into`/`put_from`.
@@ -139,6 +139,9 @@ pub(crate) struct Inner {
     spread: AtomicUsize,
     closed: AtomicBool,
     heartbeat: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Incarnation of the master our transfer descriptor was published under (0:
+    /// unknown); see the heartbeat loop.
+    master_incarnation: std::sync::atomic::AtomicU64,
 }
 
 /// Handle to the store. Cheap to clone; clones share everything.
@@ -200,6 +203,7 @@ impl Client {
                 spread: AtomicUsize::new(0),
                 closed: AtomicBool::new(false),
                 heartbeat: Mutex::new(None),
+                master_incarnation: std::sync::atomic::AtomicU64::new(0),
             }),
         };
         let size = client.inner.config.global_segment_size;
@@ -284,6 +288,13 @@ impl Client {
             .mount_segment(self.inner.id, &mounted.desc)
             .await?;
         *self.inner.mounted.lock() = Some(mounted);
+        // The master our descriptor is known to: a later change of it (restart,
+        // failover) makes the heartbeat republish the descriptor.
+        if let Ok(role) = self.inner.master.hello().await {
+            self.inner
+                .master_incarnation
+                .store(role.incarnation, Ordering::Release);
+        }
         self.start_heartbeat();
         info!(segment = %self.inner.segment_name, size, "segment mounted");
         Ok(())
@@ -391,8 +402,12 @@ fn prefault(buf: &ManagedBuffer) {
     }
 }
 
-/// Heartbeat every third of the master's `client_ttl`; remount when the master
-/// forgot us (restart or expiry). Stops when the client is dropped or closed.
+/// Heartbeat every third of the master's `client_ttl`, listing the segment this client
+/// has mounted, so the master reconciles every time (remounts it after a restart, a
+/// takeover, an expiry or a lost remount; drops what we no longer have). When the
+/// master's incarnation changes (restart or failover), republish the Transfer Engine
+/// descriptor too: a metadata server embedded in the old master died with it. Stops when
+/// the client is dropped or closed.
 async fn heartbeat_loop(weak: Weak<Inner>) {
     let mut interval = Duration::from_millis(500);
     loop {
@@ -403,18 +418,45 @@ async fn heartbeat_loop(weak: Weak<Inner>) {
         }
         let span = tracing::debug_span!("store.heartbeat", id = %inner.id);
         let _g = span.enter();
-        match inner.master.heartbeat(inner.id).await {
+        let segments: Vec<SegmentDesc> = inner
+            .mounted
+            .lock()
+            .as_ref()
+            .map(|m| vec![m.desc.clone()])
+            .unwrap_or_default();
+        // Following a leader, a beat must not wait on a master that stopped answering (a
+        // paused or partitioned old leader) longer than the new leader waits for us:
+        // give up after one interval and find the leader again.
+        let beat = inner.master.sync_client(inner.id, &segments);
+        let answer = if inner.master.follows_leader() {
+            match tokio::time::timeout(interval.max(Duration::from_millis(300)), beat).await {
+                Ok(r) => r,
+                Err(_) => {
+                    inner.master.reset_connection();
+                    Err(crate::protocol::ErrorCode::RpcFail)
+                }
+            }
+        } else {
+            beat.await
+        };
+        match answer {
             Ok(reply) => {
                 interval = Duration::from_millis((reply.client_ttl_ms / 3).clamp(50, 5_000));
-                if reply.status == ClientStatus::NeedRemount {
-                    let m = inner.mounted.lock().clone();
-                    if let Some(m) = m {
-                        match inner.master.mount_segment(inner.id, &m.desc).await {
-                            Ok(()) => info!(segment = %m.desc.name, "segment remounted"),
-                            Err(e) => warn!(error = %e, "remount failed"),
-                        }
+                if reply.mounted > 0 {
+                    info!(mounted = reply.mounted, "master remounted our segment");
+                }
+                let incarnation = inner.master_incarnation.load(Ordering::Acquire);
+                if incarnation != 0 && reply.incarnation != incarnation {
+                    info!("master restarted or failed over; republishing our transfer descriptor");
+                    if let Err(e) = inner.engine.republish().await {
+                        warn!(error = %e, "republishing the transfer descriptor failed");
+                        // Try again next beat.
+                        continue;
                     }
                 }
+                inner
+                    .master_incarnation
+                    .store(reply.incarnation, Ordering::Release);
             }
             Err(e) => {
                 debug!(error = %e, "heartbeat failed");

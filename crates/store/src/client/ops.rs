@@ -13,6 +13,10 @@ use crate::protocol::{validate_key, ErrorCode, Replica, ReplicateConfig};
 
 /// How many times a get re-asks the master when a read outlasted its lease.
 pub(crate) const LEASE_RETRIES: usize = 3;
+/// Placements a put tries before giving up (a target that fails mid-write).
+const PUT_ATTEMPTS: usize = 5;
+/// How long a put may keep retrying (re-placement, failover).
+const PUT_RETRY_WINDOW: std::time::Duration = std::time::Duration::from_secs(5);
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum PutMode {
@@ -89,11 +93,33 @@ impl Client {
             return Err(ClientError::NoStagingBuffer);
         }
         let master = &self.inner.master;
-        let replicas = match mode {
-            PutMode::Insert => master.put_start(key, size, config).await?,
-            PutMode::Upsert => master.upsert_start(key, size, config).await?,
-        };
-        self.finish_put(key, &replicas, size, src).await
+        // A put whose target fails is placed again, and one whose reservation a master
+        // failover forgot starts over on the new leader, within PUT_RETRY_WINDOW: a put
+        // either completes or fails, never half-visible.
+        let deadline = Instant::now() + PUT_RETRY_WINDOW;
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let term = master.term();
+            let started = match mode {
+                PutMode::Insert => master.put_start(key, size, config).await,
+                PutMode::Upsert => master.upsert_start(key, size, config).await,
+            };
+            let replicas = match started {
+                Ok(r) => r,
+                Err(e) => return Err(e.into()),
+            };
+            let r = self.finish_put(key, &replicas, size, src).await;
+            let again = match &r {
+                Err(ClientError::Transfer(_)) => true,
+                Err(ClientError::Master(ErrorCode::InvalidWrite)) => master.term() != term,
+                _ => false,
+            };
+            if !again || attempts >= PUT_ATTEMPTS || Instant::now() >= deadline {
+                return r;
+            }
+            debug!(key, attempts, "put failed; placing it again");
+        }
     }
 
     /// Write the replicas of a started put, then end it, or revoke it on any

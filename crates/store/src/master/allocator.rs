@@ -93,6 +93,41 @@ impl OffsetAllocator {
         Some(off)
     }
 
+    /// Allocate exactly `[off, off + len)` (rounded up to [`ALIGN`]) — rebuilding an
+    /// allocation recorded earlier (op-log replay). False (and nothing changes) when that
+    /// range is not wholly free, misaligned or out of bounds.
+    pub fn alloc_at(&mut self, off: u64, len: u64) -> bool {
+        let Some(alen) = aligned(len) else {
+            return false;
+        };
+        let Some(end) = off.checked_add(alen) else {
+            return false;
+        };
+        if len == 0 || !off.is_multiple_of(ALIGN) || end > self.capacity {
+            return false;
+        }
+        let Some((fo, fl)) = self
+            .by_offset
+            .range(..=off)
+            .next_back()
+            .map(|(&o, &l)| (o, l))
+        else {
+            return false;
+        };
+        if fo + fl < end {
+            return false;
+        }
+        self.remove_free(fo, fl);
+        if fo < off {
+            self.insert_free(fo, off - fo);
+        }
+        if end < fo + fl {
+            self.insert_free(end, fo + fl - end);
+        }
+        self.used += alen;
+        true
+    }
+
     /// Free an allocation made by [`alloc`](Self::alloc) with the same `len`. Returns false
     /// (and changes nothing) if the range is out of bounds or overlaps free space, i.e. was
     /// not allocated.

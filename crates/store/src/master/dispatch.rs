@@ -2,7 +2,10 @@
 //! server uses, so every RPC goes through the same validation.
 
 use super::state::MasterState;
-use crate::protocol::{ErrorCode, Request, Response, MAX_BATCH};
+use crate::protocol::{ErrorCode, Request, Response, RoleInfo, SyncReply, MAX_BATCH};
+
+/// Most segments one client may list in a [`Request::SyncClient`].
+const MAX_SYNC_SEGMENTS: usize = 1024;
 
 impl MasterState {
     /// Apply one request.
@@ -76,6 +79,27 @@ impl MasterState {
             Request::BatchRemove { keys, force } => {
                 Response::BatchDone(keys.iter().map(|k| self.remove(k, force)).collect())
             }
+            Request::SyncClient {
+                client_id,
+                segments,
+            } => {
+                if segments.len() > MAX_SYNC_SEGMENTS {
+                    return Err(ErrorCode::InvalidParams);
+                }
+                let (mounted, unmounted) = self.sync_client(client_id, &segments);
+                Response::Sync(SyncReply {
+                    client_ttl_ms: self.cfg.client_ttl * 1000,
+                    term: self.term,
+                    incarnation: self.incarnation,
+                    mounted,
+                    unmounted,
+                })
+            }
+            Request::Hello => Response::Role(RoleInfo {
+                term: self.term,
+                serving: true,
+                incarnation: self.incarnation,
+            }),
         })
     }
 }

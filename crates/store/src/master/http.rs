@@ -1,4 +1,5 @@
-//! The master's HTTP endpoints: `/metrics` (Prometheus), `/health`, a small status page
+//! The master's HTTP endpoints: `/metrics` (Prometheus), `/health` (JSON: role, term,
+//! serving), `/role`, `/leader`, a small status page
 //! at `/`, and JSON admin views `/api/summary`, `/api/segments`, `/api/clients`,
 //! `/api/keys?prefix=P&limit=N`.
 
@@ -19,6 +20,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/", get(status_page))
         .route("/health", get(health))
+        .route("/role", get(role))
+        .route("/leader", get(leader))
         .route("/metrics", get(metrics))
         .route("/api/summary", get(summary))
         .route("/api/segments", get(segments))
@@ -43,8 +46,98 @@ pub async fn serve(l: TcpListener, router: Router, mut stop: watch::Receiver<boo
     }
 }
 
-async fn health() -> &'static str {
-    "OK"
+/// A lone master answers `OK` (as the reference); an HA master
+/// `{"status":"OK","role":"leader|standby","serving":..,"term":..}`.
+async fn health(State(s): State<Arc<Shared>>) -> axum::response::Response {
+    if !s.role.ha {
+        return "OK".into_response();
+    }
+    Json(serde_json::json!({
+        "status": "OK",
+        "role": s.role_name(),
+        "serving": s.serving(),
+        "term": s.role.term(),
+    }))
+    .into_response()
+}
+
+/// `leader`, `standby` or `single` (plain text, like the reference's `/role`).
+async fn role(State(s): State<Arc<Shared>>) -> &'static str {
+    s.role_name()
+}
+
+/// The leader's RPC address as this master knows it (404 when unknown).
+async fn leader(State(s): State<Arc<Shared>>) -> axum::response::Response {
+    let l = if !s.role.ha {
+        None
+    } else {
+        s.role.leader.lock().clone()
+    };
+    match l {
+        Some(a) => a.into_response(),
+        None if !s.role.ha => "single master (no election)".into_response(),
+        None => (axum::http::StatusCode::NOT_FOUND, "no known leader").into_response(),
+    }
+}
+
+/// HA and op-log series appended to `/metrics`.
+fn ha_metrics(s: &Shared) -> String {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut o = String::new();
+    let mut line = |name: &str, kind: &str, help: &str, v: u64| {
+        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+    };
+    line(
+        "mooncake_master_serving",
+        "gauge",
+        "1 while this master serves (leader or single).",
+        u64::from(s.serving()),
+    );
+    line(
+        "mooncake_master_term",
+        "gauge",
+        "Fencing term this master last led under.",
+        s.role.term(),
+    );
+    line(
+        "mooncake_master_elections_won_total",
+        "counter",
+        "Elections this master won.",
+        s.role.elections_won.load(Relaxed),
+    );
+    line(
+        "mooncake_master_leadership_lost_total",
+        "counter",
+        "Leaderships this master lost or gave up (failovers).",
+        s.role.leadership_lost.load(Relaxed),
+    );
+    if let Some(l) = s.log.read().as_ref() {
+        line(
+            "mooncake_master_oplog_ops_total",
+            "counter",
+            "Ops appended to the durable op-log.",
+            l.appended_ops.load(Relaxed),
+        );
+        line(
+            "mooncake_master_oplog_batches_total",
+            "counter",
+            "Group-committed op-log writes.",
+            l.batches.load(Relaxed),
+        );
+        line(
+            "mooncake_master_oplog_snapshots_total",
+            "counter",
+            "Snapshots (compactions) written.",
+            l.snapshots.load(Relaxed),
+        );
+        line(
+            "mooncake_master_oplog_length",
+            "gauge",
+            "Ops in the log since the last snapshot.",
+            l.since_snapshot(),
+        );
+    }
+    o
 }
 
 async fn metrics(State(s): State<Arc<Shared>>) -> impl IntoResponse {
@@ -52,10 +145,9 @@ async fn metrics(State(s): State<Arc<Shared>>) -> impl IntoResponse {
         let st = s.state.lock();
         (st.summary(), st.segment_views(), st.stats().clone())
     };
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        s.metrics.render(&summary, &segs, &stats),
-    )
+    let mut body = s.metrics.render(&summary, &segs, &stats);
+    body.push_str(&ha_metrics(&s));
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }
 
 async fn summary(State(s): State<Arc<Shared>>) -> impl IntoResponse {

@@ -66,8 +66,23 @@ impl MasterState {
                 self.touch_client(client, now);
                 return Ok(());
             }
-            return Err(ErrorCode::SegmentAlreadyExists);
+            if s.owner == client {
+                return Err(ErrorCode::SegmentAlreadyExists);
+            }
+            // Another process claims the name (a Transfer Engine segment name is the
+            // `host:port` it listens on, so only one live process can hold it): the old
+            // holder restarted, and its bytes died with it. Replace its registration
+            // instead of refusing until its TTL runs out.
+            tracing::warn!(segment = %desc.name, old = %s.owner, new = %client, "segment re-registered by a new process; dropping the old registration");
+            self.forget_segment(id);
         }
+        self.insert_segment(client, desc, now);
+        tracing::info!(segment = %desc.name, size = desc.size, client = %client, "segment mounted");
+        Ok(())
+    }
+
+    /// Mount `desc` for `client` (name known to be free) and log it.
+    pub(crate) fn insert_segment(&mut self, client: ClientId, desc: &SegmentDesc, now: u64) {
         let id = self.segments.insert(client, desc);
         self.touch_client(client, now);
         self.clients
@@ -75,8 +90,66 @@ impl MasterState {
             .expect("touched")
             .segments
             .push(id);
-        tracing::info!(segment = %desc.name, size = desc.size, client = %client, "segment mounted");
-        Ok(())
+        self.record(|_| super::oplog::LogOp::Mount {
+            client,
+            segment: desc.clone(),
+        });
+    }
+
+    /// Unmount segment `id` whoever owns it (replicas in it dropped) and log it.
+    pub(crate) fn forget_segment(&mut self, id: SegId) {
+        let owner = self.segments.get(id).map(|s| s.owner);
+        self.drop_segment(id);
+        if let Some(c) = owner.and_then(|o| self.clients.get_mut(&o)) {
+            c.segments.retain(|&s| s != id);
+        }
+    }
+
+    /// A heartbeat that lists the segments `client` believes it has mounted: mount those
+    /// the master lacks (replacing a stale registration of the same name), unmount those
+    /// it holds for this client that the list no longer names. Returns (mounted,
+    /// unmounted). Descriptors that are invalid are skipped.
+    pub fn sync_client(&mut self, client: ClientId, segments: &[SegmentDesc]) -> (u32, u32) {
+        self.heartbeat(client);
+        let mut mounted = 0;
+        for d in segments {
+            let known = self
+                .segments
+                .id_of(&d.name)
+                .and_then(|id| self.segments.get(id))
+                .is_some_and(|s| {
+                    s.owner == client && s.base_addr == d.base_addr && s.size == d.size
+                });
+            if known {
+                continue;
+            }
+            if let Some(id) = self.segments.id_of(&d.name) {
+                // Ours with another range (remapped), or someone else's: ours now.
+                self.forget_segment(id);
+            }
+            if self.mount_segment(client, d).is_ok() {
+                mounted += 1;
+            }
+        }
+        let stale: Vec<SegId> = self
+            .clients
+            .get(&client)
+            .map(|c| {
+                c.segments
+                    .iter()
+                    .copied()
+                    .filter(|&id| {
+                        self.segments
+                            .get(id)
+                            .is_some_and(|s| !segments.iter().any(|d| d.name == s.name))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        for id in &stale {
+            self.forget_segment(*id);
+        }
+        (mounted, stale.len() as u32)
     }
 
     fn touch_client(&mut self, client: ClientId, now: u64) {
@@ -152,6 +225,8 @@ impl MasterState {
         self.deferred.retain(|d| !d.pieces.is_empty());
         self.stats.objects_lost += lost;
         if let Some(s) = self.segments.remove(seg) {
+            let name = s.name.clone();
+            self.record(|_| super::oplog::LogOp::Unmount { name });
             tracing::info!(segment = %s.name, objects_lost = lost, "segment unmounted");
         }
     }
@@ -282,6 +357,9 @@ impl MasterState {
             let o = self.objects.remove(key).expect("victim present");
             self.stats.evicted_bytes += o.size;
             self.free_pieces(&o.pieces);
+            self.record(|_| super::oplog::LogOp::Remove {
+                key: key.to_string(),
+            });
         }
         self.stats.evicted_objects += victims.len() as u64;
         victims.len()

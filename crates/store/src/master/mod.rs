@@ -17,8 +17,11 @@
 pub mod allocator;
 pub mod clock;
 mod dispatch;
+pub mod durable;
+pub mod ha;
 mod http;
 pub mod lifecycle;
+pub mod oplog;
 pub mod segments;
 pub mod server;
 pub mod state;

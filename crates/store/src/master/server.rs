@@ -14,12 +14,13 @@
 //! and its connection closed.
 
 use super::clock::{Clock, SystemClock};
+use super::durable::{Durability, FileSink, LogSink, SinkError};
 use super::http;
 use super::state::MasterState;
 use crate::config::MasterConfig;
 use crate::metrics::Metrics;
 use crate::protocol::frame::{decode_request, encode_frame, read_frame, ReadError};
-use crate::protocol::{ErrorCode, Response, MAX_FRAME_LEN};
+use crate::protocol::{ErrorCode, Request, Response, RoleInfo, MAX_FRAME_LEN};
 use bytes::BytesMut;
 use parking_lot::Mutex;
 use std::net::SocketAddr;
@@ -36,6 +37,8 @@ use tracing::Instrument;
 pub enum ServerError {
     #[error("invalid configuration: {0}")]
     Config(#[from] crate::config::ConfigError),
+    #[error("recovering the op-log: {0}")]
+    Recovery(#[from] SinkError),
     #[error("cannot bind {what} on {addr}: {source}")]
     Bind {
         what: &'static str,
@@ -50,6 +53,104 @@ pub struct Shared {
     pub state: Mutex<MasterState>,
     pub metrics: Metrics,
     pub started: Instant,
+    /// The op-log sequencer when the master is durable (`--snapshot_dir`, or HA leader).
+    pub log: parking_lot::RwLock<Option<Arc<Durability>>>,
+    /// Role, term and fencing (see [`Role`]).
+    pub role: Role,
+}
+
+/// Whether this master serves, under which term. A lone master serves from the start
+/// (term 1); under HA only the elected leader does, and only while its etcd lease is
+/// known to be valid (`serve_until`), so a leader paused past its lease answers nothing
+/// but [`ErrorCode::NotLeader`] when it wakes, even before it notices the new leader.
+#[derive(Debug)]
+pub struct Role {
+    pub ha: bool,
+    serving: std::sync::atomic::AtomicBool,
+    term: std::sync::atomic::AtomicU64,
+    /// Random per process.
+    pub incarnation: u64,
+    /// Monotonic deadline (ms since `started`) after which a leader stops serving unless
+    /// its lease was refreshed; `u64::MAX` for a lone master.
+    serve_until_ms: std::sync::atomic::AtomicU64,
+    /// Elections won, lost leaderships (metrics).
+    pub elections_won: std::sync::atomic::AtomicU64,
+    pub leadership_lost: std::sync::atomic::AtomicU64,
+    /// The leader's RPC address as last seen in etcd (standbys; `/leader`).
+    pub leader: Mutex<Option<String>>,
+}
+
+impl Role {
+    fn new(ha: bool) -> Self {
+        use std::sync::atomic::{AtomicBool, AtomicU64};
+        Role {
+            ha,
+            serving: AtomicBool::new(!ha),
+            term: AtomicU64::new(if ha { 0 } else { 1 }),
+            incarnation: rand::random::<u64>() | 1,
+            serve_until_ms: AtomicU64::new(u64::MAX),
+            elections_won: AtomicU64::new(0),
+            leadership_lost: AtomicU64::new(0),
+            leader: Mutex::new(None),
+        }
+    }
+
+    /// The current term (0: never led).
+    pub fn term(&self) -> u64 {
+        self.term.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    pub(crate) fn set_leading(&self, term: u64, serve_until_ms: u64) {
+        use std::sync::atomic::Ordering;
+        self.term.store(term, Ordering::Release);
+        self.serve_until_ms.store(serve_until_ms, Ordering::Release);
+        self.serving.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn extend(&self, serve_until_ms: u64) {
+        self.serve_until_ms
+            .fetch_max(serve_until_ms, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    pub(crate) fn stop_serving(&self) {
+        self.serving
+            .store(false, std::sync::atomic::Ordering::Release);
+    }
+}
+
+impl Shared {
+    /// Whether requests are served now.
+    pub fn serving(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        if !self.role.serving.load(Ordering::Acquire) {
+            return false;
+        }
+        if let Some(l) = self.log.read().as_ref() {
+            if l.failed() {
+                return false;
+            }
+        }
+        (self.started.elapsed().as_millis() as u64)
+            < self.role.serve_until_ms.load(Ordering::Acquire)
+    }
+
+    /// "leader", "standby" (HA, not leading) or "single".
+    pub fn role_name(&self) -> &'static str {
+        match (self.role.ha, self.serving()) {
+            (false, _) => "single",
+            (true, true) => "leader",
+            (true, false) => "standby",
+        }
+    }
+
+    /// Milliseconds since start (the clock of `serve_until`).
+    pub fn uptime_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    fn current_log(&self) -> Option<Arc<Durability>> {
+        self.log.read().clone()
+    }
 }
 
 /// A running master. Dropping it does not stop it; call [`MasterServer::shutdown`].
@@ -113,13 +214,36 @@ impl MasterServer {
         };
         let metadata_addr = md_l.as_ref().and_then(|l| l.local_addr().ok());
         let tick = Duration::from_millis(cfg.tick_interval_ms);
+        let ha = cfg.enable_ha;
+        let snapshot_dir = cfg.snapshot_dir.clone();
         let shared = Arc::new(Shared {
-            state: Mutex::new(MasterState::new(cfg, clock)),
+            state: Mutex::new(MasterState::new(cfg.clone(), clock.clone())),
             metrics: Metrics::default(),
             started: Instant::now(),
+            log: parking_lot::RwLock::new(None),
+            role: Role::new(ha),
         });
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();
+        if !ha && !snapshot_dir.is_empty() {
+            let sink: Arc<dyn LogSink> =
+                Arc::new(FileSink::open(std::path::Path::new(&snapshot_dir))?);
+            let log = recover(&shared, sink, &cfg, clock.clone()).await?;
+            tasks.push(log.spawn_writer(stop_rx.clone()));
+        }
+        if ha {
+            tasks.push(tokio::spawn(super::ha::run(
+                shared.clone(),
+                cfg.clone(),
+                clock.clone(),
+                rpc_addr,
+                http_addr,
+                stop_rx.clone(),
+            )));
+        } else {
+            let inc = shared.role.incarnation;
+            shared.state.lock().set_term(1, inc);
+        }
         tasks.push(tokio::spawn(accept_loop(
             rpc,
             shared.clone(),
@@ -135,7 +259,7 @@ impl MasterServer {
             let router = mooncake_metadata::http::server::MetadataService::new().router();
             tasks.push(tokio::spawn(http::serve(l, router, stop_rx.clone())));
         }
-        tracing::info!(%rpc_addr, %http_addr, ?metadata_addr, "master started");
+        tracing::info!(%rpc_addr, %http_addr, ?metadata_addr, ha, "master started");
         Ok(MasterServer {
             shared,
             rpc_addr,
@@ -183,7 +307,21 @@ async fn ticker(period: Duration, shared: Arc<Shared>, mut stop: watch::Receiver
             _ = iv.tick() => {}
             _ = stop.changed() => return,
         }
-        let report = shared.state.lock().tick();
+        if !shared.serving() {
+            continue;
+        }
+        let log = shared.current_log();
+        let report = {
+            let mut st = shared.state.lock();
+            let report = st.tick();
+            if let Some(l) = &log {
+                l.submit(st.take_journal());
+                if l.since_snapshot() >= st.config().snapshot_interval_ops {
+                    l.submit_snapshot(st.snapshot_ops());
+                }
+            }
+            report
+        };
         if !report.dead_clients.is_empty() || report.evicted > 0 || report.expired_puts > 0 {
             tracing::info!(
                 dead_clients = report.dead_clients.len(),
@@ -240,6 +378,8 @@ async fn serve_conn(sock: TcpStream, shared: &Shared) {
     let mut rd = BufReader::with_capacity(64 << 10, rd);
     let mut payload = Vec::new();
     let mut out = BytesMut::with_capacity(64 << 10);
+    // Replies in `out` may not be sent before the ops they acknowledge are durable.
+    let mut need: Option<(Arc<Durability>, u64)> = None;
     loop {
         let id = match read_frame(&mut rd, &mut payload).await {
             Ok(id) => id,
@@ -252,6 +392,12 @@ async fn serve_conn(sock: TcpStream, shared: &Shared) {
                     "oversized frame; closing connection"
                 );
                 encode_frame(&mut out, id, &Err::<Response, _>(ErrorCode::FrameTooLarge));
+                if let Some((l, t)) = need.take() {
+                    if l.wait(t).await.is_err() {
+                        let _ = wr.shutdown().await;
+                        return;
+                    }
+                }
                 let _ = wr.write_all(&out).await;
                 let _ = wr.shutdown().await;
                 return;
@@ -263,7 +409,25 @@ async fn serve_conn(sock: TcpStream, shared: &Shared) {
                 let span = tracing::debug_span!("rpc", op = req.name(), id);
                 let _g = span.enter();
                 let t0 = Instant::now();
-                let r = shared.state.lock().handle(req);
+                let r = if let Request::Hello = req {
+                    Ok(Response::Role(RoleInfo {
+                        term: shared.role.term(),
+                        serving: shared.serving(),
+                        incarnation: shared.role.incarnation,
+                    }))
+                } else if !shared.serving() && !matches!(req, Request::Ping) {
+                    Err(ErrorCode::NotLeader)
+                } else {
+                    let log = shared.current_log();
+                    let mut st = shared.state.lock();
+                    let r = st.handle(req);
+                    if let Some(l) = log {
+                        if let Some(t) = l.submit(st.take_journal()) {
+                            need = Some((l, t));
+                        }
+                    }
+                    r
+                };
                 shared.metrics.record(op, t0.elapsed(), r.is_ok());
                 if let Err(e) = &r {
                     tracing::debug!(error = %e, "rpc error");
@@ -286,10 +450,55 @@ async fn serve_conn(sock: TcpStream, shared: &Shared) {
         // Flush when no further request is already buffered (pipelined requests share a
         // write), or when the output grows large.
         if rd.buffer().is_empty() || out.len() >= (256 << 10) {
+            if let Some((l, t)) = need.take() {
+                if l.wait(t).await.is_err() {
+                    // Not durable: acknowledge nothing; the client sees the connection
+                    // drop and the change never happened as far as any master knows.
+                    let _ = wr.shutdown().await;
+                    return;
+                }
+            }
             if wr.write_all(&out).await.is_err() {
                 return;
             }
             out.clear();
         }
     }
+}
+
+/// Rebuild the state from `sink` (snapshot + log), start journaling into it, and install
+/// the sequencer in `shared`. The caller spawns its writer.
+pub(crate) async fn recover(
+    shared: &Arc<Shared>,
+    sink: Arc<dyn LogSink>,
+    cfg: &MasterConfig,
+    clock: Arc<dyn Clock>,
+) -> Result<Arc<Durability>, SinkError> {
+    let t0 = Instant::now();
+    let ops = sink.load().await?;
+    let mut st = MasterState::new(cfg.clone(), clock);
+    let report = st.replay(&ops);
+    st.start_journal();
+    let (objects, segments) = (st.summary().objects, st.summary().segments);
+    tracing::info!(
+        sink = %sink.describe(),
+        ops = ops.len(),
+        skipped = report.skipped,
+        objects,
+        segments,
+        ms = t0.elapsed().as_millis() as u64,
+        "master state recovered from the op-log"
+    );
+    let log = Durability::new(sink);
+    // Start the new log from a snapshot of what was recovered: bounded recovery next
+    // time, and no replayed op is ever applied twice.
+    log.submit_snapshot(st.snapshot_ops());
+    {
+        let mut cur = shared.state.lock();
+        let (term, inc) = (shared.role.term(), shared.role.incarnation);
+        st.set_term(term, inc);
+        *cur = st;
+    }
+    *shared.log.write() = Some(log.clone());
+    Ok(log)
 }

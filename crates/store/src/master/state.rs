@@ -153,6 +153,11 @@ pub struct MasterState {
     pub(crate) clients: HashMap<ClientId, ClientInfo>,
     pub(crate) rng: StdRng,
     pub(crate) stats: Stats,
+    /// Effects not yet drained by the shell (`Some` when journaling; see [`super::oplog`]).
+    pub(crate) journal: Option<Vec<super::oplog::LogOp>>,
+    /// Fencing term and process incarnation the shell serves under (reported only).
+    pub(crate) term: u64,
+    pub(crate) incarnation: u64,
 }
 
 impl std::fmt::Debug for MasterState {
@@ -181,6 +186,9 @@ impl MasterState {
             clients: HashMap::new(),
             rng: StdRng::from_entropy(),
             stats: Stats::default(),
+            journal: None,
+            term: 1,
+            incarnation: 0,
         }
     }
 
@@ -188,6 +196,18 @@ impl MasterState {
     pub fn with_seed(mut self, seed: u64) -> Self {
         self.rng = StdRng::seed_from_u64(seed);
         self
+    }
+
+    /// Set the term and incarnation this state is served under (the shell's business:
+    /// reported in [`crate::protocol::SyncReply`] and [`crate::protocol::RoleInfo`]).
+    pub fn set_term(&mut self, term: u64, incarnation: u64) {
+        self.term = term;
+        self.incarnation = incarnation;
+    }
+
+    /// The term set by [`MasterState::set_term`].
+    pub fn term(&self) -> u64 {
+        self.term
     }
 
     /// The configuration in force.
@@ -366,6 +386,7 @@ impl MasterState {
             lease_until: 0,
             pin_until: p.pin.deadline(now, old_pin),
         };
+        self.record(|st| st.log_put(key, &obj, now));
         if let Some(old) = self.objects.insert(key.into(), obj) {
             // Upsert: readers holding a lease on the old value keep its bytes until it ends.
             if old.lease_until > now {
@@ -433,6 +454,7 @@ impl MasterState {
             Some(_) => {
                 let o = self.objects.remove(key).expect("present");
                 self.free_pieces(&o.pieces);
+                self.record(|_| super::oplog::LogOp::Remove { key: key.into() });
                 Ok(())
             }
         }
@@ -460,6 +482,7 @@ impl MasterState {
         let now = self.now_ms();
         let segs = &mut self.segments;
         let mut n = 0;
+        let mut removed = self.journal.as_ref().map(|_| Vec::new());
         self.objects.retain(|k, o| {
             if !pred(k) || (!force && o.lease_until > now) {
                 return true;
@@ -467,9 +490,15 @@ impl MasterState {
             for p in o.pieces.iter() {
                 segs.free(p.seg, p.off, p.len);
             }
+            if let Some(r) = &mut removed {
+                r.push(super::oplog::LogOp::Remove { key: k.to_string() });
+            }
             n += 1;
             false
         });
+        if let (Some(j), Some(r)) = (&mut self.journal, removed) {
+            j.extend(r);
+        }
         n
     }
 

@@ -377,17 +377,25 @@ fn dead_client_drops_its_replicas() {
 #[test]
 fn mount_rules() {
     let mut f = Fx::new(MasterConfig::default(), &[(1, "a:1", MIB)]);
-    // Same owner and range: idempotent; different owner or range: refused.
+    // Same owner and range: idempotent; same owner, other range: refused.
     f.st.mount_segment(ClientId(1), &desc("a:1", 1 << 40, MIB))
         .unwrap();
-    assert_eq!(
-        f.st.mount_segment(ClientId(2), &desc("a:1", 1 << 40, MIB)),
-        Err(ErrorCode::SegmentAlreadyExists)
-    );
     assert_eq!(
         f.st.mount_segment(ClientId(1), &desc("a:1", 0, MIB)),
         Err(ErrorCode::SegmentAlreadyExists)
     );
+    // Another process claiming the name (the node restarted on the same port) replaces
+    // the old registration at once.
+    f.st.mount_segment(ClientId(2), &desc("a:1", 1 << 40, MIB))
+        .unwrap();
+    assert_eq!(f.st.segment_views().len(), 1);
+    assert_eq!(
+        f.st.unmount_segment(ClientId(1), "a:1"),
+        Err(ErrorCode::InvalidParams)
+    );
+    f.st.unmount_segment(ClientId(2), "a:1").unwrap();
+    f.st.mount_segment(ClientId(1), &desc("a:1", 1 << 40, MIB))
+        .unwrap();
     assert_eq!(
         f.st.mount_segment(ClientId(1), &desc("", 0, MIB)),
         Err(ErrorCode::InvalidParams)
@@ -532,4 +540,47 @@ proptest! {
             prop_assert!(s.bytes_used <= s.bytes_total);
         }
     }
+}
+
+#[test]
+fn sync_heartbeat_reconciles_every_time() {
+    // Client 1 mounted "a:1" at base 1 << 40 (the fixture).
+    let mut f = Fx::new(MasterConfig::default(), &[(1, "a:1", 8 * MIB)]);
+    let a = desc("a:1", 1 << 40, 8 * MIB);
+    f.put("k", 1000, &r(1)).unwrap();
+    // Known and matching: nothing changes, objects stay.
+    assert_eq!(
+        f.st.sync_client(ClientId(1), std::slice::from_ref(&a)),
+        (0, 0)
+    );
+    assert_eq!(f.st.exists("k"), Ok(true));
+    // Someone unmounted it (or a remount request was lost): the next beat restores it.
+    f.st.unmount_segment(ClientId(1), "a:1").unwrap();
+    assert_eq!(
+        f.st.sync_client(ClientId(1), std::slice::from_ref(&a)),
+        (1, 0)
+    );
+    assert_eq!(f.st.segment_views().len(), 1);
+    // The master expired the client (partitioned past client_ttl): the first beat after
+    // the partition heals mounts the segment again.
+    f.advance_ms(MasterConfig::default().client_ttl * 1000 + 1000);
+    assert_eq!(f.st.tick().dead_clients, vec![ClientId(1)]);
+    assert_eq!(f.st.segment_views().len(), 0);
+    assert_eq!(
+        f.st.sync_client(ClientId(1), std::slice::from_ref(&a)),
+        (1, 0)
+    );
+    assert_eq!(f.st.segment_views().len(), 1);
+    // A segment the client no longer lists is dropped.
+    assert_eq!(f.st.sync_client(ClientId(1), &[]), (0, 1));
+    assert_eq!(f.st.segment_views().len(), 0);
+    // A restarted node (new client id, same name, maybe the same address) takes over
+    // the name at once.
+    f.st.sync_client(ClientId(1), std::slice::from_ref(&a));
+    assert_eq!(
+        f.st.sync_client(ClientId(2), std::slice::from_ref(&a)),
+        (1, 0)
+    );
+    assert_eq!(f.st.segment_views()[0].owner, ClientId(2).to_string());
+    f.st.check_invariants().unwrap();
 }

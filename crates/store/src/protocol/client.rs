@@ -1,6 +1,15 @@
 //! [`MasterClient`]: async RPC client of the master; one pipelined TCP connection shared by
 //! all clones, reconnected lazily after it drops.
 //!
+//! The master is named by an address (`host:port`) or, under HA, by an etcd locator
+//! `etcd://h:p[;h:p][/cluster_id]` (the reference's spelling; cluster id defaults to
+//! `mooncake_cluster`): the client then reads the leader from etcd at every (re)connect,
+//! checks with `Hello` that it serves under a term no older than one already used
+//! (fencing: a deposed leader is never used again), and rides through a failover: a
+//! request refused with [`ErrorCode::NotLeader`] (never applied) is retried on the new
+//! leader, and so is an idempotent request whose connection broke, until
+//! [`ClientOptions::failover_timeout`].
+//!
 //! Invariants: every request registered in `pending` is answered exactly once — by its
 //! response, or by an error when the connection dies or the call times out (the entry is
 //! removed in either case, so the map never grows without bound).
@@ -30,6 +39,8 @@ pub struct ClientOptions {
     pub rpc_timeout: Duration,
     /// How long a (re)connect may take.
     pub connect_timeout: Duration,
+    /// With an `etcd://` locator: how long a call keeps retrying across a leader change.
+    pub failover_timeout: Duration,
 }
 
 impl Default for ClientOptions {
@@ -37,6 +48,7 @@ impl Default for ClientOptions {
         ClientOptions {
             rpc_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(3),
+            failover_timeout: Duration::from_secs(20),
         }
     }
 }
@@ -83,8 +95,32 @@ impl Conn {
     }
 }
 
+/// How the master is found.
+enum Locator {
+    Direct(String),
+    Etcd {
+        etcd: mooncake_metadata::etcd::EtcdClient,
+        cluster_id: String,
+    },
+}
+
+/// Parse `etcd://h:p[;h:p][/cluster_id]`; `None` for a plain address.
+pub fn parse_etcd_locator(addr: &str) -> Option<(Vec<String>, String)> {
+    let rest = addr.trim().strip_prefix("etcd://")?;
+    let (hosts, cluster) = match rest.split_once('/') {
+        Some((h, c)) if !c.is_empty() => (h, c.to_string()),
+        Some((h, _)) => (h, "mooncake_cluster".to_string()),
+        None => (rest, "mooncake_cluster".to_string()),
+    };
+    let eps = crate::config::split_endpoints(hosts);
+    (!eps.is_empty()).then_some((eps, cluster))
+}
+
 struct Inner {
     addr: String,
+    locator: Locator,
+    /// Highest term of a master this client used (0: none yet, or a direct address).
+    max_term: AtomicU64,
     opts: ClientOptions,
     conn: Mutex<Option<Arc<Conn>>>,
     connect_lock: tokio::sync::Mutex<()>,
@@ -114,17 +150,71 @@ impl MasterClient {
     /// Connect with explicit timeouts. Fails with [`ErrorCode::RpcFail`] when the master
     /// cannot be reached now; later calls reconnect by themselves.
     pub async fn connect_with(addr: &str, opts: ClientOptions) -> Result<Self, ErrorCode> {
+        let locator = match parse_etcd_locator(addr) {
+            Some((eps, cluster_id)) => Locator::Etcd {
+                etcd: mooncake_metadata::etcd::EtcdClient::new(
+                    &eps,
+                    mooncake_metadata::etcd::EtcdOptions {
+                        connect_timeout: opts.connect_timeout,
+                        request_timeout: opts.connect_timeout,
+                    },
+                )
+                .map_err(|_| ErrorCode::InvalidParams)?,
+                cluster_id,
+            },
+            None => Locator::Direct(addr.to_string()),
+        };
         let c = MasterClient {
             inner: Arc::new(Inner {
                 addr: addr.to_string(),
+                locator,
+                max_term: AtomicU64::new(0),
                 opts,
                 conn: Mutex::new(None),
                 connect_lock: tokio::sync::Mutex::new(()),
                 next_id: AtomicU64::new(1),
             }),
         };
-        c.conn().await?;
+        match &c.inner.locator {
+            Locator::Direct(_) => {
+                c.conn().await?;
+            }
+            // The leader may be mid-election: wait for one like any call would.
+            Locator::Etcd { .. } => {
+                c.call(&Request::Ping).await?;
+            }
+        }
         Ok(c)
+    }
+
+    /// Whether this client follows the leader through etcd.
+    pub fn follows_leader(&self) -> bool {
+        matches!(self.inner.locator, Locator::Etcd { .. })
+    }
+
+    /// The highest master term this client has used (0 with a direct address).
+    pub fn term(&self) -> u64 {
+        self.inner.max_term.load(Ordering::Acquire)
+    }
+
+    /// Where to connect now.
+    async fn resolve(&self) -> Result<String, ErrorCode> {
+        match &self.inner.locator {
+            Locator::Direct(a) => Ok(a.clone()),
+            Locator::Etcd { etcd, cluster_id } => {
+                match crate::master::ha::find_leader(etcd, cluster_id).await {
+                    Ok(Some((l, _))) => Ok(l.rpc),
+                    Ok(None) => {
+                        tracing::debug!(cluster_id, "no master leads now");
+                        Err(ErrorCode::NotLeader)
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot read the leader from etcd");
+                        Err(ErrorCode::RpcFail)
+                    }
+                }
+            }
+        }
     }
 
     /// The master address this client talks to.
@@ -140,19 +230,18 @@ impl MasterClient {
         if let Some(c) = self.live_conn() {
             return Ok(c);
         }
-        let stream = tokio::time::timeout(
-            self.inner.opts.connect_timeout,
-            TcpStream::connect(&self.inner.addr),
-        )
-        .await
-        .map_err(|_| {
-            tracing::warn!(addr = %self.inner.addr, "connect to master timed out");
-            ErrorCode::RpcFail
-        })?
-        .map_err(|e| {
-            tracing::warn!(addr = %self.inner.addr, error = %e, "connect to master failed");
-            ErrorCode::RpcFail
-        })?;
+        let addr = self.resolve().await?;
+        let stream =
+            tokio::time::timeout(self.inner.opts.connect_timeout, TcpStream::connect(&addr))
+                .await
+                .map_err(|_| {
+                    tracing::warn!(%addr, "connect to master timed out");
+                    ErrorCode::RpcFail
+                })?
+                .map_err(|e| {
+                    tracing::warn!(%addr, error = %e, "connect to master failed");
+                    ErrorCode::RpcFail
+                })?;
         let _ = stream.set_nodelay(true);
         let (rd, wr) = stream.into_split();
         let mut rd = tokio::io::BufReader::with_capacity(64 << 10, rd);
@@ -177,8 +266,39 @@ impl MasterClient {
             wr: tokio::sync::Mutex::new(wr),
             shared,
         });
+        if self.follows_leader() {
+            // Fencing: only a serving master whose term is not older than one we used.
+            let hello = self.call_on(&conn, &Request::Hello).await;
+            let ok = match hello {
+                Ok(Response::Role(r)) if r.serving && r.term >= self.term() => {
+                    self.inner.max_term.fetch_max(r.term, Ordering::AcqRel);
+                    true
+                }
+                Ok(Response::Role(r)) => {
+                    tracing::info!(%addr, term = r.term, serving = r.serving, known = self.term(), "refusing a master that does not lead");
+                    false
+                }
+                _ => false,
+            };
+            if !ok {
+                conn.shared.fail_all();
+                return Err(ErrorCode::NotLeader);
+            }
+        }
         *self.inner.conn.lock() = Some(conn.clone());
         Ok(conn)
+    }
+
+    /// Drop the connection (every call in flight on it fails with `RpcFail`); the next
+    /// call connects again — to the current leader, with an `etcd://` locator.
+    pub fn reset_connection(&self) {
+        self.drop_conn();
+    }
+
+    fn drop_conn(&self) {
+        if let Some(c) = self.inner.conn.lock().take() {
+            c.shared.fail_all();
+        }
     }
 
     fn live_conn(&self) -> Option<Arc<Conn>> {
@@ -188,8 +308,37 @@ impl MasterClient {
             .cloned()
     }
 
-    /// Send one request and wait for its answer.
+    /// Send one request and wait for its answer. Following a leader, retries what is
+    /// safe to retry until `failover_timeout`.
     pub async fn call(&self, req: &Request) -> Result<Response, ErrorCode> {
+        if !self.follows_leader() {
+            let conn = self.conn().await?;
+            return self.call_on(&conn, req).await;
+        }
+        let deadline = tokio::time::Instant::now() + self.inner.opts.failover_timeout;
+        let mut backoff = Duration::from_millis(20);
+        loop {
+            let r = match self.conn().await {
+                Ok(conn) => self.call_on(&conn, req).await,
+                Err(e) => Err(e),
+            };
+            let retry = match &r {
+                // Refused before being applied: always safe.
+                Err(ErrorCode::NotLeader) => true,
+                Err(ErrorCode::RpcFail) => idempotent(req),
+                _ => false,
+            };
+            if !retry || tokio::time::Instant::now() >= deadline {
+                return r;
+            }
+            self.drop_conn();
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_millis(250));
+        }
+    }
+
+    /// One request on `conn`.
+    async fn call_on(&self, conn: &Arc<Conn>, req: &Request) -> Result<Response, ErrorCode> {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let mut frame = BytesMut::with_capacity(64);
         encode_frame(&mut frame, id, req);
@@ -197,7 +346,6 @@ impl MasterClient {
             // The master would refuse it and drop the connection; fail here instead.
             return Err(ErrorCode::FrameTooLarge);
         }
-        let conn = self.conn().await?;
         let (tx, rx) = oneshot::channel();
         conn.shared.pending.lock().insert(id, tx);
         if conn.shared.closed.load(Ordering::Acquire) {
@@ -231,6 +379,32 @@ impl MasterClient {
     pub async fn ping(&self) -> Result<(), ErrorCode> {
         match self.call(&Request::Ping).await? {
             Response::Pong => Ok(()),
+            _ => Err(ErrorCode::Internal),
+        }
+    }
+
+    /// A heartbeat listing the segments this client has mounted (the master reconciles).
+    pub async fn sync_client(
+        &self,
+        client_id: ClientId,
+        segments: &[SegmentDesc],
+    ) -> Result<super::SyncReply, ErrorCode> {
+        match self
+            .call(&Request::SyncClient {
+                client_id,
+                segments: segments.to_vec(),
+            })
+            .await?
+        {
+            Response::Sync(r) => Ok(r),
+            _ => Err(ErrorCode::Internal),
+        }
+    }
+
+    /// Role and term of the master this client talks to.
+    pub async fn hello(&self) -> Result<super::RoleInfo, ErrorCode> {
+        match self.call(&Request::Hello).await? {
+            Response::Role(r) => Ok(r),
             _ => Err(ErrorCode::Internal),
         }
     }
@@ -471,6 +645,33 @@ impl MasterClient {
             .await?,
         )
     }
+}
+
+/// Requests a client following the leader may send again after a broken connection:
+/// repeating them changes nothing beyond the first application.
+fn idempotent(req: &Request) -> bool {
+    matches!(
+        req,
+        Request::Ping
+            | Request::Hello
+            | Request::Heartbeat { .. }
+            | Request::SyncClient { .. }
+            | Request::MountSegment { .. }
+            | Request::UnmountSegment { .. }
+            | Request::GetReplicaList { .. }
+            | Request::BatchGetReplicaList { .. }
+            | Request::Exists { .. }
+            | Request::BatchExists { .. }
+            | Request::GetSize { .. }
+            | Request::PutRevoke { .. }
+            | Request::BatchPutRevoke { .. }
+            // Not idempotent, but harmless to repeat: a reservation is not durable, so
+            // a new leader never has it; a repeat on the same master answers
+            // ObjectAlreadyExists and the put fails cleanly.
+            | Request::PutStart { .. }
+            | Request::UpsertStart { .. }
+            | Request::BatchPutStart { .. }
+    )
 }
 
 fn done(r: Response) -> Result<(), ErrorCode> {

@@ -58,11 +58,19 @@ pub enum ErrorCode {
     /// The client is unknown to the master (expired or never mounted); remount.
     #[error("client not found")]
     ClientNotFound,
+    /// This master does not serve: a standby, or a leader that lost its etcd lease
+    /// (fenced). Find the current leader and retry.
+    #[error("not the leader master (standby or fenced): retry on the leader")]
+    NotLeader,
+    /// The master could not make the change durable (op-log or etcd write failed); the
+    /// change was not acknowledged.
+    #[error("master could not persist the change")]
+    NotDurable,
 }
 
 impl ErrorCode {
     /// All variants, for tests and code tables.
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: [ErrorCode; 18] = [
         ErrorCode::Internal,
         ErrorCode::BufferOverflow,
         ErrorCode::SegmentNotFound,
@@ -79,6 +87,8 @@ impl ErrorCode {
         ErrorCode::MalformedFrame,
         ErrorCode::FrameTooLarge,
         ErrorCode::ClientNotFound,
+        ErrorCode::NotLeader,
+        ErrorCode::NotDurable,
     ];
 
     /// Stable negative code. Reference numbers where the reference has the condition
@@ -101,6 +111,8 @@ impl ErrorCode {
             ErrorCode::MalformedFrame => -901,
             ErrorCode::FrameTooLarge => -902,
             ErrorCode::ClientNotFound => -1012,
+            ErrorCode::NotLeader => -1100,
+            ErrorCode::NotDurable => -1101,
         }
     }
 

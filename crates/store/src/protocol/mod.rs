@@ -273,6 +273,15 @@ pub enum Request {
         keys: Vec<String>,
         force: bool,
     },
+    /// A heartbeat that says which segments the client believes it has mounted: the
+    /// master reconciles every time (mounts what it lacks, replacing a stale registration
+    /// of the same name; unmounts what the client no longer has).
+    SyncClient {
+        client_id: ClientId,
+        segments: Vec<SegmentDesc>,
+    },
+    /// Who is this master: role and term (clients check the term never goes back).
+    Hello,
 }
 
 impl Request {
@@ -299,11 +308,13 @@ impl Request {
             Request::BatchGetReplicaList { .. } => "batch_get_replica_list",
             Request::BatchExists { .. } => "batch_exists",
             Request::BatchRemove { .. } => "batch_remove",
+            Request::SyncClient { .. } => "sync_client",
+            Request::Hello => "hello",
         }
     }
 
     /// All names [`Request::name`] can return (for metric families).
-    pub const NAMES: [&'static str; 20] = [
+    pub const NAMES: [&'static str; 22] = [
         "ping",
         "heartbeat",
         "mount_segment",
@@ -324,6 +335,8 @@ impl Request {
         "batch_get_replica_list",
         "batch_exists",
         "batch_remove",
+        "sync_client",
+        "hello",
     ];
 
     /// Index of this request's name in [`Request::NAMES`].
@@ -348,6 +361,41 @@ pub enum Response {
     BatchReplicas(Vec<Result<Vec<Replica>, ErrorCode>>),
     BatchDone(Vec<Result<(), ErrorCode>>),
     BatchExists(Vec<Result<bool, ErrorCode>>),
+    /// Answer to [`Request::SyncClient`].
+    Sync(SyncReply),
+    /// Answer to [`Request::Hello`].
+    Role(RoleInfo),
+}
+
+/// Answer to a [`Request::SyncClient`] heartbeat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncReply {
+    /// The master's `client_ttl` in milliseconds; heartbeat well within it.
+    pub client_ttl_ms: u64,
+    /// The serving master's term (see [`RoleInfo::term`]).
+    pub term: u64,
+    /// Random per master process: when it changes, the master restarted or another took
+    /// over (a client then republishes its Transfer Engine descriptor, which an embedded
+    /// metadata server may have lost).
+    pub incarnation: u64,
+    /// Segments the master (re)mounted from this heartbeat's list.
+    pub mounted: u32,
+    /// Segments the master dropped because the list no longer names them.
+    pub unmounted: u32,
+}
+
+/// Role of a master (answer to [`Request::Hello`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleInfo {
+    /// Fencing term: strictly larger for every new leadership (the etcd create revision
+    /// of the leader key under HA; 1 for a lone master). Clients refuse a master whose
+    /// term is below one they already used.
+    pub term: u64,
+    /// Whether this master serves requests (a standby or fenced master answers
+    /// [`ErrorCode::NotLeader`]).
+    pub serving: bool,
+    /// See [`SyncReply::incarnation`].
+    pub incarnation: u64,
 }
 
 /// Check a key: non-empty and at most [`MAX_KEY_LEN`] bytes.
