@@ -274,12 +274,12 @@ mod tests {
         let mut view = FakeView::new(1, 1);
         let cap = view.decode[0].capacity_tokens;
         // Decode is 99% full now, but its requests finish in ~10 s while this
-        // request's prefill queue is 60 s: by then the memory is free.
+        // request's prefill queue is 25 s: by then the memory is free.
         view.decode[0].reserved_tokens = cap * 99 / 100;
         view.decode[0].context_tokens = cap * 9 / 10;
         view.decode[0].batch = 100;
         view.decode[0].mean_decode_s = 10.0;
-        view.prefill[0].queue_s = 60.0;
+        view.prefill[0].queue_s = 25.0;
         let p = accepted(LeastLoaded.route(&req(&b), &view));
         let early = Admission {
             mode: AdmissionMode::Early,
