@@ -5,11 +5,15 @@
 //!     TABLE [TRACE]` with `TABLE` one of `fig5` (average TTFT, 16P),
 //! `fig10` (global vs local cache, 10P, output 1), `goodput` (every policy
 //! × load, placement only and with the `slo` rule, 12P+4D), `util`
-//! (per-instance prefill utilisation of `cache-aware` at 12 and 16P).
+//! (per-instance prefill utilisation of `cache-aware` at 12 and 16P),
+//! `synth` (generalisation: every policy on each synthetic preset at
+//! several loads, placement only and with `slo`; `TRACE` is then the
+//! number of requests per preset).
 
 use mooncake_conductor::policy::admission::{Admission, AdmissionMode};
 use mooncake_conductor::policy::PolicyName;
 use mooncake_conductor::sim::{simulate, NoObserver, SimConfig, SimSummary};
+use mooncake_conductor::trace::synth::{Preset, SynthConfig};
 use mooncake_conductor::trace::{published_trace, read_trace, TraceRecord};
 use std::path::PathBuf;
 
@@ -23,6 +27,15 @@ fn run(trace: &[TraceRecord], p: PolicyName, cfg: &SimConfig) -> SimSummary {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let table = args.first().map(String::as_str).unwrap_or("goodput");
+    if table == "synth" {
+        let n: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(5000);
+        let speedups: Vec<f64> = args
+            .get(2)
+            .map(|s| s.split(',').filter_map(|x| x.parse().ok()).collect())
+            .unwrap_or_else(|| vec![1.0, 2.0, 3.0]);
+        synth(n, &speedups);
+        return Ok(());
+    }
     let path = match args.get(1) {
         Some(p) => PathBuf::from(p),
         None => published_trace("conversation_trace.jsonl")?,
@@ -122,4 +135,54 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     Ok(())
+}
+
+/// Generalisation: Mooncake against the best other policy on each preset.
+fn synth(n: usize, speedups: &[f64]) {
+    for preset in Preset::ALL {
+        let trace: Vec<TraceRecord> = SynthConfig {
+            requests: n,
+            ..preset.config()
+        }
+        .generate()
+        .expect("preset is valid")
+        .collect();
+        for mode in [AdmissionMode::None, AdmissionMode::Slo] {
+            for &sp in speedups {
+                let cfg = SimConfig {
+                    speedup: sp,
+                    admission: Admission {
+                        mode,
+                        threshold: 1.0,
+                    },
+                    ..SimConfig::default()
+                };
+                let all: Vec<SimSummary> =
+                    PolicyName::ALL.iter().map(|&p| run(&trace, p, &cfg)).collect();
+                let mc = all.iter().find(|s| s.policy == "mooncake").expect("ran");
+                let best = all
+                    .iter()
+                    .filter(|s| s.policy != "mooncake")
+                    .max_by_key(|s| s.effective)
+                    .expect("ran");
+                let peers: Vec<String> = all
+                    .iter()
+                    .map(|s| format!("{}={}", s.policy, s.effective))
+                    .collect();
+                println!(
+                    "{:<10} {:<4} {:>4} mooncake {} best other {} {} ({:+.2}%) ttft mooncake {:.2} best {:.2} | {}",
+                    preset.as_str(),
+                    mode,
+                    sp,
+                    mc.effective,
+                    best.policy,
+                    best.effective,
+                    (mc.effective as f64 / best.effective.max(1) as f64 - 1.0) * 100.0,
+                    mc.ttft_mean_s,
+                    best.ttft_mean_s,
+                    peers.join(" ")
+                );
+            }
+        }
+    }
 }

@@ -5,8 +5,12 @@
 //!
 //! - [`AdmissionMode::None`]: admit everything.
 //! - [`AdmissionMode::Slo`]: Algorithm 1's rejection: reject when the
-//!   predicted TTFT on the chosen instance (the policy's prediction, or
-//!   queue + prefix fetch + prefill) exceeds the TTFT SLO.
+//!   predicted TTFT on the chosen prefill instance (queue + prefix fetch +
+//!   prefill, [`estimate_ttft_s`]) exceeds the TTFT SLO, or the predicted
+//!   TBT on the chosen decode instance (one decode step of the batch it
+//!   will meet, [`super::mooncake::predicted_tbt_s`] without the memory
+//!   check) exceeds the TBT SLO. The same predictors for every policy, so
+//!   a policy's own (possibly more optimistic) prediction is not used.
 //! - [`AdmissionMode::Baseline`]: the rejection experiment's baseline:
 //!   `Slo` before prefill, and a request that decode cannot take in time
 //!   after its prefill is rejected there (the caller's decode wait limit;
@@ -83,7 +87,7 @@ impl AdmissionMode {
         }
     }
 
-    /// Whether the TTFT SLO is checked before prefill.
+    /// Whether the SLOs are predicted and checked before prefill.
     pub fn checks_ttft(self) -> bool {
         self != AdmissionMode::None
     }
@@ -150,13 +154,14 @@ impl Admission {
         view: &dyn ClusterView,
     ) -> Result<(), RejectReason> {
         if self.mode.checks_ttft() {
-            let ttft = if placement.predicted_ttft_s.is_finite() {
-                placement.predicted_ttft_s
-            } else {
-                estimate_ttft_s(req, placement, view)
-            };
-            if ttft > view.slo().ttft_s {
+            if estimate_ttft_s(req, placement, view) > view.slo().ttft_s {
                 return Err(RejectReason::TtftSlo);
+            }
+            if placement.decode < view.decode().len()
+                && super::mooncake::predicted_tbt_s(view, placement.decode, req, 0.0, false)
+                    > view.slo().tbt_s
+            {
+                return Err(RejectReason::TbtSlo);
             }
         }
         let Some(d) = view.decode().get(placement.decode) else {
