@@ -157,8 +157,10 @@ fn synth(n: usize, speedups: &[f64]) {
                     },
                     ..SimConfig::default()
                 };
-                let all: Vec<SimSummary> =
-                    PolicyName::ALL.iter().map(|&p| run(&trace, p, &cfg)).collect();
+                let all: Vec<SimSummary> = PolicyName::ALL
+                    .iter()
+                    .map(|&p| run(&trace, p, &cfg))
+                    .collect();
                 let mc = all.iter().find(|s| s.policy == "mooncake").expect("ran");
                 let best = all
                     .iter()

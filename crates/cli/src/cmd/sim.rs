@@ -14,9 +14,7 @@ use mooncake_conductor::cache::PolicyKind;
 use mooncake_conductor::cost::CostConfig;
 use mooncake_conductor::policy::admission::{Admission, AdmissionMode};
 use mooncake_conductor::policy::{PolicyName, Slo};
-use mooncake_conductor::sim::sweep::{
-    run_sweep, sweep_runs, write_sweep, SweepConfig, TraceIter,
-};
+use mooncake_conductor::sim::sweep::{run_sweep, sweep_runs, write_sweep, SweepConfig, TraceIter};
 use mooncake_conductor::sim::{
     simulate, ChunkedPrefill, Observer, SimConfig, SimError, SimSummary,
 };
