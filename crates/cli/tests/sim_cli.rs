@@ -214,7 +214,7 @@ fn synth_trace_feeds_the_simulator() {
     let out = mooncake(&["trace", "synth", "--preset", "haiku"], &[]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("haiku"));
-    let out = mooncake(&["trace", "synth", "--rate", "-1"], &[]);
+    let out = mooncake(&["trace", "synth", "--rate=0"], &[]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("rate_rps"));
     let _ = std::fs::remove_dir_all(&dir);

@@ -130,8 +130,9 @@ struct SweepArgs {
     /// Rejection experiment (baseline / early / predictive): prefill instances.
     #[arg(long, default_value_t = 8)]
     admission_prefill: usize,
-    /// Rejection experiment: decode instances.
-    #[arg(long, default_value_t = 8)]
+    /// Rejection experiment: decode instances (2: decode-bound; the
+    /// paper's 8 is not decode-bound under the calibrated model).
+    #[arg(long, default_value_t = 2)]
     admission_decode: usize,
     /// Rejection experiment: load level.
     #[arg(long, default_value_t = 2.0)]

@@ -59,7 +59,7 @@ impl Default for SweepConfig {
             admission_policy: PolicyName::Mooncake,
             admission_speedup: 2.0,
             admission_prefill: 8,
-            admission_decode: 8,
+            admission_decode: 2,
             admission_wait_limit_s: None,
         }
     }
