@@ -23,21 +23,12 @@ pub const TIE_BLOCKS: usize = 1;
 pub const TIE_FRACTION: f64 = 0.1;
 
 /// Longest local prefix hit.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Default, Clone, Copy)]
 pub struct CacheAware {
     /// Where the next tie-break scan starts.
     next: usize,
     /// Only exactly-longest hits tie (the literal paper arm).
     strict: bool,
-}
-
-impl Default for CacheAware {
-    fn default() -> Self {
-        Self {
-            next: 0,
-            strict: false,
-        }
-    }
 }
 
 impl CacheAware {
