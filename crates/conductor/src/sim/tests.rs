@@ -357,3 +357,39 @@ fn mooncake_hides_kv_transfer_of_long_cached_prompt() {
     assert!(mc_ok, "mooncake TBT {mc_tbt}");
     assert!(!ca_ok && ca_tbt > mc_tbt, "cache-aware TBT {ca_tbt}");
 }
+
+/// A hot prefix fetched by many instances at once: with per-node NIC
+/// sharing the fetches and KV streams slow each other down, so TTFT grows
+/// against a NIC that serves any number of transfers at full bandwidth;
+/// with one transfer at a time nothing changes.
+#[test]
+fn nic_sharing_slows_concurrent_transfers_only() {
+    use crate::trace::synth::{Preset, SynthConfig};
+    let trace: Vec<TraceRecord> = SynthConfig {
+        requests: 400,
+        rate_rps: 40.0,
+        ..Preset::HotPrompt.config()
+    }
+    .generate()
+    .unwrap()
+    .collect();
+    let mut cfg = small(8, 2);
+    cfg.nic_queues = false;
+    let (free, _) = run(cfg.clone(), PolicyName::Mooncake, trace.clone());
+    cfg.nic_queues = true;
+    let (shared, _) = run(cfg.clone(), PolicyName::Mooncake, trace);
+    assert!(free.summary.fetched_blocks > 0);
+    assert!(
+        shared.summary.ttft_mean_s >= free.summary.ttft_mean_s,
+        "{} vs {}",
+        shared.summary.ttft_mean_s,
+        free.summary.ttft_mean_s
+    );
+    // One request alone: the same either way.
+    let one = vec![rec(0, 8192, 20, &(0..16).collect::<Vec<_>>())];
+    let (a, _) = run(cfg.clone(), PolicyName::Mooncake, one.clone());
+    cfg.nic_queues = false;
+    let (b, _) = run(cfg, PolicyName::Mooncake, one);
+    assert_eq!(a.summary.ttft_mean_s, b.summary.ttft_mean_s);
+    assert_eq!(a.summary.tbt_p99_s, b.summary.tbt_p99_s);
+}
