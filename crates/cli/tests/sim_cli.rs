@@ -119,8 +119,8 @@ fn sweep_writes_table_and_plots() {
         serde_json::from_slice(&std::fs::read(out_dir.join("sweep.json")).unwrap()).unwrap();
     assert_eq!(
         json["rows"].as_array().unwrap().len(),
-        6,
-        "3 policies x 2 loads"
+        12,
+        "3 policies x 2 loads x (none, slo)"
     );
     assert_eq!(json["admission"].as_array().unwrap().len(), 3);
     for svg in [
@@ -156,5 +156,66 @@ fn malformed_trace_and_unknown_policy_are_clear_errors() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("clairvoyant"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn synth_trace_feeds_the_simulator() {
+    let dir = scratch("synth");
+    let trace = dir.join("agent.jsonl");
+    let out = mooncake(
+        &[
+            "trace",
+            "synth",
+            "--preset",
+            "agent",
+            "--requests",
+            "300",
+            "--burstiness",
+            "2",
+            "--out",
+        ],
+        &[&trace],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&trace).unwrap();
+    assert_eq!(text.lines().count(), 300);
+    for mode in ["none", "baseline", "slo", "early", "predictive"] {
+        let out = mooncake(
+            &[
+                "sim",
+                "--prefill",
+                "2",
+                "--decode",
+                "1",
+                "--admission",
+                mode,
+                "--json",
+                "--trace",
+            ],
+            &[&trace],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["requests"], 300);
+        assert_eq!(v["admission"], mode);
+        if mode == "none" {
+            assert_eq!(v["rejected"], 0, "admission none rejects nothing");
+        }
+    }
+    let out = mooncake(&["trace", "synth", "--preset", "haiku"], &[]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("haiku"));
+    let out = mooncake(&["trace", "synth", "--rate=0"], &[]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("rate_rps"));
     let _ = std::fs::remove_dir_all(&dir);
 }

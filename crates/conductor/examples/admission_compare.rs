@@ -1,10 +1,12 @@
-//! Early vs prediction-based early rejection in one setting, with Mooncake's
-//! own decode check off so the admission rule alone decides (as in
-//! `mooncake sim sweep`'s admission comparison).
+//! The rejection experiment in one setting: no admission, the baseline
+//! (TTFT SLO + late rejection at decode), early and prediction-based early
+//! rejection, with Mooncake's own decode check off so the admission rule
+//! alone decides (as in `mooncake sim sweep`'s rejection experiment).
 //!
 //! `cargo run --release -p mooncake-conductor --example admission_compare -- \
 //!     [PREFILL DECODE SPEEDUP WAIT_LIMIT_S THRESHOLD [COST_CONFIG]]` (default
-//!     `24 2 4 2 1.0`, the paper's hardware).
+//!     `8 8 2 0 1.0`, the report's 8P8D at 2×; a wait limit of 0 is the
+//!     wait that alone breaks a request's TBT SLO).
 //!
 //! "fast std" is the standard deviation of the decode pool's committed share
 //! around its own 60 s moving average over the middle 80% of the run: the
@@ -33,8 +35,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         None => CostConfig::default(),
     };
     let arg = |i: usize, default: f64| args.get(i).copied().unwrap_or(default);
-    let (prefill, decode) = (arg(0, 24.0) as usize, arg(1, 2.0) as usize);
-    let (speedup, wait, threshold) = (arg(2, 4.0), arg(3, 2.0), arg(4, 1.0));
+    let (prefill, decode) = (arg(0, 8.0) as usize, arg(1, 8.0) as usize);
+    let (speedup, wait, threshold) = (arg(2, 2.0), arg(3, 0.0), arg(4, 1.0));
     let trace = published_trace("conversation_trace.jsonl")?;
     println!(
         "{prefill}P+{decode}D at {speedup}x, decode wait limit {wait} s, threshold {threshold}"
@@ -42,6 +44,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("admission   rejected  (late)  effective  goodput  TBT p99  decode mean  fast std  coupling");
     for mode in [
         AdmissionMode::None,
+        AdmissionMode::Baseline,
         AdmissionMode::Early,
         AdmissionMode::Predictive,
     ] {

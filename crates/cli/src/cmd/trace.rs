@@ -5,6 +5,10 @@
 //! input / output length distributions, and the prefix-cache hit ratio with an
 //! unbounded cache and with bounded caches (LRU, LFU, LengthAware) at each
 //! capacity; `--plots` writes SVG charts.
+//!
+//! `mooncake trace synth --preset NAME [--requests N --rate R --burstiness
+//! CV ...] [--out FILE]` writes a synthetic trace in the same format
+//! (`mooncake_conductor::trace::synth`).
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -12,9 +16,10 @@ use mooncake_conductor::cache::PolicyKind;
 use mooncake_conductor::trace::hitrate::parse_token_counts;
 use mooncake_conductor::trace::plots::write_plots;
 use mooncake_conductor::trace::stats::{StatsBuilder, StatsConfig, TraceStats};
+use mooncake_conductor::trace::synth::Preset;
 use mooncake_conductor::trace::{TraceReader, TRACE_BLOCK_TOKENS};
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -29,6 +34,50 @@ pub struct Args {
 enum TraceCommand {
     /// Statistics of a trace: arrivals, lengths, prefix-cache hit ratios.
     Stats(StatsArgs),
+    /// Generate a synthetic trace with chosen prefix sharing, lengths and
+    /// burstiness.
+    Synth(SynthArgs),
+}
+
+/// Flags of `mooncake trace synth` (unset ones keep the preset's values).
+#[derive(clap::Args, Debug)]
+pub struct SynthArgs {
+    /// Starting point: chat, agent, documents, bursty or hot-prompt.
+    #[arg(long, default_value = "chat")]
+    preset: Preset,
+    /// Output file (JSONL); standard output if not given.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+    /// Requests to generate.
+    #[arg(long)]
+    requests: Option<usize>,
+    /// Mean arrival rate (requests per second).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Coefficient of variation of inter-arrival gaps (1 = Poisson).
+    #[arg(long)]
+    burstiness: Option<f64>,
+    /// Distinct shared system prompts (0 = none).
+    #[arg(long)]
+    system_prompts: Option<usize>,
+    /// Tokens per system prompt.
+    #[arg(long)]
+    system_prompt_tokens: Option<u32>,
+    /// Probability that a request continues an earlier conversation.
+    #[arg(long)]
+    continue_share: Option<f64>,
+    /// Mean fresh prompt tokens per request (log-normal).
+    #[arg(long)]
+    new_tokens: Option<f64>,
+    /// Mean output tokens (log-normal).
+    #[arg(long)]
+    output_tokens: Option<f64>,
+    /// Longest prompt in tokens.
+    #[arg(long)]
+    max_input_tokens: Option<u32>,
+    /// Random seed.
+    #[arg(long)]
+    seed: Option<u64>,
 }
 
 /// Flags of `mooncake trace stats`.
@@ -73,7 +122,35 @@ impl<R: Read> Read for Counting<R> {
 pub async fn run(args: Args) -> anyhow::Result<()> {
     match args.command {
         TraceCommand::Stats(a) => stats(a),
+        TraceCommand::Synth(a) => synth(a),
     }
+}
+
+fn synth(a: SynthArgs) -> anyhow::Result<()> {
+    let mut cfg = a.preset.config();
+    macro_rules! set {
+        ($($flag:ident => $field:ident),*) => {
+            $(if let Some(v) = a.$flag { cfg.$field = v; })*
+        };
+    }
+    set!(requests => requests, rate => rate_rps, burstiness => burstiness,
+        system_prompts => system_prompts, system_prompt_tokens => system_prompt_tokens,
+        continue_share => continue_share, new_tokens => new_tokens_mean,
+        output_tokens => output_tokens_mean, max_input_tokens => max_input_tokens,
+        seed => seed);
+    let records = cfg.generate()?;
+    let mut out: Box<dyn Write> = match &a.out {
+        Some(p) => Box::new(BufWriter::new(
+            File::create(p).with_context(|| format!("creating {}", p.display()))?,
+        )),
+        None => Box::new(BufWriter::new(std::io::stdout().lock())),
+    };
+    for r in records {
+        serde_json::to_writer(&mut out, &r)?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()?;
+    Ok(())
 }
 
 fn stats(args: StatsArgs) -> anyhow::Result<()> {

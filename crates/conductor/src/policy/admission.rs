@@ -1,12 +1,27 @@
-//! Overload-oriented admission control (arXiv report, §"overload-oriented
-//! scheduling"), applied after a policy has placed a request.
+//! Admission control, applied after *any* policy has placed a request, so
+//! that placement and admission can be compared separately: the same rule
+//! runs for every policy (the simulator turns the policies' own rejection
+//! off, [`super::Policy::set_slo_rejection`]).
 //!
-//! - [`AdmissionMode::None`]: admit everything the policy accepted.
-//! - [`AdmissionMode::Early`]: *early rejection*: decide before prefill from
+//! - [`AdmissionMode::None`]: admit everything.
+//! - [`AdmissionMode::Slo`]: Algorithm 1's rejection: reject when the
+//!   predicted TTFT on the chosen prefill instance (queue + prefix fetch +
+//!   prefill, [`estimate_ttft_s`]) exceeds the TTFT SLO, or the predicted
+//!   TBT on the chosen decode instance (one decode step of the batch it
+//!   will meet, [`super::mooncake::predicted_tbt_s`] without the memory
+//!   check) exceeds the TBT SLO. The same predictors for every policy, so
+//!   a policy's own (possibly more optimistic) prediction is not used.
+//! - [`AdmissionMode::Baseline`]: the rejection experiment's baseline:
+//!   `Slo` before prefill, and a request that decode cannot take in time
+//!   after its prefill is rejected there (the caller's decode wait limit;
+//!   its prefill work is wasted). Nothing is checked against decode load
+//!   before prefill.
+//! - [`AdmissionMode::Early`]: `Slo`, then *early rejection* (arXiv report,
+//!   §"overload-oriented scheduling"): decide before prefill from
 //!   the decode instance's load **now** (its reserved memory share). Cheap,
 //!   but blind to the requests already in prefill, which all land on decode
 //!   later: prefill and decode load swing out of phase.
-//! - [`AdmissionMode::Predictive`]: *prediction-based early rejection*:
+//! - [`AdmissionMode::Predictive`]: `Slo`, then *prediction-based early rejection*:
 //!   predict the decode instance's load at the moment this request would
 //!   reach it (now + predicted TTFT `Δ`), as the report defines it. As the
 //!   report does, assume a uniform decode time per request `T` (the recent
@@ -24,7 +39,8 @@
 //!   ([`predicted_peak`]) keeps the peak: it predicts TBT over the stay.
 //!
 //! Both reject when the (current or predicted) reserved share, including
-//! this request, exceeds `threshold`.
+//! this request, exceeds `threshold`. `Baseline`, `Early` and `Predictive`
+//! all keep the late rejection at decode ([`AdmissionMode::rejects_late`]).
 
 use super::{
     cached_tokens, uncached_tokens, ClusterView, DecodeLoad, Placement, RejectReason, RequestInfo,
@@ -40,20 +56,49 @@ pub enum AdmissionMode {
     /// Admit everything.
     #[default]
     None,
-    /// Early rejection on current decode load.
+    /// TTFT-SLO rejection before prefill, late rejection at decode.
+    Baseline,
+    /// TTFT-SLO rejection before prefill (Algorithm 1's).
+    Slo,
+    /// `Slo` plus early rejection on current decode load.
     Early,
-    /// Prediction-based early rejection.
+    /// `Slo` plus prediction-based early rejection.
     Predictive,
 }
 
 impl AdmissionMode {
+    /// Every mode, in the order reports list them.
+    pub const ALL: [AdmissionMode; 5] = [
+        AdmissionMode::None,
+        AdmissionMode::Baseline,
+        AdmissionMode::Slo,
+        AdmissionMode::Early,
+        AdmissionMode::Predictive,
+    ];
+
     /// The CLI name.
     pub fn as_str(self) -> &'static str {
         match self {
             AdmissionMode::None => "none",
+            AdmissionMode::Baseline => "baseline",
+            AdmissionMode::Slo => "slo",
             AdmissionMode::Early => "early",
             AdmissionMode::Predictive => "predictive",
         }
+    }
+
+    /// Whether the SLOs are predicted and checked before prefill.
+    pub fn checks_ttft(self) -> bool {
+        self != AdmissionMode::None
+    }
+
+    /// Whether a prefilled request that decode cannot take in time is
+    /// rejected at decode (the rejection experiment's modes).
+    pub fn rejects_late(self) -> bool {
+        matches!(
+            self,
+            AdmissionMode::Baseline | AdmissionMode::Early | AdmissionMode::Predictive
+        )
     }
 }
 
@@ -65,7 +110,7 @@ impl fmt::Display for AdmissionMode {
 
 /// An unknown admission mode name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown admission mode `{0}` (expected none, early or predictive)")]
+#[error("unknown admission mode `{0}` (expected none, baseline, slo, early or predictive)")]
 pub struct UnknownAdmission(pub String);
 
 impl FromStr for AdmissionMode {
@@ -73,6 +118,8 @@ impl FromStr for AdmissionMode {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.to_ascii_lowercase().as_str() {
             "none" => Ok(AdmissionMode::None),
+            "baseline" => Ok(AdmissionMode::Baseline),
+            "slo" => Ok(AdmissionMode::Slo),
             "early" => Ok(AdmissionMode::Early),
             "predictive" | "prediction" => Ok(AdmissionMode::Predictive),
             _ => Err(UnknownAdmission(s.to_string())),
@@ -106,13 +153,24 @@ impl Admission {
         placement: &Placement,
         view: &dyn ClusterView,
     ) -> Result<(), RejectReason> {
+        if self.mode.checks_ttft() {
+            if estimate_ttft_s(req, placement, view) > view.slo().ttft_s {
+                return Err(RejectReason::TtftSlo);
+            }
+            if placement.decode < view.decode().len()
+                && super::mooncake::predicted_tbt_s(view, placement.decode, req, 0.0, false)
+                    > view.slo().tbt_s
+            {
+                return Err(RejectReason::TbtSlo);
+            }
+        }
         let Some(d) = view.decode().get(placement.decode) else {
             return Ok(());
         };
         let need = (req.input_tokens as u64 + req.output_tokens as u64) as f64;
         let cap = d.capacity_tokens.max(1) as f64;
         let share = match self.mode {
-            AdmissionMode::None => return Ok(()),
+            AdmissionMode::None | AdmissionMode::Baseline | AdmissionMode::Slo => return Ok(()),
             AdmissionMode::Early => {
                 (d.reserved_tokens as f64 + d.waiting_tokens as f64 + need) / cap
             }
@@ -120,7 +178,7 @@ impl Admission {
                 let delta = if placement.predicted_ttft_s.is_finite() {
                     placement.predicted_ttft_s
                 } else {
-                    estimate_ttft_s(req, placement.prefill, view)
+                    estimate_ttft_s(req, placement, view)
                 };
                 (predicted_level(view, placement.decode, delta, req) + need) / cap
             }
@@ -133,14 +191,36 @@ impl Admission {
     }
 }
 
-/// Queue plus prefill time of `req` on instance `p` with its local prefix.
-fn estimate_ttft_s(req: &RequestInfo<'_>, p: usize, view: &dyn ClusterView) -> f64 {
+/// Predicted TTFT of `req` as placed, for policies that make no
+/// prediction: Algorithm 1's `transfer + queue + prefill` with the prefix
+/// the placement will use (its local one, or the fetched one).
+pub fn estimate_ttft_s(
+    req: &RequestInfo<'_>,
+    placement: &Placement,
+    view: &dyn ClusterView,
+) -> f64 {
     let bt = view.block_tokens();
-    let hit = view.prefix_blocks(p, req.blocks);
-    view.prefill().get(p).map_or(0.0, |l| l.queue_s)
-        + view
-            .cost()
-            .prefill_s(uncached_tokens(req, hit, bt), cached_tokens(req, hit, bt))
+    let p = placement.prefill;
+    let local = view.prefix_blocks(p, req.blocks);
+    let mut hit = local;
+    let mut fetch_s = 0.0;
+    if let Some(f) = placement.fetch {
+        if f.prefix_blocks > local {
+            hit = f.prefix_blocks;
+            let moved = cached_tokens(req, hit, bt) - cached_tokens(req, local, bt);
+            fetch_s = view.fetch_s(f.from, p, moved);
+        }
+    }
+    if let Some(limit) = placement.reuse_limit_blocks {
+        hit = hit.min(limit);
+    }
+    fetch_s
+        + view.prefill().get(p).map_or(0.0, |l| l.queue_s)
+        + view.predict_prefill_s(
+            p,
+            uncached_tokens(req, hit, bt),
+            cached_tokens(req, hit, bt),
+        )
 }
 
 /// Seconds a request is predicted to hold decode memory on `d`: the recent
@@ -199,12 +279,14 @@ mod tests {
         let mut view = FakeView::new(1, 1);
         let cap = view.decode[0].capacity_tokens;
         // Decode is 99% full now, but its requests finish in ~10 s while this
-        // request's prefill queue is 60 s: by then the memory is free.
+        // request's prefill queue is 25 s: by then the memory is free.
+        // (A batch of long prompts early in their outputs: few requests,
+        // so the predicted step stays within the TBT SLO.)
         view.decode[0].reserved_tokens = cap * 99 / 100;
-        view.decode[0].context_tokens = cap * 9 / 10;
-        view.decode[0].batch = 100;
+        view.decode[0].context_tokens = cap / 2;
+        view.decode[0].batch = 20;
         view.decode[0].mean_decode_s = 10.0;
-        view.prefill[0].queue_s = 60.0;
+        view.prefill[0].queue_s = 25.0;
         let p = accepted(LeastLoaded.route(&req(&b), &view));
         let early = Admission {
             mode: AdmissionMode::Early,
@@ -236,5 +318,31 @@ mod tests {
         );
         let none = Admission::default();
         assert_eq!(none.check(&req(&b), &p, &view), Ok(()));
+    }
+
+    #[test]
+    fn slo_rejects_a_long_queue_for_every_mode_but_none() {
+        let b = [1, 2];
+        let view = FakeView::new(1, 1).busy(0, 5, 40.0);
+        let p = accepted(LeastLoaded.route(&req(&b), &view));
+        for mode in AdmissionMode::ALL {
+            let got = Admission {
+                mode,
+                threshold: 1.0,
+            }
+            .check(&req(&b), &p, &view);
+            if mode == AdmissionMode::None {
+                assert_eq!(got, Ok(()));
+            } else {
+                assert_eq!(got, Err(RejectReason::TtftSlo), "{mode}");
+            }
+            assert_eq!(mode.as_str().parse::<AdmissionMode>(), Ok(mode));
+        }
+        let short = FakeView::new(1, 1).busy(0, 1, 5.0);
+        let slo = Admission {
+            mode: AdmissionMode::Slo,
+            threshold: 1.0,
+        };
+        assert_eq!(slo.check(&req(&b), &p, &short), Ok(()));
     }
 }

@@ -131,6 +131,14 @@ pub trait ClusterView {
         let _ = instance;
         self.cost().prefill_s(new_tokens, cached_tokens)
     }
+    /// Predicted seconds until `tokens` of prefix KV fetched from prefill
+    /// instance `from` have landed on instance `to`, queueing behind the
+    /// transfers both NICs already carry. The default, for views without
+    /// NIC queues, is the bare transfer time.
+    fn fetch_s(&self, from: usize, to: usize, tokens: u64) -> f64 {
+        let _ = (from, to);
+        self.cost().transfer_tokens_s(tokens)
+    }
     /// The most tokens decode instance `decode` is predicted to hold at any
     /// time in `[from, to]` if every request stays `hold_s` seconds after it
     /// joins (the report's uniform decode time): running requests leave at
@@ -220,6 +228,13 @@ pub trait Policy: Send {
     fn name(&self) -> &'static str;
     /// Decides where `req` goes given the cluster's state.
     fn route(&mut self, req: &RequestInfo<'_>, view: &dyn ClusterView) -> Decision;
+    /// Turns the policy's own SLO rejection on or off (default: on, for
+    /// the policies that have one). The simulator turns it off so that the
+    /// admission rule ([`admission`]), the same for every policy, is the
+    /// only place requests are rejected and placement compares alone.
+    fn set_slo_rejection(&mut self, on: bool) {
+        let _ = on;
+    }
 }
 
 /// The policies by CLI name.
@@ -236,6 +251,9 @@ pub enum PolicyName {
     LoadOnly,
     /// [`cache_aware::CacheAware`].
     CacheAware,
+    /// [`cache_aware::CacheAware::paper`]: the paper's literal "local
+    /// cache-aware" arm (longest local hit only).
+    LocalCacheAware,
     /// [`mooncake::Mooncake`] without fetching remote prefixes (the paper's
     /// "local cache-aware" scheduling of Figure 5).
     MooncakeLocal,
@@ -249,12 +267,13 @@ pub enum PolicyName {
 
 impl PolicyName {
     /// Every policy, baselines first.
-    pub const ALL: [PolicyName; 9] = [
+    pub const ALL: [PolicyName; 10] = [
         PolicyName::Random,
         PolicyName::RoundRobin,
         PolicyName::LeastLoaded,
         PolicyName::LoadOnly,
         PolicyName::CacheAware,
+        PolicyName::LocalCacheAware,
         PolicyName::MooncakeLocal,
         PolicyName::Mooncake,
         PolicyName::Dynamo,
@@ -269,6 +288,7 @@ impl PolicyName {
             PolicyName::LeastLoaded => "least-loaded",
             PolicyName::LoadOnly => "load-only",
             PolicyName::CacheAware => "cache-aware",
+            PolicyName::LocalCacheAware => "local-cache-aware",
             PolicyName::MooncakeLocal => "mooncake-local",
             PolicyName::Mooncake => "mooncake",
             PolicyName::Dynamo => "dynamo",
@@ -284,7 +304,8 @@ impl PolicyName {
             PolicyName::RoundRobin => Box::new(round_robin::RoundRobin::default()),
             PolicyName::LeastLoaded => Box::new(least_loaded::LeastLoaded),
             PolicyName::LoadOnly => Box::new(load_only::LoadOnly),
-            PolicyName::CacheAware => Box::new(cache_aware::CacheAware),
+            PolicyName::CacheAware => Box::new(cache_aware::CacheAware::default()),
+            PolicyName::LocalCacheAware => Box::new(cache_aware::CacheAware::paper()),
             PolicyName::MooncakeLocal => Box::new(mooncake::Mooncake::local_only()),
             PolicyName::Mooncake => Box::new(mooncake::Mooncake::default()),
             PolicyName::Dynamo => {
@@ -303,7 +324,7 @@ impl fmt::Display for PolicyName {
 
 /// An unknown policy name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown policy `{0}` (expected one of: random, round-robin, least-loaded, load-only, cache-aware, mooncake-local, mooncake, dynamo, sglang)")]
+#[error("unknown policy `{0}` (expected one of: random, round-robin, least-loaded, load-only, cache-aware, local-cache-aware, mooncake-local, mooncake, dynamo, sglang)")]
 pub struct UnknownPolicyName(pub String);
 
 impl FromStr for PolicyName {

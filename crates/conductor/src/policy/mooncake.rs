@@ -31,31 +31,16 @@ use super::{
 };
 use crate::cost::CostModel;
 
-/// A prefill instance counts as idle for [`Mooncake::serve_hopeless_when_idle`]
-/// when its queue is at most this share of the TTFT SLO. Requiring an
-/// exactly empty queue made the outcome hinge on sub-second noise (a 0.1 s
-/// tail of a short prefill turned a best-effort serve into a rejection);
-/// a queue this short next to the SLO is not overload, which is all the
-/// SLO rejection is for. Under overload the shortest queue is longer and
-/// hopeless requests are rejected as before.
-pub const NEARLY_IDLE_SLO_FRACTION: f64 = 0.1;
-
 /// Algorithm 1 parameters.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Mooncake {
     /// Fetch a remote prefix only when it is longer than the local one by
     /// more than this factor (`best_len / prefix_len > threshold`).
     pub kvcache_balancing_threshold: f64,
-    /// Reject requests whose predicted TTFT or TBT misses the SLO.
+    /// Reject requests whose predicted TTFT or TBT misses the SLO (on for
+    /// a live router; the simulator turns it off and applies the shared
+    /// admission rule instead, [`super::admission`]).
     pub reject_on_slo: bool,
-    /// A request that misses the TTFT SLO even on an idle instance (a huge
-    /// prompt) is not an overload symptom: when its best instance is idle
-    /// or nearly so ([`NEARLY_IDLE_SLO_FRACTION`]), serve it there
-    /// best-effort instead of rejecting it. It
-    /// cannot be effective, but it delays nobody and its KV seeds the
-    /// conversation's next turn (rejecting it would make the next turn
-    /// hopeless too).
-    pub serve_hopeless_when_idle: bool,
     /// Count a decode instance whose memory is predicted to be full while
     /// the request decodes as missing the TBT SLO (∞). Off, the TBT
     /// prediction is the step time alone and overload is left to the
@@ -68,7 +53,6 @@ impl Default for Mooncake {
         Self {
             kvcache_balancing_threshold: 1.0,
             reject_on_slo: true,
-            serve_hopeless_when_idle: true,
             decode_memory_check: true,
         }
     }
@@ -115,8 +99,11 @@ impl Policy for Mooncake {
         }
     }
 
+    fn set_slo_rejection(&mut self, on: bool) {
+        self.reject_on_slo = on;
+    }
+
     fn route(&mut self, req: &RequestInfo<'_>, view: &dyn ClusterView) -> Decision {
-        let cost = view.cost();
         let bt = view.block_tokens();
         let n = view.prefill().len();
         let local: Vec<usize> = (0..n).map(|i| view.prefix_blocks(i, req.blocks)).collect();
@@ -145,7 +132,7 @@ impl Policy for Mooncake {
             };
             if best_len > p && ratio > self.kvcache_balancing_threshold {
                 let moved = cached_tokens(req, best_len, bt) - cached_tokens(req, p, bt);
-                let remote = cost.transfer_tokens_s(moved) + ttft_with(i, best_len);
+                let remote = view.fetch_s(best_instance, i, moved) + ttft_with(i, best_len);
                 if remote < ttft {
                     ttft = remote;
                     fetch = Some(Fetch {
@@ -176,11 +163,16 @@ impl Policy for Mooncake {
                 )
         };
         let (mut decode, step) = pick_decode(ttft);
+        if step.is_infinite() {
+            // Every decode instance is predicted full: without rejection,
+            // the least committed one.
+            decode = super::least_loaded_decode(view);
+        }
         let used = fetch.map_or(local[prefill], |f| f.prefix_blocks);
         let mut tbt = step + first_interval_stall_s(req, view, used) / longest_intervals(req);
         let mut fetch = fetch;
         let mut reuse_limit_blocks = None;
-        if self.reject_on_slo && tbt > slo.tbt_s && step <= slo.tbt_s {
+        if tbt > slo.tbt_s && step <= slo.tbt_s {
             if let Some(plan) = hide_kv_transfer(req, view, &local, step, slo) {
                 let (j, step) = pick_decode(plan.ttft);
                 let t = step + plan.stall_s / longest_intervals(req);
@@ -192,14 +184,7 @@ impl Policy for Mooncake {
             }
         }
         if self.reject_on_slo {
-            // Hopeless: the SLO is missed even without the queue, so the
-            // miss is not a load symptom and rejecting it sheds no overload.
-            let queue_s = view.prefill()[prefill].queue_s;
-            let idle_and_hopeless = self.serve_hopeless_when_idle
-                && ttft - queue_s > slo.ttft_s
-                && queue_s <= NEARLY_IDLE_SLO_FRACTION * slo.ttft_s
-                && tbt <= slo.tbt_s;
-            if ttft > slo.ttft_s && !idle_and_hopeless {
+            if ttft > slo.ttft_s {
                 return Decision::Reject(RejectReason::TtftSlo);
             }
             if tbt > slo.tbt_s {
@@ -357,22 +342,14 @@ mod tests {
     }
 
     #[test]
-    fn serves_hopeless_prompt_only_on_a_nearly_idle_instance() {
-        // ~123k uncached tokens: the prefill alone misses the 30 s SLO.
-        let b: Vec<u64> = (1..=240).collect();
-        let slo = FakeView::new(1, 1).slo.ttft_s;
-        let short = 0.5 * NEARLY_IDLE_SLO_FRACTION * slo;
-        let view = FakeView::new(2, 1).busy(0, 1, short).busy(1, 3, 10.0);
-        let p = accepted(Mooncake::default().route(&req(&b), &view));
-        assert_eq!(p.prefill, 0);
-        assert!(p.predicted_ttft_s - short > slo);
-        // Every queue is long: that is load, and the request is rejected.
-        let long = 2.0 * NEARLY_IDLE_SLO_FRACTION * slo;
-        let view = FakeView::new(2, 1).busy(0, 1, long).busy(1, 3, 10.0);
-        assert_eq!(
-            Mooncake::default().route(&req(&b), &view),
-            Decision::Reject(RejectReason::TtftSlo)
-        );
+    fn without_slo_rejection_it_places_what_it_would_reject() {
+        let b = [1, 2];
+        let view = FakeView::new(2, 1).busy(0, 9, 40.0).busy(1, 9, 35.0);
+        let mut m = Mooncake::default();
+        m.set_slo_rejection(false);
+        let p = accepted(m.route(&req(&b), &view));
+        assert_eq!(p.prefill, 1, "the shorter queue");
+        assert!(p.predicted_ttft_s > view.slo.ttft_s);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! (requests that do not fit wait, FIFO); `inbound` counts exactly the
 //! requests assigned to a decode instance that have not joined its batch.
 
+use super::nic::{finish_both, Nic};
 use super::ChunkedPrefill;
 use crate::cache::BlockCache;
 use crate::cost::CostModel;
@@ -25,6 +26,8 @@ pub struct PrefillInstance {
     pub load: PrefillLoad,
     /// Seconds spent computing (for utilisation and Figure 10's prefill time).
     pub busy_s: f64,
+    /// Its NIC (prefix fetches in and out, KV streams out).
+    pub nic: Nic,
 }
 
 /// One decode instance.
@@ -49,6 +52,8 @@ pub struct DecodeInstance {
     pub load_integral: f64,
     /// Time of the last `load_integral` update.
     pub load_t: f64,
+    /// Its NIC (KV streams in).
+    pub nic: Nic,
 }
 
 impl DecodeInstance {
@@ -111,6 +116,8 @@ pub struct ClusterState {
     pub decode: Vec<DecodeInstance>,
     /// Chunked pipeline prefill, if the cluster runs it.
     pub chunked: Option<ChunkedPrefill>,
+    /// Whether transfers queue on the nodes' NICs.
+    pub nic_queues: bool,
     /// `prefill[i].load` with `queue_s` refreshed for `now`.
     prefill_loads: Vec<PrefillLoad>,
     /// `decode[j].load`, refreshed before each routing.
@@ -136,7 +143,36 @@ impl ClusterState {
             prefill,
             decode,
             chunked: None,
+            nic_queues: true,
         }
+    }
+
+    /// End of a transfer of `dur` seconds (at full bandwidth) from prefill
+    /// instance `from` to prefill instance `to` starting at `t0`.
+    pub fn fetch_end(&self, from: usize, to: usize, t0: f64, dur: f64) -> f64 {
+        if !self.nic_queues || from == to {
+            return t0 + dur;
+        }
+        finish_both(
+            &self.prefill[from].nic.egress,
+            &self.prefill[to].nic.ingress,
+            t0,
+            dur,
+        )
+    }
+
+    /// End of a KV stream of `dur` seconds from prefill instance `p` to
+    /// decode instance `d` starting at `t0`.
+    pub fn stream_end(&self, p: usize, d: usize, t0: f64, dur: f64) -> f64 {
+        if !self.nic_queues {
+            return t0 + dur;
+        }
+        finish_both(
+            &self.prefill[p].nic.egress,
+            &self.decode[d].nic.ingress,
+            t0,
+            dur,
+        )
     }
 
     /// Refreshes the published loads for the current time.
@@ -195,13 +231,22 @@ impl ClusterView for ClusterState {
         )
     }
     fn predict_prefill_s(&self, instance: usize, new_tokens: u64, cached_tokens: u64) -> f64 {
-        let full = self.cost.prefill_s(new_tokens, cached_tokens);
-        let pipelined = self.chunked.and_then(|c| {
-            let k = c.group(instance, self.prefill.len())?.len();
-            let compute = self.cost.prefill_compute_s(new_tokens, cached_tokens);
-            let setup = full - compute;
-            Some(setup + c.pipelined_s(compute, new_tokens, k)?)
-        });
-        pipelined.unwrap_or(full)
+        let compute = self.cost.prefill_compute_s(new_tokens, cached_tokens);
+        let busy = self
+            .chunked
+            .and_then(|c| {
+                let k = c.group(instance, self.prefill.len())?.len();
+                c.pipelined_s(compute, new_tokens, k)
+            })
+            .unwrap_or(compute);
+        self.cost
+            .layerwise_s(self.cost.h2d_load_s(cached_tokens), busy)
+    }
+    fn fetch_s(&self, from: usize, to: usize, tokens: u64) -> f64 {
+        let dur = self.cost.transfer_tokens_s(tokens);
+        if from >= self.prefill.len() || to >= self.prefill.len() {
+            return dur;
+        }
+        self.fetch_end(from, to, self.now, dur) - self.now
     }
 }

@@ -87,8 +87,16 @@ pub struct SimConfig {
     pub sample_interval_s: f64,
     /// A prefilled request that cannot join a decode batch within this many
     /// seconds is rejected there (late rejection, prefill wasted). `None`:
-    /// it waits as long as it takes (and its TBT shows the wait).
+    /// under admission modes that reject late
+    /// ([`crate::policy::admission::AdmissionMode::rejects_late`]) the wait
+    /// that alone would break its TBT SLO (`k · TBT SLO` for its `k`
+    /// longest intervals), otherwise it waits as long as it takes (and its
+    /// TBT shows the wait).
     pub decode_wait_limit_s: Option<f64>,
+    /// Per-node NIC queues for prefix fetches and KV streams (`false`: every
+    /// transfer gets the full bandwidth at once, however many share a NIC).
+    #[serde(default = "default_true")]
+    pub nic_queues: bool,
     /// Seed for randomised policies.
     pub seed: u64,
     /// Model and hardware.
@@ -111,8 +119,13 @@ impl Default for SimConfig {
             output_tokens_override: None,
             sample_interval_s: 1.0,
             decode_wait_limit_s: None,
+            nic_queues: true,
             seed: 42,
             cost: CostConfig::default(),
         }
     }
+}
+
+fn default_true() -> bool {
+    true
 }

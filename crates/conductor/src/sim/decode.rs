@@ -26,12 +26,29 @@ impl Simulator {
         d.load.waiting_tokens += need;
         self.admit_waiting(j);
         self.maybe_step(j);
-        if let Some(limit) = self.cfg.decode_wait_limit_s {
+        if let Some(limit) = self.wait_limit_s(s) {
             if self.state.decode[j].waiting.contains(&s) {
                 let t = self.state.now + limit;
                 self.push(t, Ev::DecodeTimeout(s, id));
             }
         }
+    }
+
+    /// How long request `s` may wait for decode memory before it is
+    /// rejected late: the configured limit, or under admission modes that
+    /// reject late, the wait that alone breaks its TBT SLO (it stretches
+    /// one of its `k` longest intervals: `k · SLO`).
+    fn wait_limit_s(&mut self, s: usize) -> Option<f64> {
+        if let Some(l) = self.cfg.decode_wait_limit_s {
+            return Some(l);
+        }
+        if !self.cfg.admission.mode.rejects_late() {
+            return None;
+        }
+        let k = (self.req(s).output.saturating_sub(1) as f64 / 10.0)
+            .ceil()
+            .max(1.0);
+        Some(k * self.cfg.slo.tbt_s)
     }
 
     /// Rejects request `id` in slot `s` if it still waits for decode memory

@@ -22,7 +22,8 @@
 //! Layout: `config` holds the settings; `events` the queue and main
 //! loop; `prefill` arrival, routing and prefill; `decode` the decode
 //! instances' waiting queues and batches; `accounting` the slots and
-//! outcomes; `cluster` the state policies see; [`metrics`] and `report`
+//! outcomes; `cluster` the state policies see; `nic` the per-node NIC
+//! queues; [`metrics`] and `report`
 //! what a run measures and returns. This file holds the simulator's state.
 
 mod accounting;
@@ -31,6 +32,7 @@ mod config;
 mod decode;
 mod events;
 pub mod metrics;
+mod nic;
 mod prefill;
 mod report;
 pub mod sweep;
@@ -100,7 +102,7 @@ struct Req {
     decode: usize,
     need: u64,
     uncached: u64,
-    compute_s: f64,
+    kv_arrive: f64,
     first_token: f64,
     last_token: f64,
     generated: u32,
@@ -154,7 +156,10 @@ impl std::fmt::Debug for Simulator {
 
 impl Simulator {
     /// A cluster per `cfg`, scheduled by `policy`.
-    pub fn new(cfg: SimConfig, policy: Box<dyn Policy>) -> Result<Self, SimError> {
+    pub fn new(cfg: SimConfig, mut policy: Box<dyn Policy>) -> Result<Self, SimError> {
+        // Admission (`cfg.admission`) is the one place requests are
+        // rejected, the same rule for every policy.
+        policy.set_slo_rejection(false);
         if cfg.prefill == 0 || cfg.decode == 0 {
             return Err(SimError::Config(
                 "need at least one prefill and one decode instance".into(),
@@ -190,6 +195,7 @@ impl Simulator {
                 busy_until: 0.0,
                 load: Default::default(),
                 busy_s: 0.0,
+                nic: Default::default(),
             })
             .collect();
         let decode = (0..cfg.decode)
@@ -201,6 +207,7 @@ impl Simulator {
             .collect();
         let mut state = ClusterState::new(cost, cfg.slo, cfg.block_tokens, prefill, decode);
         state.chunked = cfg.chunked_prefill;
+        state.nic_queues = cfg.nic_queues;
         let load = LoadSeries {
             interval_s: cfg.sample_interval_s,
             ..LoadSeries::default()

@@ -95,24 +95,50 @@ impl Simulator {
         let local_cached = cached_tokens(&info, local, bt);
         let uncached = input as u64 - cached;
         let cost = &self.state.cost;
-        let fetch_s = cost.transfer_tokens_s(cached - local_cached);
-        let setup_s = fetch_s + cost.h2d_load_s(cached);
+        let h2d_s = cost.h2d_load_s(cached);
         let compute_s = cost.prefill_compute_s(uncached, cached);
+        // The fetch runs while the request waits in the prefill queue, on
+        // both nodes' NICs.
+        let mut ready = now;
+        if let Some(f) = placement.fetch.filter(|_| cached > local_cached) {
+            let dur = cost.transfer_tokens_s(cached - local_cached);
+            ready = self.state.fetch_end(f.from, p, now, dur);
+            if f.from != p && self.state.nic_queues {
+                self.state.prefill[f.from]
+                    .nic
+                    .egress
+                    .add(now, ready, dur, now);
+                self.state.prefill[p].nic.ingress.add(now, ready, dur, now);
+            }
+        }
         self.totals.fetched_blocks += (prefix - local) as u64;
         self.totals.input_tokens += input as u64;
         self.totals.cached_tokens += cached;
-        let finish = self.schedule_prefill(p, uncached, setup_s, compute_s);
+        let (start, finish) = self.schedule_prefill(p, uncached, ready, h2d_s, compute_s);
         let inst = &mut self.state.prefill[p];
         inst.load.requests += 1;
         inst.load.prefill_tokens += uncached;
         inst.load.active_tokens += input as u64;
-        let cost = &self.state.cost;
-        let arrive_at = finish
-            + if output > 1 {
-                cost.kv_stream_tail_s(input as u64, compute_s)
-            } else {
-                0.0
-            };
+        // KV streams to decode layer by layer: it ends one layer's share
+        // after prefill at the earliest, and takes at least the whole
+        // transfer from the start of prefill; it is placed as late as that
+        // allows, sharing the prefill node's egress and the decode node's
+        // ingress with the transfers on them.
+        let arrive_at = if output > 1 {
+            let cost = &self.state.cost;
+            let kv_s = cost.transfer_tokens_s(input as u64);
+            let layer = kv_s / self.state.cost.config().model.layers as f64;
+            let t0 = start.max(finish + layer - kv_s);
+            let end = self.state.stream_end(p, placement.decode, t0, kv_s);
+            if self.state.nic_queues {
+                self.state.prefill[p].nic.egress.add(t0, end, kv_s, now);
+                let d = &mut self.state.decode[placement.decode];
+                d.nic.ingress.add(t0, end, kv_s, now);
+            }
+            end.max(finish + layer)
+        } else {
+            finish
+        };
         let d = &mut self.state.decode[placement.decode];
         d.load.inbound += 1;
         d.load.inbound_tokens += need;
@@ -127,7 +153,7 @@ impl Simulator {
             decode: placement.decode,
             need,
             uncached,
-            compute_s,
+            kv_arrive: arrive_at,
             first_token: 0.0,
             last_token: 0.0,
             generated: 0,
@@ -139,10 +165,19 @@ impl Simulator {
         Ok(())
     }
 
-    /// Books prefill time on instance `p` (or its pipeline group) and
-    /// returns the finish time.
-    fn schedule_prefill(&mut self, p: usize, uncached: u64, setup_s: f64, compute_s: f64) -> f64 {
-        let now = self.state.now;
+    /// Books prefill time on instance `p` (or its pipeline group), no
+    /// earlier than `ready` (its prefix fetch landed), and returns the
+    /// start and finish times. The prefix loads from DRAM layer-wise,
+    /// overlapped with compute.
+    fn schedule_prefill(
+        &mut self,
+        p: usize,
+        uncached: u64,
+        ready: f64,
+        h2d_s: f64,
+        compute_s: f64,
+    ) -> (f64, f64) {
+        let now = self.state.now.max(ready);
         let n = self.state.prefill.len();
         let group = self.cfg.chunked_prefill.and_then(|c| {
             let members = c.group(p, n)?;
@@ -154,14 +189,14 @@ impl Simulator {
             .clone()
             .map(|i| self.state.prefill[i].busy_until)
             .fold(now, f64::max);
-        let finish = start + setup_s + busy;
+        let finish = start + self.state.cost.layerwise_s(h2d_s, busy);
         for i in members {
             let inst = &mut self.state.prefill[i];
             inst.busy_until = finish;
             inst.busy_s += busy;
             self.totals.prefill_compute_s += busy;
         }
-        finish
+        (start, finish)
     }
 
     pub(super) fn prefill_done(&mut self, s: usize, obs: &mut dyn Observer) {
@@ -186,10 +221,7 @@ impl Simulator {
             self.complete(s, obs);
             return;
         }
-        let tail = self
-            .state
-            .cost
-            .kv_stream_tail_s(r.input as u64, r.compute_s);
-        self.push(now + tail, Ev::DecodeArrive(s));
+        let at = r.kv_arrive.max(now);
+        self.push(at, Ev::DecodeArrive(s));
     }
 }

@@ -1,5 +1,8 @@
-//! `mooncake sim sweep`: policies × load levels over one trace, plus the
-//! admission-control comparison, and the SVG plots of the results.
+//! `mooncake sim sweep`: policies × load levels × admission rules over one
+//! trace (placement only with `none`, placement + the same admission rule
+//! for every policy with the others), plus the rejection experiment
+//! (baseline vs early vs prediction-based early rejection on a
+//! decode-bound cluster), and the SVG plots of the results.
 //!
 //! Each run streams the trace afresh (memory stays bounded); results are
 //! summaries, two latency CDFs per policy at one load level, and the load
@@ -26,9 +29,12 @@ pub struct SweepConfig {
     pub policies: Vec<PolicyName>,
     /// Load levels (arrival compression factors).
     pub speedups: Vec<f64>,
+    /// Admission rules every policy runs under (`none` = placement only).
+    pub admissions: Vec<AdmissionMode>,
     /// Load level whose TTFT / TBT CDFs are plotted.
     pub cdf_speedup: f64,
-    /// Admission comparison: this policy at this load, early vs predictive.
+    /// Rejection experiment: this policy at this load under
+    /// [`REJECTION_MODES`].
     pub admission_policy: PolicyName,
     /// Load level of the admission comparison.
     pub admission_speedup: f64,
@@ -48,15 +54,24 @@ impl Default for SweepConfig {
             base: SimConfig::default(),
             policies: PolicyName::ALL.to_vec(),
             speedups: vec![0.5, 1.0, 1.5, 2.0, 3.0],
+            admissions: vec![AdmissionMode::None, AdmissionMode::Slo],
             cdf_speedup: 1.5,
             admission_policy: PolicyName::Mooncake,
-            admission_speedup: 4.0,
-            admission_prefill: 24,
+            admission_speedup: 2.0,
+            admission_prefill: 8,
             admission_decode: 2,
-            admission_wait_limit_s: Some(2.0),
+            admission_wait_limit_s: None,
         }
     }
 }
+
+/// The rejection experiment's rules (arXiv report: baseline, early
+/// rejection, prediction-based early rejection).
+pub const REJECTION_MODES: [AdmissionMode; 3] = [
+    AdmissionMode::Baseline,
+    AdmissionMode::Early,
+    AdmissionMode::Predictive,
+];
 
 /// One CDF per policy.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -72,13 +87,14 @@ pub struct PolicyCdf {
 /// Everything a sweep produced.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SweepResult {
-    /// One summary per (policy, speedup), policies in order within a speedup.
+    /// One summary per (policy, speedup, admission): speedups outermost,
+    /// then admission rules, then policies.
     pub rows: Vec<SimSummary>,
-    /// CDFs at `cdf_speedup`.
+    /// CDFs at `cdf_speedup`, placement only (the first admission rule).
     pub cdfs: Vec<PolicyCdf>,
-    /// Admission comparison: summaries for none, early, predictive.
+    /// Rejection experiment: one summary per [`REJECTION_MODES`] entry.
     pub admission: Vec<SimSummary>,
-    /// Decode pool load over time, `(t, load)`, for none / early / predictive.
+    /// Decode pool load over time, `(t, load)`, same runs.
     pub admission_load: Vec<(String, Vec<(f64, f64)>)>,
     /// Prefill pool's mean queue over time, `(t, seconds)`, same runs.
     #[serde(default)]
@@ -86,11 +102,23 @@ pub struct SweepResult {
 }
 
 impl SweepResult {
-    /// The row of `policy` at `speedup`.
+    /// The row of `policy` at `speedup` (the first admission rule swept).
     pub fn row(&self, policy: &str, speedup: f64) -> Option<&SimSummary> {
         self.rows
             .iter()
             .find(|r| r.policy == policy && r.speedup == speedup)
+    }
+
+    /// The row of `policy` at `speedup` under `admission`.
+    pub fn row_with(
+        &self,
+        policy: &str,
+        speedup: f64,
+        admission: AdmissionMode,
+    ) -> Option<&SimSummary> {
+        self.rows.iter().find(|r| {
+            r.policy == policy && r.speedup == speedup && r.admission == admission.as_str()
+        })
     }
 }
 
@@ -101,7 +129,7 @@ pub fn run_sweep(
     open: &mut dyn FnMut() -> Result<TraceIter, SimError>,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<SweepResult, SimError> {
-    let total = cfg.policies.len() * cfg.speedups.len() + 3;
+    let total = sweep_runs(cfg);
     let mut done = 0;
     let mut one = |c: SimConfig,
                    policy: Box<dyn Policy>,
@@ -115,31 +143,33 @@ pub fn run_sweep(
     let mut rows = Vec::new();
     let mut cdfs = Vec::new();
     for &sp in &cfg.speedups {
-        for &p in &cfg.policies {
-            let c = SimConfig {
-                speedup: sp,
-                ..cfg.base.clone()
-            };
-            let policy = p.build(c.seed);
-            let rep = one(c, policy, &mut NoObserver)?;
-            if sp == cfg.cdf_speedup {
-                cdfs.push(PolicyCdf {
-                    policy: p.to_string(),
-                    ttft: rep.ttft.cdf(),
-                    tbt: rep.tbt.cdf(),
-                });
+        for (a, &mode) in cfg.admissions.iter().enumerate() {
+            for &p in &cfg.policies {
+                let c = SimConfig {
+                    speedup: sp,
+                    admission: Admission {
+                        mode,
+                        ..cfg.base.admission
+                    },
+                    ..cfg.base.clone()
+                };
+                let policy = p.build(c.seed);
+                let rep = one(c, policy, &mut NoObserver)?;
+                if sp == cfg.cdf_speedup && a == 0 {
+                    cdfs.push(PolicyCdf {
+                        policy: p.to_string(),
+                        ttft: rep.ttft.cdf(),
+                        tbt: rep.tbt.cdf(),
+                    });
+                }
+                rows.push(rep.summary);
             }
-            rows.push(rep.summary);
         }
     }
     let mut admission = Vec::new();
     let mut admission_load = Vec::new();
     let mut admission_prefill_queue = Vec::new();
-    for mode in [
-        AdmissionMode::None,
-        AdmissionMode::Early,
-        AdmissionMode::Predictive,
-    ] {
+    for mode in REJECTION_MODES {
         let c = SimConfig {
             speedup: cfg.admission_speedup,
             prefill: cfg.admission_prefill,
@@ -176,6 +206,11 @@ pub fn run_sweep(
         admission_load,
         admission_prefill_queue,
     })
+}
+
+/// Simulations a sweep runs.
+pub fn sweep_runs(cfg: &SweepConfig) -> usize {
+    cfg.policies.len() * cfg.speedups.len() * cfg.admissions.len() + REJECTION_MODES.len()
 }
 
 /// The policy of the admission comparison: Mooncake's own decode-memory
@@ -217,13 +252,24 @@ pub fn write_sweep(
     .x_label("offered load (× trace arrival rate)")
     .y_label("goodput (effective requests / s)")
     .markers(true);
-    for &p in &cfg.policies {
-        let pts = cfg
-            .speedups
-            .iter()
-            .filter_map(|&sp| result.row(p.as_str(), sp).map(|r| (sp, r.goodput_rps)))
-            .collect();
-        goodput = goodput.series(p.as_str(), pts);
+    for &a in &cfg.admissions {
+        for &p in &cfg.policies {
+            let pts = cfg
+                .speedups
+                .iter()
+                .filter_map(|&sp| {
+                    result
+                        .row_with(p.as_str(), sp, a)
+                        .map(|r| (sp, r.goodput_rps))
+                })
+                .collect();
+            let name = if a == AdmissionMode::None {
+                p.to_string()
+            } else {
+                format!("{p} + {a}")
+            };
+            goodput = goodput.series(name, pts);
+        }
     }
     save("goodput_vs_load.svg", goodput.to_svg())?;
 

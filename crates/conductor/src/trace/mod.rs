@@ -17,6 +17,7 @@
 pub mod hitrate;
 pub mod plots;
 pub mod stats;
+pub mod synth;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
