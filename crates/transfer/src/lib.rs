@@ -39,6 +39,7 @@
 mod batch;
 mod buffer;
 mod config;
+pub mod cuda;
 pub mod descriptor;
 mod engine;
 mod error;
