@@ -404,6 +404,13 @@ impl CopyEngine for CudaEngine {
         self.d.check(unsafe { (self.d.t.cuCtxSynchronize)() })
     }
 
+    fn synchronize_stream(&self, stream: usize, device: i32) -> Result<(), TransferError> {
+        self.d.bind(device)?;
+        // SAFETY: the caller passes a live stream of this process (or 0).
+        self.d
+            .check(unsafe { (self.d.t.cuStreamSynchronize)(stream as CuStream) })
+    }
+
     fn ipc_handle(&self, addr: usize, device: i32) -> Result<IpcHandle, TransferError> {
         let (base, size) = self.allocation_range(addr, device)?;
         let mut h = CuIpcMemHandle { reserved: [0; 64] };

@@ -186,6 +186,10 @@ pub trait CopyEngine: Send + Sync + std::fmt::Debug {
     fn alloc_device(&'static self, len: usize, device: i32) -> Result<DeviceBuf, TransferError>;
     /// Wait for all work on `device`.
     fn synchronize(&self, device: i32) -> Result<(), TransferError>;
+    /// Wait for the work queued so far on a caller's stream (a raw
+    /// `CUstream`/`cudaStream_t`, e.g. torch's `stream.cuda_stream`; 0 is the
+    /// default stream).
+    fn synchronize_stream(&self, stream: usize, device: i32) -> Result<(), TransferError>;
     fn ipc_handle(&self, addr: usize, device: i32) -> Result<IpcHandle, TransferError>;
     /// Map a peer's allocation; returns its base address in this process.
     fn ipc_open(&self, handle: &[u8], device: i32) -> Result<usize, TransferError>;

@@ -89,6 +89,10 @@ impl CopyEngine for HostStandIn {
         Ok(())
     }
 
+    fn synchronize_stream(&self, _stream: usize, _device: i32) -> Result<(), TransferError> {
+        Ok(())
+    }
+
     fn ipc_handle(&self, _addr: usize, _device: i32) -> Result<IpcHandle, TransferError> {
         Err(TransferError::Cuda("the host stand-in has no IPC".into()))
     }
