@@ -67,7 +67,11 @@ async fn device_memory_over_tcp_shm_and_local() {
 
     // The registration recorded the device; the descriptor publishes it.
     let desc = a.local_descriptor();
-    let d = desc.buffers.iter().find(|x| x.addr == a_dev.addr() as u64).unwrap();
+    let d = desc
+        .buffers
+        .iter()
+        .find(|x| x.addr == a_dev.addr() as u64)
+        .unwrap();
     assert_eq!(d.name, "cuda:0");
 
     // tcp: device → remote device, and a mixed batch (host → device, device → host).
@@ -86,7 +90,12 @@ async fn device_memory_over_tcp_shm_and_local() {
     let half = len / 2;
     a.transfer(&[
         wr(Opcode::Write, a_host.addr(), b_dev.addr() as u64, half),
-        wr(Opcode::Write, a_dev.addr() + half, b_host.addr() as u64 + half as u64, len - half),
+        wr(
+            Opcode::Write,
+            a_dev.addr() + half,
+            b_host.addr() as u64 + half as u64,
+            len - half,
+        ),
     ])
     .await
     .unwrap();

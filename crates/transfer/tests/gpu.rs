@@ -28,8 +28,13 @@ fn gpu() -> Option<&'static dyn CopyEngine> {
 }
 
 fn upload(e: &dyn CopyEngine, d: &DeviceBuf, off: usize, data: &[u8]) {
-    e.copy(d.addr() + off, data.as_ptr() as usize, data.len(), d.device())
-        .unwrap();
+    e.copy(
+        d.addr() + off,
+        data.as_ptr() as usize,
+        data.len(),
+        d.device(),
+    )
+    .unwrap();
 }
 
 fn download(e: &dyn CopyEngine, d: &DeviceBuf, off: usize, len: usize) -> Vec<u8> {
@@ -56,8 +61,14 @@ fn classify_and_registration_rules() {
     assert_eq!(e.classify(pinned.ptr() as usize), PointerKind::PinnedHost);
     assert_eq!(e.classify(host.as_ptr() as usize), PointerKind::Host);
     // The pointer decides: device memory declared "cpu" is recorded as cuda:0.
-    assert_eq!(cuda::resolve_location("cpu", dev.addr(), 1 << 20).unwrap(), "cuda:0");
-    assert_eq!(cuda::resolve_location("*", dev.addr(), 4096).unwrap(), "cuda:0");
+    assert_eq!(
+        cuda::resolve_location("cpu", dev.addr(), 1 << 20).unwrap(),
+        "cuda:0"
+    );
+    assert_eq!(
+        cuda::resolve_location("*", dev.addr(), 4096).unwrap(),
+        "cuda:0"
+    );
     // Host memory declared as device, or a range past the allocation: refused.
     assert!(cuda::resolve_location("cuda:0", host.as_ptr() as usize, 4096).is_err());
     assert!(cuda::resolve_location("cuda:0", pinned.ptr() as usize, 4096).is_err());
@@ -103,29 +114,59 @@ async fn tcp_staging_device_to_device_and_mixed_batches() {
     a.transfer(&[r(Opcode::Write, a_dev.addr(), b_dev.addr() as u64, len)])
         .await
         .unwrap();
-    eprintln!("tcp staging: {len} bytes device → remote device in {:?}", t0.elapsed());
-    assert!(download(e, &b_dev, 0, len) == data, "device → device over tcp");
+    eprintln!(
+        "tcp staging: {len} bytes device → remote device in {:?}",
+        t0.elapsed()
+    );
+    assert!(
+        download(e, &b_dev, 0, len) == data,
+        "device → device over tcp"
+    );
     a.transfer(&[r(Opcode::Read, back.addr(), b_dev.addr() as u64, len)])
         .await
         .unwrap();
-    assert!(download(e, &back, 0, len) == data, "device ← remote device over tcp");
+    assert!(
+        download(e, &back, 0, len) == data,
+        "device ← remote device over tcp"
+    );
     // One batch mixing host and device on both ends.
     let q = len / 4;
     a.transfer(&[
         r(Opcode::Write, a_host.addr(), b_dev.addr() as u64, q),
-        r(Opcode::Write, a_dev.addr() + q, b_host.addr() as u64 + q as u64, q),
-        r(Opcode::Read, a_host.addr() + 2 * q, b_dev.addr() as u64 + 2 * q as u64, q),
-        r(Opcode::Read, back.addr() + 3 * q, b_host.addr() as u64 + q as u64, q),
+        r(
+            Opcode::Write,
+            a_dev.addr() + q,
+            b_host.addr() as u64 + q as u64,
+            q,
+        ),
+        r(
+            Opcode::Read,
+            a_host.addr() + 2 * q,
+            b_dev.addr() as u64 + 2 * q as u64,
+            q,
+        ),
+        r(
+            Opcode::Read,
+            back.addr() + 3 * q,
+            b_host.addr() as u64 + q as u64,
+            q,
+        ),
     ])
     .await
     .unwrap();
-    assert!(download(e, &b_dev, 0, q) == hdata[..q], "host → remote device");
+    assert!(
+        download(e, &b_dev, 0, q) == hdata[..q],
+        "host → remote device"
+    );
     let mut got = vec![0u8; q];
     b_host.read_at(q, &mut got);
     assert!(got == data[q..2 * q], "device → remote host");
     a_host.read_at(2 * q, &mut got);
     assert!(got == data[2 * q..3 * q], "host ← remote device");
-    assert!(download(e, &back, 3 * q, q) == data[q..2 * q], "device ← remote host");
+    assert!(
+        download(e, &back, 3 * q, q) == data[q..2 * q],
+        "device ← remote host"
+    );
     // Own segment: device ↔ device and device ↔ host through the copy engine.
     let own = a.open_segment(a.segment_name()).await.unwrap();
     a.transfer(&[TransferRequest {
@@ -190,7 +231,12 @@ async fn cuda_ipc_between_processes() {
     let Some(e) = gpu() else { return };
     let mut child = Kill(
         Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "ipc_child_role", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "ipc_child_role",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(CHILD_ENV, "1")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -207,7 +253,9 @@ async fn cuda_ipc_between_processes() {
             }
         }
     });
-    let ready = rx.recv_timeout(Duration::from_secs(60)).expect("child ready");
+    let ready = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("child ready");
     let mut parts = ready.split_whitespace().skip(1);
     let segment = parts.next().unwrap().to_string();
     let remote: u64 = parts.next().unwrap().parse().unwrap();

@@ -23,7 +23,10 @@ async fn cuda_registration_refused_without_cuda() {
     assert!(matches!(err, TransferError::InvalidConfig(_)), "{err:?}");
     let msg = err.to_string();
     assert!(msg.contains("cuda:0") && msg.contains("libcuda"), "{msg}");
-    assert!(e.local_descriptor().buffers.is_empty(), "refusal changed nothing");
+    assert!(
+        e.local_descriptor().buffers.is_empty(),
+        "refusal changed nothing"
+    );
     // SAFETY: as above.
     let err = unsafe { e.register_memory(addr, mem.len(), "cuda:x").await }.unwrap_err();
     assert!(err.to_string().contains("bad location"), "{err}");

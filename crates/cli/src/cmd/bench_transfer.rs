@@ -23,8 +23,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use mooncake_transfer::transport::file::FileTransport;
 use mooncake_transfer::{
-    Opcode, Protocol, SegmentHandle, TransferEngine, TransferEngineConfig,
-    TransferRequest,
+    Opcode, Protocol, SegmentHandle, TransferEngine, TransferEngineConfig, TransferRequest,
 };
 
 use stats::{gbps, merge, percentile, Report, ThreadStats};

@@ -55,10 +55,12 @@ struct Table {
     cuCtxSynchronize: unsafe extern "C" fn() -> CuResult,
     cuGetErrorString: unsafe extern "C" fn(CuResult, *mut *const c_char) -> CuResult,
     cuPointerGetAttribute: unsafe extern "C" fn(*mut c_void, c_int, CuDevicePtr) -> CuResult,
-    cuMemGetAddressRange: unsafe extern "C" fn(*mut CuDevicePtr, *mut usize, CuDevicePtr) -> CuResult,
+    cuMemGetAddressRange:
+        unsafe extern "C" fn(*mut CuDevicePtr, *mut usize, CuDevicePtr) -> CuResult,
     cuMemcpy: unsafe extern "C" fn(CuDevicePtr, CuDevicePtr, usize) -> CuResult,
     cuMemcpyDtoHAsync: unsafe extern "C" fn(*mut c_void, CuDevicePtr, usize, CuStream) -> CuResult,
-    cuMemcpyHtoDAsync: unsafe extern "C" fn(CuDevicePtr, *const c_void, usize, CuStream) -> CuResult,
+    cuMemcpyHtoDAsync:
+        unsafe extern "C" fn(CuDevicePtr, *const c_void, usize, CuStream) -> CuResult,
     cuStreamCreate: unsafe extern "C" fn(*mut CuStream, c_uint) -> CuResult,
     cuStreamQuery: unsafe extern "C" fn(CuStream) -> CuResult,
     cuStreamSynchronize: unsafe extern "C" fn(CuStream) -> CuResult,
@@ -352,7 +354,8 @@ impl CopyEngine for CudaEngine {
         self.d.bind(device)?;
         // SAFETY: the caller leased both ranges; with unified addressing the
         // driver infers each side's kind. cuMemcpy is synchronous for the host.
-        self.d.check(unsafe { (self.d.t.cuMemcpy)(dst as u64, src as u64, len) })
+        self.d
+            .check(unsafe { (self.d.t.cuMemcpy)(dst as u64, src as u64, len) })
     }
 
     fn stream(&'static self, device: i32) -> Result<Box<dyn CopyStream>, TransferError> {
@@ -428,7 +431,9 @@ impl CopyEngine for CudaEngine {
     fn ipc_open(&self, handle: &[u8], device: i32) -> Result<usize, TransferError> {
         let mut h = CuIpcMemHandle { reserved: [0; 64] };
         if handle.len() != 64 {
-            return Err(TransferError::Cuda("CUDA IPC handle is not 64 bytes".into()));
+            return Err(TransferError::Cuda(
+                "CUDA IPC handle is not 64 bytes".into(),
+            ));
         }
         h.reserved.copy_from_slice(handle);
         self.d.bind(device)?;
@@ -449,4 +454,3 @@ impl CopyEngine for CudaEngine {
         }
     }
 }
-

@@ -153,7 +153,11 @@ impl Drop for DeviceBuf {
 
 impl std::fmt::Debug for DeviceBuf {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "DeviceBuf(cuda:{} {:#x}+{})", self.device, self.addr, self.len)
+        write!(
+            f,
+            "DeviceBuf(cuda:{} {:#x}+{})",
+            self.device, self.addr, self.len
+        )
     }
 }
 
@@ -216,8 +220,7 @@ pub fn engine() -> Result<&'static dyn CopyEngine, &'static str> {
 /// engine was already chosen (by an earlier call or a registration).
 #[doc(hidden)]
 pub fn install_host_standin() -> bool {
-    ENGINE.set(Ok(&standin::HostStandIn)).is_ok()
-        || engine().is_ok_and(|e| e.is_standin())
+    ENGINE.set(Ok(&standin::HostStandIn)).is_ok() || engine().is_ok_and(|e| e.is_standin())
 }
 
 /// Whether CUDA is usable here, and a line saying what was found.
@@ -235,7 +238,10 @@ pub fn device_of_location(location: &str) -> Option<i32> {
     if rest.is_empty() {
         return Some(0);
     }
-    rest.strip_prefix(':')?.parse::<i32>().ok().filter(|d| *d >= 0)
+    rest.strip_prefix(':')?
+        .parse::<i32>()
+        .ok()
+        .filter(|d| *d >= 0)
 }
 
 /// Decide what `[addr, addr+len)` declared as `declared` really is, and

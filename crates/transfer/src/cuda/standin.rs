@@ -75,7 +75,9 @@ impl CopyEngine for HostStandIn {
     }
 
     fn alloc_pinned(&'static self, len: usize) -> Result<PinnedBuf, TransferError> {
-        Ok(PinnedBuf::new(host_alloc(len), len, move |p| host_free(p, len)))
+        Ok(PinnedBuf::new(host_alloc(len), len, move |p| {
+            host_free(p, len)
+        }))
     }
 
     fn alloc_device(&'static self, len: usize, device: i32) -> Result<DeviceBuf, TransferError> {

@@ -12,7 +12,10 @@ use crate::{Opcode, TransferError};
 pub fn copy(registry: &MemoryRegistry, slice: &Slice) -> Result<(), TransferError> {
     let remote = registry.lease(slice.remote_addr, slice.len as u64)?;
     let local = registry.lease_local(slice.local_addr, slice.len)?;
-    let (l, r) = ((local.addr(), local.device()), (remote.addr(), remote.device()));
+    let (l, r) = (
+        (local.addr(), local.device()),
+        (remote.addr(), remote.device()),
+    );
     let ((dst, dst_dev), (src, src_dev)) = match slice.opcode {
         Opcode::Write => (r, l),
         Opcode::Read => (l, r),

@@ -35,8 +35,8 @@ use parking_lot::Mutex;
 
 use super::{MemoryKey, SharedTransport, Slice, Transport, TransportContext};
 use crate::cuda::{self, staging};
-use crate::memory::{MemoryRegistry, RegionInfo};
 use crate::descriptor::{BufferDesc, SegmentDescriptor, ShmDesc};
+use crate::memory::{MemoryRegistry, RegionInfo};
 use crate::{Opcode, Protocol, TransferError};
 
 #[derive(Debug)]
@@ -248,10 +248,7 @@ impl ShmTransport {
         }
         let m = self.ipc_mapping(peer, entry)?;
         let remote = m.base + (slice.remote_addr - entry.addr) as usize;
-        let (l, r) = (
-            (slice.local_addr, local_device),
-            (remote, Some(m.device)),
-        );
+        let (l, r) = ((slice.local_addr, local_device), (remote, Some(m.device)));
         let ((dst, dd), (src, sd)) = match slice.opcode {
             Opcode::Write => (r, l),
             Opcode::Read => (l, r),
@@ -340,14 +337,12 @@ impl Transport for ShmTransport {
         peer.host_id == self.host_id
             && !self.host_id.is_empty()
             && peer.has_protocol("shm")
-            && peer
-                .find_buffer(remote_addr, len as u64)
-                .is_ok_and(|b| {
-                    b.shm.is_some()
-                        || ipc_capable()
-                            && peer.pid != std::process::id()
-                            && ipc_entry(peer, remote_addr, len as u64).is_some()
-                })
+            && peer.find_buffer(remote_addr, len as u64).is_ok_and(|b| {
+                b.shm.is_some()
+                    || ipc_capable()
+                        && peer.pid != std::process::id()
+                        && ipc_entry(peer, remote_addr, len as u64).is_some()
+            })
             && !self
                 .unmappable
                 .lock()

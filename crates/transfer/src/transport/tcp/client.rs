@@ -172,9 +172,7 @@ impl Conn {
         len: usize,
         device: i32,
     ) -> Result<(), TransferError> {
-        let resp = self
-            .request(Op::Read, remote_addr, len as u64, &[])
-            .await?;
+        let resp = self.request(Op::Read, remote_addr, len as u64, &[]).await?;
         if resp.len != len as u64 {
             return Err(TransferError::Protocol(format!(
                 "read answered with {} bytes, wanted {len}",
