@@ -54,7 +54,7 @@ fn classify_and_registration_rules() {
     let Some(e) = gpu() else { return };
     eprintln!("{}", e.describe());
     let dev = e.alloc_device(1 << 20, 0).unwrap();
-    let pinned = e.alloc_pinned(1 << 20).unwrap();
+    let pinned = e.alloc_pinned(1 << 20, 0).unwrap();
     let host = vec![0u8; 1 << 20];
     assert_eq!(e.classify(dev.addr()), PointerKind::Device(0));
     assert_eq!(e.classify(dev.addr() + 4096), PointerKind::Device(0));

@@ -52,6 +52,7 @@ struct Table {
     cuDeviceGetName: unsafe extern "C" fn(*mut c_char, c_int, CuDevice) -> CuResult,
     cuDevicePrimaryCtxRetain: unsafe extern "C" fn(*mut CuContext, CuDevice) -> CuResult,
     cuCtxSetCurrent: unsafe extern "C" fn(CuContext) -> CuResult,
+    cuCtxGetCurrent: unsafe extern "C" fn(*mut CuContext) -> CuResult,
     cuCtxSynchronize: unsafe extern "C" fn() -> CuResult,
     cuGetErrorString: unsafe extern "C" fn(CuResult, *mut *const c_char) -> CuResult,
     cuPointerGetAttribute: unsafe extern "C" fn(*mut c_void, c_int, CuDevicePtr) -> CuResult,
@@ -79,7 +80,10 @@ struct Table {
 pub struct Driver {
     t: Table,
     version: i32,
-    contexts: Vec<usize>,
+    devices: Vec<CuDevice>,
+    /// Primary contexts, retained on first use of each device (retaining one
+    /// costs device memory, so devices a process never touches get none).
+    contexts: Vec<OnceLock<Result<usize, String>>>,
     names: Vec<String>,
 }
 
@@ -134,6 +138,7 @@ impl Driver {
                 cuDeviceGetName: sym(lib, &["cuDeviceGetName"])?,
                 cuDevicePrimaryCtxRetain: sym(lib, &["cuDevicePrimaryCtxRetain"])?,
                 cuCtxSetCurrent: sym(lib, &["cuCtxSetCurrent"])?,
+                cuCtxGetCurrent: sym(lib, &["cuCtxGetCurrent"])?,
                 cuCtxSynchronize: sym(lib, &["cuCtxSynchronize"])?,
                 cuGetErrorString: sym(lib, &["cuGetErrorString"])?,
                 cuPointerGetAttribute: sym(lib, &["cuPointerGetAttribute"])?,
@@ -158,6 +163,7 @@ impl Driver {
         let mut d = Driver {
             t,
             version: 0,
+            devices: Vec::new(),
             contexts: Vec::new(),
             names: Vec::new(),
         };
@@ -178,10 +184,8 @@ impl Driver {
                 let mut dev = 0;
                 d.check((d.t.cuDeviceGet)(&mut dev, i))
                     .map_err(|e| e.to_string())?;
-                let mut ctx: CuContext = std::ptr::null_mut();
-                d.check((d.t.cuDevicePrimaryCtxRetain)(&mut ctx, dev))
-                    .map_err(|e| e.to_string())?;
-                d.contexts.push(ctx as usize);
+                d.devices.push(dev);
+                d.contexts.push(OnceLock::new());
                 let mut name = [0 as c_char; 128];
                 let _ = (d.t.cuDeviceGetName)(name.as_mut_ptr(), 128, dev);
                 d.names
@@ -211,10 +215,23 @@ impl Driver {
 
     /// Make `device`'s primary context current on this thread.
     fn bind(&self, device: i32) -> Result<(), TransferError> {
-        let ctx = *self
+        let i = usize::try_from(device).unwrap_or(usize::MAX);
+        let (slot, dev) = self
             .contexts
-            .get(usize::try_from(device).unwrap_or(usize::MAX))
+            .get(i)
+            .zip(self.devices.get(i))
             .ok_or_else(|| TransferError::Cuda(format!("no CUDA device {device}")))?;
+        let ctx = slot
+            .get_or_init(|| {
+                let mut ctx: CuContext = std::ptr::null_mut();
+                // SAFETY: out-pointer valid; the context is never released
+                // (it lives as long as the process, like the driver).
+                self.check(unsafe { (self.t.cuDevicePrimaryCtxRetain)(&mut ctx, *dev) })
+                    .map(|_| ctx as usize)
+                    .map_err(|e| e.to_string())
+            })
+            .clone()
+            .map_err(TransferError::Cuda)?;
         // SAFETY: ctx is a retained primary context (never released).
         self.check(unsafe { (self.t.cuCtxSetCurrent)(ctx as CuContext) })
     }
@@ -308,8 +325,12 @@ impl CopyEngine for CudaEngine {
     }
 
     fn classify(&self, addr: usize) -> PointerKind {
-        if self.d.bind(0).is_err() {
-            return PointerKind::Host;
+        // Attribute queries need no particular context; bind one only if the
+        // thread has none at all (some drivers then refuse the query).
+        let mut cur: CuContext = std::ptr::null_mut();
+        // SAFETY: out-pointer valid.
+        if unsafe { (self.d.t.cuCtxGetCurrent)(&mut cur) } != CUDA_SUCCESS || cur.is_null() {
+            let _ = self.d.bind(0);
         }
         let p = addr as CuDevicePtr;
         let mut managed: c_uint = 0;
@@ -367,8 +388,8 @@ impl CopyEngine for CudaEngine {
         Ok(Box::new(Stream { d: self, s, device }))
     }
 
-    fn alloc_pinned(&'static self, len: usize) -> Result<PinnedBuf, TransferError> {
-        self.d.bind(0)?;
+    fn alloc_pinned(&'static self, len: usize, device: i32) -> Result<PinnedBuf, TransferError> {
+        self.d.bind(device)?;
         let mut p: *mut c_void = std::ptr::null_mut();
         // SAFETY: out-pointer valid; flag 1 = CU_MEMHOSTALLOC_PORTABLE (pinned for every context).
         self.d

@@ -185,7 +185,8 @@ pub trait CopyEngine: Send + Sync + std::fmt::Debug {
     /// Synchronous copy where either side may be device memory.
     fn copy(&self, dst: usize, src: usize, len: usize, device: i32) -> Result<(), TransferError>;
     fn stream(&'static self, device: i32) -> Result<Box<dyn CopyStream>, TransferError>;
-    fn alloc_pinned(&'static self, len: usize) -> Result<PinnedBuf, TransferError>;
+    /// Page-locked host memory, allocated in `device`'s context (usable by all).
+    fn alloc_pinned(&'static self, len: usize, device: i32) -> Result<PinnedBuf, TransferError>;
     /// Zero-filled device memory.
     fn alloc_device(&'static self, len: usize, device: i32) -> Result<DeviceBuf, TransferError>;
     /// Wait for all work on `device`.

@@ -40,7 +40,10 @@ impl Stager {
         Ok(Stager {
             device,
             stream: e.stream(device)?,
-            bufs: [e.alloc_pinned(CHUNK)?, e.alloc_pinned(CHUNK)?],
+            bufs: [
+                e.alloc_pinned(CHUNK, device)?,
+                e.alloc_pinned(CHUNK, device)?,
+            ],
             healthy: true,
         })
     }

@@ -74,7 +74,7 @@ impl CopyEngine for HostStandIn {
         Ok(Box::new(Immediate))
     }
 
-    fn alloc_pinned(&'static self, len: usize) -> Result<PinnedBuf, TransferError> {
+    fn alloc_pinned(&'static self, len: usize, _device: i32) -> Result<PinnedBuf, TransferError> {
         Ok(PinnedBuf::new(host_alloc(len), len, move |p| {
             host_free(p, len)
         }))

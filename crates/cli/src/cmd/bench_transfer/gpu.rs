@@ -91,7 +91,7 @@ pub fn baseline(device: i32, bytes: usize) -> anyhow::Result<CudaBaseline> {
     }
     let a = e.alloc_device(bytes, device)?;
     let b = e.alloc_device(bytes, device)?;
-    let host = e.alloc_pinned(bytes)?;
+    let host = e.alloc_pinned(bytes, device)?;
     let h = host.ptr() as usize;
     let reps = 8;
     let time = |dst: usize, src: usize| -> anyhow::Result<f64> {
