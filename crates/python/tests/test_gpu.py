@@ -29,7 +29,8 @@ bufs = [torch.zeros(size, dtype=torch.uint8, device="cuda") for _ in keys]
 for b in bufs:
     assert s.register_buffer(b.data_ptr(), size) == 0
 got = s.batch_get_into(keys, [b.data_ptr() for b in bufs], [size] * len(keys))
-print("got", json.dumps(got), json.dumps([int(b.to(torch.int64).sum()) for b in bufs]), flush=True)
+sums = [int(b.to(torch.int64).sum()) for b in bufs]
+print("got", json.dumps(got, separators=(",", ":")), json.dumps(sums, separators=(",", ":")), flush=True)
 for b in bufs:
     s.unregister_buffer(b.data_ptr())
 s.close()

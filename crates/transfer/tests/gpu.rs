@@ -102,6 +102,10 @@ async fn tcp_staging_device_to_device_and_mixed_batches() {
     let b_host = b.allocate_managed_buffer(len).await.unwrap();
     let hdata = random_bytes(12, len);
     a_host.write_at(0, &hdata);
+    let q = len / 4;
+    // What the batch below reads from the remote host buffer (a range no
+    // request of that batch writes).
+    b_host.write_at(3 * q, &hdata[3 * q..4 * q]);
     let tb = a.open_segment(b.segment_name()).await.unwrap();
     let r = |opcode, source, target_offset, length| TransferRequest {
         opcode,
@@ -129,8 +133,7 @@ async fn tcp_staging_device_to_device_and_mixed_batches() {
         download(e, &back, 0, len) == data,
         "device ← remote device over tcp"
     );
-    // One batch mixing host and device on both ends.
-    let q = len / 4;
+    // One batch mixing host and device on both ends (disjoint ranges).
     a.transfer(&[
         r(Opcode::Write, a_host.addr(), b_dev.addr() as u64, q),
         r(
@@ -148,7 +151,7 @@ async fn tcp_staging_device_to_device_and_mixed_batches() {
         r(
             Opcode::Read,
             back.addr() + 3 * q,
-            b_host.addr() as u64 + q as u64,
+            b_host.addr() as u64 + 3 * q as u64,
             q,
         ),
     ])
@@ -164,11 +167,14 @@ async fn tcp_staging_device_to_device_and_mixed_batches() {
     a_host.read_at(2 * q, &mut got);
     assert!(got == data[2 * q..3 * q], "host ← remote device");
     assert!(
-        download(e, &back, 3 * q, q) == data[q..2 * q],
+        download(e, &back, 3 * q, q) == hdata[3 * q..4 * q],
         "device ← remote host"
     );
     // Own segment: device ↔ device and device ↔ host through the copy engine.
     let own = a.open_segment(a.segment_name()).await.unwrap();
+    // (The batch above rewrote part of a_host: compare with what it holds now.)
+    let mut now = vec![0u8; len];
+    a_host.read_at(0, &mut now);
     a.transfer(&[TransferRequest {
         opcode: Opcode::Write,
         source: a_host.addr(),
@@ -178,7 +184,7 @@ async fn tcp_staging_device_to_device_and_mixed_batches() {
     }])
     .await
     .unwrap();
-    assert!(download(e, &back, 0, len) == hdata, "local host → device");
+    assert!(download(e, &back, 0, len) == now, "local host → device");
     for (eng, d) in [(&a, &a_dev), (&a, &back), (&b, &b_dev)] {
         eng.unregister_memory(d.addr()).await.unwrap();
     }
@@ -247,9 +253,11 @@ async fn cuda_ipc_between_processes() {
     let (tx, rx) = std::sync::mpsc::channel();
     let out = child.0.stdout.take().unwrap();
     std::thread::spawn(move || {
+        // The child's harness prints "test ipc_child_role ... " without a
+        // newline, so our markers may come mid-line.
         for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if line.starts_with("READY ") || line.starts_with("CHILD_SUM ") {
-                let _ = tx.send(line);
+            if let Some(at) = line.find("READY ").or_else(|| line.find("CHILD_SUM ")) {
+                let _ = tx.send(line[at..].to_string());
             }
         }
     });
