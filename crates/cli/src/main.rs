@@ -46,6 +46,8 @@ enum Command {
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// What this build and machine offer (version, CUDA devices).
+    Info(cmd::info::Args),
 }
 
 #[derive(Subcommand, Debug)]
@@ -93,6 +95,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Router(a)) => cmd::bench_router::run(a).await,
         Command::Bench(BenchCommand::Failover(a)) => cmd::bench_failover::run(a).await,
         Command::Router(a) => cmd::router::run(a).await,
+        Command::Info(a) => cmd::info::run(a).await,
         Command::FakeEngine(a) => cmd::fake_engine::run(a).await,
         Command::Client(a) => cmd::client::run(a).await,
         Command::StoreNode(a) => cmd::store_node::run(a).await,

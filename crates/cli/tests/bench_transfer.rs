@@ -137,3 +137,45 @@ fn bad_flags_are_refused() {
         assert!(!out.status.success(), "{args:?} was accepted");
     }
 }
+
+#[test]
+fn cuda_location_needs_cuda_and_info_says_so() {
+    let out = Command::new(env!("CARGO_BIN_EXE_mooncake"))
+        .args(["info", "--json"])
+        .output()
+        .expect("run mooncake info");
+    assert!(out.status.success());
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert!(info["cuda"].is_boolean(), "{info}");
+    if info["cuda"] == true {
+        eprintln!("skipped: CUDA present here; scripts/gpu-check.sh covers --location cuda:0");
+        return;
+    }
+    for args in [
+        vec!["--location", "cuda:0"],
+        vec!["--location", "gpu"],
+        vec!["--location", "cuda:0", "--protocol", "memcpy"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_mooncake"))
+            .args(["bench", "transfer", "--json", "--duration", "100ms"])
+            .args(&args)
+            .output()
+            .expect("run mooncake");
+        assert!(!out.status.success(), "{args:?} was accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("cuda") || err.contains("location"),
+            "{args:?}: {err}"
+        );
+    }
+    // The host location is the default and reported.
+    let v = bench(&[
+        "--location",
+        "cpu",
+        "--block-size",
+        "64KiB",
+        "--batch-size",
+        "4",
+    ]);
+    assert_eq!(v["location"], "cpu");
+}

@@ -201,3 +201,23 @@ def test_initialize_failures_return_minus_one():
     assert e.get_rpc_port() == -1
     assert e.transfer_sync_write("127.0.0.1:1", 1, 1, 1) == -1
     assert e.allocate_managed_buffer(10) == 0
+
+
+def test_topology_and_cuda_names_without_a_gpu(cluster):
+    """The GPU API exists everywhere; without CUDA it says so and refuses cleanly
+    (tests/test_gpu.py covers a GPU)."""
+    import json
+
+    e = TransferEngine()
+    name = f"127.0.0.1:{free_port()}"
+    assert e.initialize(name, cluster.metadata_url, "tcp", "") == 0
+    topo = json.loads(e.get_local_topology())
+    assert "cpu:0" in topo
+    if any(k.startswith("cuda:") for k in topo):
+        pytest.skip("CUDA present: covered by test_gpu.py")
+    buf = ctypes.create_string_buffer(4096)
+    addr = ctypes.addressof(buf)
+    assert e.register_memory(addr, 4096, "cuda:0") != 0, "cuda:0 without CUDA is refused"
+    assert e.register_memory(addr, 4096) == 0
+    assert e.transfer_write_on_cuda(name, addr, addr, 16, 0) == -1
+    assert e.unregister_memory(addr) == 0

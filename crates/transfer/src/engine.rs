@@ -323,10 +323,15 @@ impl TransferEngine {
         shm: Option<ShmExport>,
         mapping: Option<Arc<Mapping>>,
     ) -> Result<(), TransferError> {
+        let location = if mapping.is_some() {
+            location.to_string()
+        } else {
+            crate::cuda::resolve_location(location, addr, len)?
+        };
         let mut info = RegionInfo {
             addr,
             len,
-            location: location.to_string(),
+            location,
             shm,
             keys: Vec::new(),
         };

@@ -58,6 +58,8 @@ pub enum TransferError {
     BatchBusy(u64),
     #[error("engine is shut down")]
     ShutDown,
+    #[error("CUDA: {0}")]
+    Cuda(String),
     #[error("transfer failed: {0}")]
     Failed(FailureReason),
     #[error(transparent)]

@@ -23,6 +23,11 @@
 //! # Ok(()) }
 //! ```
 //!
+//! Registered memory may be host or CUDA device memory: registration decides
+//! which (see [`cuda`]), tcp stages device memory through pinned buffers, and
+//! same-host device buffers are shared by CUDA IPC; CUDA is loaded at run time
+//! and optional. Details and GPU measurements: `docs/gpu.md`.
+//!
 //! Model (as the reference): every engine is a *segment* named `host:port`
 //! whose registered buffers peers address by absolute address. The segment
 //! descriptor is published in metadata (`mooncake/ram/<segment>`) or, in
@@ -39,6 +44,7 @@
 mod batch;
 mod buffer;
 mod config;
+pub mod cuda;
 pub mod descriptor;
 mod engine;
 mod error;

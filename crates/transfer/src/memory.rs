@@ -47,6 +47,14 @@ pub struct RegionInfo {
     pub keys: Vec<MemoryKey>,
 }
 
+impl RegionInfo {
+    /// The CUDA device holding this buffer, `None` for host memory (the
+    /// location was decided once, at registration: see [`crate::cuda`]).
+    pub fn device(&self) -> Option<i32> {
+        crate::cuda::device_of_location(&self.location)
+    }
+}
+
 #[derive(Debug)]
 struct Region {
     info: RegionInfo,
@@ -98,6 +106,12 @@ impl Lease {
 
     pub fn ptr(&self) -> *mut u8 {
         self.addr as *mut u8
+    }
+
+    /// The CUDA device holding the leased bytes (`None`: host memory the CPU
+    /// may touch). Device memory must only be moved by the copy engine.
+    pub fn device(&self) -> Option<i32> {
+        self._region.info.device()
     }
 
     /// The leased bytes as a shared slice.

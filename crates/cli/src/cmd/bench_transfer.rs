@@ -11,6 +11,7 @@
 //!
 //! Throughput is GB/s = 10^9 bytes per second over the measured interval.
 
+mod gpu;
 mod stats;
 mod units;
 
@@ -22,8 +23,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use mooncake_transfer::transport::file::FileTransport;
 use mooncake_transfer::{
-    ManagedBuffer, Opcode, Protocol, SegmentHandle, TransferEngine, TransferEngineConfig,
-    TransferRequest,
+    Opcode, Protocol, SegmentHandle, TransferEngine, TransferEngineConfig, TransferRequest,
 };
 
 use stats::{gbps, merge, percentile, Report, ThreadStats};
@@ -108,16 +108,25 @@ pub struct Args {
     /// O_DIRECT is unavailable), removed afterwards.
     #[arg(long)]
     pub file: Option<PathBuf>,
+    /// Where both sides' buffers live: `cpu` (managed host buffers) or `cuda:N`
+    /// (device memory; the report adds the device's D2H/H2D/D2D copy bandwidth
+    /// measured in the same run).
+    #[arg(long, default_value = "cpu", value_parser = gpu::parse_location)]
+    pub location: gpu::Location,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     validate(&args)?;
-    let report = match (args.protocol, args.mode) {
+    let mut report = match (args.protocol, args.mode) {
         (BenchProtocol::Memcpy, _) => run_memcpy(&args).await?,
         (_, Mode::Target) => return run_target(&args).await,
         (_, Mode::Both) => run_both(&args).await?,
         (_, Mode::Initiator) => run_initiator_only(&args).await?,
     };
+    if let gpu::Location::Cuda(d) = args.location {
+        let bytes = buffer_size(&args)?.clamp(1 << 20, 256 << 20);
+        report.cuda = Some(tokio::task::spawn_blocking(move || gpu::baseline(d, bytes)).await??);
+    }
     print_report(&args, &report)
 }
 
@@ -127,6 +136,11 @@ fn validate(args: &Args) -> anyhow::Result<()> {
     }
     if args.protocol == BenchProtocol::File && args.mode != Mode::Both {
         bail!("--protocol file runs in one process (--mode both): the file segment is local");
+    }
+    if args.location != gpu::Location::Cpu
+        && matches!(args.protocol, BenchProtocol::File | BenchProtocol::Memcpy)
+    {
+        bail!("--location cuda:N applies to --protocol tcp and shm");
     }
     if args.mode != Mode::Both && args.metadata == "embedded" {
         bail!("--mode target/initiator need a shared --metadata (e.g. http://127.0.0.1:8080/metadata)");
@@ -176,7 +190,7 @@ async fn start_engine(args: &Args, hostname: &str) -> anyhow::Result<Arc<Transfe
 async fn run_target(args: &Args) -> anyhow::Result<()> {
     let engine = start_engine(args, &args.local_hostname).await?;
     let len = buffer_size(args)?;
-    let buffer = engine.allocate_managed_buffer(len).await?;
+    let buffer = gpu::alloc(&engine, len, args.location).await?;
     eprintln!(
         "target segment {} serving a {} buffer at {:#x}; Ctrl-C or SIGTERM to stop",
         engine.segment_name(),
@@ -188,7 +202,7 @@ async fn run_target(args: &Args) -> anyhow::Result<()> {
     tokio::signal::ctrl_c()
         .await
         .context("waiting for Ctrl-C")?;
-    drop(buffer);
+    gpu::release(&engine, buffer).await;
     engine.shutdown().await;
     Ok(())
 }
@@ -210,9 +224,9 @@ async fn run_initiator_only(args: &Args) -> anyhow::Result<Report> {
         .first()
         .map(|b| b.addr)
         .with_context(|| format!("segment {segment} has no registered buffer"))?;
-    let local = engine.allocate_managed_buffer(buffer_size(args)?).await?;
+    let local = gpu::alloc(&engine, buffer_size(args)?, args.location).await?;
     let report = drive(args, &engine, &local, &target, remote_base, None).await;
-    drop(local);
+    gpu::release(&engine, local).await;
     engine.shutdown().await;
     report
 }
@@ -227,7 +241,11 @@ async fn run_both(args: &Args) -> anyhow::Result<Report> {
     } else {
         start_engine(args, &args.local_hostname).await?
     };
-    let local = initiator.allocate_managed_buffer(len).await?;
+    let local = if args.protocol == BenchProtocol::File {
+        gpu::Buf::Host(initiator.allocate_managed_buffer(len).await?)
+    } else {
+        gpu::alloc(&initiator, len, args.location).await?
+    };
     let mut temp_file = None;
     let (target, remote_base, target_buffer, direct) = if args.protocol == BenchProtocol::File {
         let path = match &args.file {
@@ -258,13 +276,15 @@ async fn run_both(args: &Args) -> anyhow::Result<Report> {
         }
         (file, 0u64, None, direct)
     } else {
-        let buffer = target_engine.allocate_managed_buffer(len).await?;
+        let buffer = gpu::alloc(&target_engine, len, args.location).await?;
         let handle = initiator.open_segment(target_engine.segment_name()).await?;
         (handle, buffer.addr() as u64, Some(buffer), None)
     };
     let report = drive(args, &initiator, &local, &target, remote_base, direct).await;
-    drop(local);
-    drop(target_buffer);
+    gpu::release(&initiator, local).await;
+    if let Some(b) = target_buffer {
+        gpu::release(&target_engine, b).await;
+    }
     initiator.shutdown().await;
     target_engine.shutdown().await;
     drop(temp_file);
@@ -273,7 +293,7 @@ async fn run_both(args: &Args) -> anyhow::Result<Report> {
 
 async fn fill_file(
     engine: &Arc<TransferEngine>,
-    local: &ManagedBuffer,
+    local: &gpu::Buf,
     file: &SegmentHandle,
     len: usize,
 ) -> anyhow::Result<()> {
@@ -300,7 +320,7 @@ async fn fill_file(
 async fn drive(
     args: &Args,
     engine: &Arc<TransferEngine>,
-    local: &ManagedBuffer,
+    local: &gpu::Buf,
     target: &SegmentHandle,
     remote_base: u64,
     direct_io: Option<bool>,
@@ -420,6 +440,11 @@ fn summarise(
         latency_p99_us: percentile(&lat, 99.0),
         latency_max_us: lat.last().copied().unwrap_or(0),
         direct_io,
+        location: match args.location {
+            gpu::Location::Cpu => "cpu".into(),
+            gpu::Location::Cuda(d) => format!("cuda:{d}"),
+        },
+        cuda: None,
     }
 }
 
@@ -491,6 +516,12 @@ fn print_report(args: &Args, r: &Report) -> anyhow::Result<()> {
         "  batch latency p50 {} us  p99 {} us  max {} us",
         r.latency_p50_us, r.latency_p99_us, r.latency_max_us
     );
+    if let Some(c) = &r.cuda {
+        println!(
+            "  buffers on {}; same-run device copies: D2H {:.2} GB/s  H2D {:.2} GB/s  D2D {:.2} GB/s ({})",
+            r.location, c.d2h_gbps, c.h2d_gbps, c.d2d_gbps, c.device
+        );
+    }
     Ok(())
 }
 

@@ -7,6 +7,7 @@ pub mod bench_store;
 pub mod bench_transfer;
 pub mod client;
 pub mod fake_engine;
+pub mod info;
 pub mod master;
 pub mod metadata_server;
 pub mod real_client;

@@ -2,6 +2,7 @@
 //! from the pool (or dedicated ones), segment lookup and the raw byte
 //! accessors, which only reach memory registered through this engine.
 
+use mooncake_transfer::cuda::staging;
 use mooncake_transfer::TransferError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
@@ -200,10 +201,19 @@ impl PyTransferEngine {
             return -1;
         }
         let data = &src.as_slice()[..length];
+        let device = device_at(&a.engine, dest_address, length);
         // SAFETY: the destination range lies inside a buffer registered through
-        // this engine (checked above), which is valid writable memory.
-        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), dest_address as *mut u8, length) };
-        0
+        // this engine (checked above), which is valid writable memory; device
+        // memory is written by the copy engine, never by the CPU.
+        let r =
+            unsafe { staging::copy(dest_address, device, data.as_ptr() as usize, None, length) };
+        match r {
+            Ok(()) => 0,
+            Err(e) => {
+                log::error(py, &format!("write_bytes_to_buffer: {e}"));
+                -1
+            }
+        }
     }
 
     /// `length` bytes at `source_address` (inside memory registered through
@@ -224,12 +234,30 @@ impl PyTransferEngine {
                 "{source_address:#x}+{length} is outside memory registered through this engine"
             )));
         }
+        let device = device_at(&a.engine, source_address, length);
         PyBytes::new_with(py, length, |out| {
-            // SAFETY: the source range lies inside registered memory (checked).
+            // SAFETY: the source range lies inside registered memory (checked);
+            // device memory is read by the copy engine, never by the CPU.
             unsafe {
-                std::ptr::copy_nonoverlapping(source_address as *const u8, out.as_mut_ptr(), length)
-            };
-            Ok(())
+                staging::copy(
+                    out.as_mut_ptr() as usize,
+                    None,
+                    source_address,
+                    device,
+                    length,
+                )
+            }
+            .map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(e.to_string()))
         })
     }
+}
+
+/// The CUDA device of the registered buffer holding `[addr, addr+len)`, if
+/// it is device memory (decided at registration).
+fn device_at(engine: &mooncake_transfer::TransferEngine, addr: usize, len: usize) -> Option<i32> {
+    engine
+        .local_descriptor()
+        .find_buffer(addr as u64, len as u64)
+        .ok()
+        .and_then(|b| mooncake_transfer::cuda::device_of_location(&b.name))
 }

@@ -445,3 +445,149 @@ impl PyTransferEngine {
         }
     }
 }
+
+/// GPU memory: the reference's `*_on_cuda` transfers and the topology
+/// report. A `*_on_cuda` call is ordered after the work already queued on
+/// `stream` (torch's `stream.cuda_stream`; 0 = default stream) and completes
+/// before it returns, so work queued on the stream afterwards sees the
+/// transferred bytes. (The reference enqueues a host callback instead; the
+/// ordering the caller observes is the same, ours blocks the calling thread.)
+#[pymethods]
+impl PyTransferEngine {
+    /// JSON: `{"cpu:0": [[], []], "cuda:0": [[], []], ...}` — one entry per
+    /// location with its preferred and available NICs (none: no RDMA yet);
+    /// `cuda:*` entries only where the CUDA driver was found.
+    fn get_local_topology(&self) -> String {
+        let mut m = serde_json::Map::new();
+        m.insert("cpu:0".into(), serde_json::json!([[], []]));
+        if let Ok(e) = mooncake_transfer::cuda::engine() {
+            for d in 0..e.device_count() {
+                m.insert(format!("cuda:{d}"), serde_json::json!([[], []]));
+            }
+        }
+        serde_json::Value::Object(m).to_string()
+    }
+
+    #[pyo3(signature = (target_hostname, buffer, peer_buffer_address, length, stream = 0))]
+    fn transfer_write_on_cuda(
+        &self,
+        py: Python<'_>,
+        target_hostname: &str,
+        buffer: usize,
+        peer_buffer_address: u64,
+        length: usize,
+        stream: usize,
+    ) -> i32 {
+        self.on_cuda(
+            py,
+            stream,
+            Job::one(
+                "transfer_write_on_cuda",
+                target_hostname,
+                Opcode::Write,
+                buffer,
+                peer_buffer_address,
+                length,
+            ),
+        )
+    }
+
+    #[pyo3(signature = (target_hostname, buffer, peer_buffer_address, length, stream = 0))]
+    fn transfer_read_on_cuda(
+        &self,
+        py: Python<'_>,
+        target_hostname: &str,
+        buffer: usize,
+        peer_buffer_address: u64,
+        length: usize,
+        stream: usize,
+    ) -> i32 {
+        self.on_cuda(
+            py,
+            stream,
+            Job::one(
+                "transfer_read_on_cuda",
+                target_hostname,
+                Opcode::Read,
+                buffer,
+                peer_buffer_address,
+                length,
+            ),
+        )
+    }
+
+    #[pyo3(signature = (target_hostname, buffers, peer_buffer_addresses, lengths, stream = 0))]
+    fn batch_transfer_write_on_cuda(
+        &self,
+        py: Python<'_>,
+        target_hostname: &str,
+        buffers: Vec<usize>,
+        peer_buffer_addresses: Vec<u64>,
+        lengths: Vec<usize>,
+        stream: usize,
+    ) -> i32 {
+        self.on_cuda(
+            py,
+            stream,
+            Job::many(
+                "batch_transfer_write_on_cuda",
+                target_hostname,
+                Opcode::Write,
+                buffers,
+                peer_buffer_addresses,
+                lengths,
+            ),
+        )
+    }
+
+    #[pyo3(signature = (target_hostname, buffers, peer_buffer_addresses, lengths, stream = 0))]
+    fn batch_transfer_read_on_cuda(
+        &self,
+        py: Python<'_>,
+        target_hostname: &str,
+        buffers: Vec<usize>,
+        peer_buffer_addresses: Vec<u64>,
+        lengths: Vec<usize>,
+        stream: usize,
+    ) -> i32 {
+        self.on_cuda(
+            py,
+            stream,
+            Job::many(
+                "batch_transfer_read_on_cuda",
+                target_hostname,
+                Opcode::Read,
+                buffers,
+                peer_buffer_addresses,
+                lengths,
+            ),
+        )
+    }
+}
+
+impl PyTransferEngine {
+    /// Wait for `stream`, then run `job` to completion (0, or -1).
+    fn on_cuda(&self, py: Python<'_>, stream: usize, job: Job<'_>) -> i32 {
+        let e = match mooncake_transfer::cuda::engine() {
+            Ok(e) => e,
+            Err(why) => {
+                log::error(py, &format!("{}: {why}", job.what));
+                return -1;
+            }
+        };
+        let device = job
+            .locals
+            .first()
+            .and_then(|&a| match e.classify(a) {
+                mooncake_transfer::cuda::PointerKind::Device(d)
+                | mooncake_transfer::cuda::PointerKind::Managed(d) => Some(d),
+                _ => None,
+            })
+            .unwrap_or(0);
+        if let Err(err) = py.allow_threads(|| e.synchronize_stream(stream, device)) {
+            log::error(py, &format!("{}: waiting for the stream: {err}", job.what));
+            return -1;
+        }
+        self.run_batch(py, job)
+    }
+}

@@ -6,6 +6,16 @@
 //! buffer). If mapping fails (another user, another container) the peer's
 //! epoch is remembered as unmappable and tcp takes over.
 //!
+//! Same-host device memory (the reference's intra-node NVLink path): a local
+//! device buffer is exported as a CUDA IPC handle, published in the
+//! descriptor extension `transports.shm.cuda_ipc` (`addr`, `length`,
+//! `device`, `offset` inside the allocation, hex `handle`). A peer opens the
+//! handle once and copies device-to-device with the copy engine. Where IPC
+//! is unavailable (no CUDA here, the allocation cannot be exported, opening
+//! fails) the buffer is simply not reachable by shm and tcp stages it.
+//! A local device buffer on the other side of a memfd copy is moved by the
+//! copy engine too, never by the CPU.
+//!
 //! Invariants:
 //! - Copies stay inside the mapping: the range is checked against the
 //!   descriptor's buffer and the mapping length (the memfd's sealed size).
@@ -16,15 +26,17 @@
 //!   when the peer is forgotten or the transport shuts down.
 
 use std::any::Any;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use super::{SharedTransport, Slice, Transport, TransportContext};
+use super::{MemoryKey, SharedTransport, Slice, Transport, TransportContext};
+use crate::cuda::{self, staging};
 use crate::descriptor::{BufferDesc, SegmentDescriptor, ShmDesc};
+use crate::memory::{MemoryRegistry, RegionInfo};
 use crate::{Opcode, Protocol, TransferError};
 
 #[derive(Debug)]
@@ -54,21 +66,91 @@ impl Drop for PeerMapping {
 
 type Key = (String, u64, u64);
 
+/// A peer's device allocation opened through CUDA IPC; closed on drop.
+#[derive(Debug)]
+struct IpcMapping {
+    /// Address of the peer's registered buffer start in this process.
+    base: usize,
+    /// Start of the opened allocation (what `ipc_close` takes).
+    alloc: usize,
+    device: i32,
+}
+
+impl Drop for IpcMapping {
+    fn drop(&mut self) {
+        if let Ok(e) = cuda::engine() {
+            e.ipc_close(self.alloc, self.device);
+        }
+    }
+}
+
+/// One exported device buffer as published under `transports.shm.cuda_ipc`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct IpcEntry {
+    addr: u64,
+    length: u64,
+    device: i32,
+    offset: u64,
+    handle: String,
+}
+
 /// See the module docs.
 #[derive(Debug)]
 pub struct ShmTransport {
     host_id: String,
+    registry: Arc<MemoryRegistry>,
     maps: Mutex<HashMap<Key, Arc<PeerMapping>>>,
+    ipc_maps: Mutex<HashMap<Key, Arc<IpcMapping>>>,
     unmappable: Mutex<HashSet<(String, u64)>>,
+    /// Our device buffers exported for IPC, by address.
+    exports: Mutex<BTreeMap<u64, IpcEntry>>,
 }
 
 /// Build the shm transport.
 pub fn build(ctx: &TransportContext) -> Result<SharedTransport, TransferError> {
     Ok(Arc::new(ShmTransport {
         host_id: ctx.host_id.clone(),
+        registry: Arc::clone(&ctx.registry),
         maps: Mutex::new(HashMap::new()),
+        ipc_maps: Mutex::new(HashMap::new()),
         unmappable: Mutex::new(HashSet::new()),
+        exports: Mutex::new(BTreeMap::new()),
     }))
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() & 1 == 1 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// The peer's IPC export covering `[addr, addr+len)`, if any.
+fn ipc_entry(peer: &SegmentDescriptor, addr: u64, len: u64) -> Option<IpcEntry> {
+    let list = peer.transports.get("shm")?.get("cuda_ipc")?.as_array()?;
+    list.iter().find_map(|v| {
+        let (a, l) = (v.get("addr")?.as_u64()?, v.get("length")?.as_u64()?);
+        (addr >= a && addr.checked_add(len)? <= a.checked_add(l)?)
+            .then(|| serde_json::from_value(v.clone()).ok())
+            .flatten()
+    })
+}
+
+/// Whether CUDA IPC can work in this process (a real driver).
+fn ipc_capable() -> bool {
+    cuda::engine().is_ok_and(|e| !e.is_standin())
+}
+
+fn pid_alive(pid: u32) -> bool {
+    // SAFETY: signal 0 only checks for existence and permission.
+    pid != 0 && unsafe { libc::kill(pid as libc::pid_t, 0) } == 0
 }
 
 fn map_peer(segment: &str, shm: ShmDesc, want: u64) -> Result<PeerMapping, TransferError> {
@@ -100,6 +182,83 @@ fn map_peer(segment: &str, shm: ShmDesc, want: u64) -> Result<PeerMapping, Trans
 }
 
 impl ShmTransport {
+    fn ipc_mapping(
+        &self,
+        peer: &SegmentDescriptor,
+        entry: &IpcEntry,
+    ) -> Result<Arc<IpcMapping>, TransferError> {
+        let key = (peer.name.clone(), peer.epoch, entry.addr);
+        if let Some(m) = self.ipc_maps.lock().get(&key) {
+            return Ok(Arc::clone(m));
+        }
+        let e = cuda::engine().map_err(|why| TransferError::Cuda(why.to_string()))?;
+        let device = if entry.device < e.device_count() {
+            entry.device
+        } else {
+            0
+        };
+        let handle = unhex(&entry.handle)
+            .ok_or_else(|| TransferError::Protocol("malformed CUDA IPC handle".into()))?;
+        let opened = e.ipc_open(&handle, device).and_then(|alloc| {
+            let m = IpcMapping {
+                base: alloc + entry.offset as usize,
+                alloc,
+                device,
+            };
+            // The export must cover the buffer the descriptor announces.
+            let (_, size) = e.allocation_range(alloc, device)?;
+            if entry.offset.saturating_add(entry.length) > size as u64 {
+                return Err(TransferError::Protocol(
+                    "CUDA IPC export smaller than its buffer".into(),
+                ));
+            }
+            Ok(m)
+        });
+        let m = match opened {
+            Ok(m) => Arc::new(m),
+            Err(err) => {
+                tracing::info!(segment = %peer.name, error = %err, "CUDA IPC open failed; staging over other transports");
+                self.unmappable
+                    .lock()
+                    .insert((peer.name.clone(), peer.epoch));
+                return Err(TransferError::PeerUnreachable {
+                    segment: peer.name.clone(),
+                    message: err.to_string(),
+                });
+            }
+        };
+        self.ipc_maps.lock().insert(key, Arc::clone(&m));
+        Ok(m)
+    }
+
+    /// Device-to-device (or host) copy through a peer's IPC export.
+    fn execute_ipc(
+        &self,
+        peer: &SegmentDescriptor,
+        entry: &IpcEntry,
+        slice: &Slice,
+        local_device: Option<i32>,
+    ) -> Result<(), TransferError> {
+        if !pid_alive(peer.pid) {
+            self.forget_peer(&peer.name);
+            return Err(TransferError::PeerUnreachable {
+                segment: peer.name.clone(),
+                message: "peer process is gone".into(),
+            });
+        }
+        let m = self.ipc_mapping(peer, entry)?;
+        let remote = m.base + (slice.remote_addr - entry.addr) as usize;
+        let (l, r) = ((slice.local_addr, local_device), (remote, Some(m.device)));
+        let ((dst, dd), (src, sd)) = match slice.opcode {
+            Opcode::Write => (r, l),
+            Opcode::Read => (l, r),
+        };
+        // SAFETY: the remote range lies inside the opened export (checked
+        // against the entry, whose extent was checked against the allocation),
+        // the local one is leased by the engine.
+        unsafe { staging::copy(dst, dd, src, sd, slice.len) }
+    }
+
     fn mapping(
         &self,
         peer: &SegmentDescriptor,
@@ -134,13 +293,56 @@ impl Transport for ShmTransport {
         Protocol::Shm
     }
 
+    fn register_memory(&self, region: &RegionInfo) -> Result<Option<MemoryKey>, TransferError> {
+        let Some(device) = region.device() else {
+            return Ok(None);
+        };
+        if !ipc_capable() {
+            return Ok(None);
+        }
+        let e = cuda::engine().map_err(|why| TransferError::Cuda(why.to_string()))?;
+        match e.ipc_handle(region.addr, device) {
+            Ok(h) => {
+                let entry = IpcEntry {
+                    addr: region.addr as u64,
+                    length: region.len as u64,
+                    device,
+                    offset: h.offset,
+                    handle: hex(&h.handle),
+                };
+                self.exports.lock().insert(entry.addr, entry);
+            }
+            Err(err) => {
+                tracing::info!(addr = region.addr, error = %err, "device buffer not exportable by CUDA IPC; peers will stage it over tcp");
+            }
+        }
+        Ok(None)
+    }
+
+    fn unregister_memory(&self, region: &RegionInfo) -> Result<(), TransferError> {
+        self.exports.lock().remove(&(region.addr as u64));
+        Ok(())
+    }
+
+    fn descriptor_extension(&self) -> Option<serde_json::Value> {
+        let exports = self.exports.lock();
+        if exports.is_empty() {
+            return None;
+        }
+        let list: Vec<&IpcEntry> = exports.values().collect();
+        Some(serde_json::json!({ "cuda_ipc": list }))
+    }
+
     fn can_reach(&self, peer: &SegmentDescriptor, remote_addr: u64, len: usize) -> bool {
         peer.host_id == self.host_id
             && !self.host_id.is_empty()
             && peer.has_protocol("shm")
-            && peer
-                .find_buffer(remote_addr, len as u64)
-                .is_ok_and(|b| b.shm.is_some())
+            && peer.find_buffer(remote_addr, len as u64).is_ok_and(|b| {
+                b.shm.is_some()
+                    || ipc_capable()
+                        && peer.pid != std::process::id()
+                        && ipc_entry(peer, remote_addr, len as u64).is_some()
+            })
             && !self
                 .unmappable
                 .lock()
@@ -153,6 +355,19 @@ impl Transport for ShmTransport {
         slice: &Slice,
     ) -> Result<(), TransferError> {
         let buf = peer.find_buffer(slice.remote_addr, slice.len as u64)?;
+        let local_device = self
+            .registry
+            .lease_local(slice.local_addr, slice.len)?
+            .device();
+        if buf.shm.is_none() {
+            let entry = ipc_entry(peer, slice.remote_addr, slice.len as u64).ok_or(
+                TransferError::NoRoute {
+                    segment: peer.name.clone(),
+                    addr: slice.remote_addr,
+                },
+            )?;
+            return self.execute_ipc(peer, &entry, slice, local_device);
+        }
         let map = self.mapping(peer, buf)?;
         let offset = (slice.remote_addr - buf.addr) as usize;
         if offset
@@ -177,28 +392,28 @@ impl Transport for ShmTransport {
                 message: "peer process no longer holds the shared buffer".into(),
             });
         }
+        let remote = map.ptr as usize + offset;
+        let (l, r) = ((slice.local_addr, local_device), (remote, None));
+        let ((dst, dd), (src, sd)) = match slice.opcode {
+            Opcode::Write => (r, l),
+            Opcode::Read => (l, r),
+        };
         // SAFETY: [offset, offset+len) is inside the mapping (checked above) and
-        // the local range is leased by the engine. The two are different
-        // mappings of memory; `copy` tolerates overlap should a process map its
-        // own memfd through another segment name.
-        unsafe {
-            let remote = map.ptr.add(offset);
-            let local = slice.local_addr as *mut u8;
-            match slice.opcode {
-                Opcode::Write => std::ptr::copy(local as *const u8, remote, slice.len),
-                Opcode::Read => std::ptr::copy(remote as *const u8, local, slice.len),
-            }
-        }
-        Ok(())
+        // the local range is leased by the engine. Host-to-host is a memmove
+        // (overlap tolerated should a process map its own memfd through another
+        // segment name); a local device side goes through the copy engine.
+        unsafe { staging::copy(dst, dd, src, sd, slice.len) }
     }
 
     fn forget_peer(&self, segment: &str) {
         self.maps.lock().retain(|k, _| k.0 != segment);
+        self.ipc_maps.lock().retain(|k, _| k.0 != segment);
         self.unmappable.lock().retain(|k| k.0 != segment);
     }
 
     async fn shutdown(&self) {
         self.maps.lock().clear();
+        self.ipc_maps.lock().clear();
     }
 
     fn as_any(&self) -> &dyn Any {

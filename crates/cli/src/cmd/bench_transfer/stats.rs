@@ -43,6 +43,11 @@ pub struct Report {
     /// File protocol only: whether aligned I/O bypassed the page cache.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub direct_io: Option<bool>,
+    /// Where the buffers live (`cpu`, `cuda:0`).
+    pub location: String,
+    /// `--location cuda:N`: the device's copy bandwidths, same run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cuda: Option<super::gpu::CudaBaseline>,
 }
 
 /// Nearest-rank percentile of sorted values (`p` in 0..=100); 0 when empty.

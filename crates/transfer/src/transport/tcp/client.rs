@@ -8,13 +8,14 @@
 
 use std::time::Duration;
 
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::frame::{
     Op, RequestHeader, ResponseHeader, Status, MAX_DESCRIPTOR_LEN, RESPONSE_HEADER_LEN,
 };
 use super::{tune_socket, write_all_two};
+use crate::cuda::staging;
 use crate::descriptor::SegmentDescriptor;
 use crate::TransferError;
 
@@ -94,6 +95,16 @@ impl Conn {
         write_all_two(&mut self.stream, &h.encode(), payload)
             .await
             .map_err(|e| self.io(e))?;
+        self.response(id, addr, len).await
+    }
+
+    /// Read the response header of request `id`; maps refusals to typed errors.
+    async fn response(
+        &mut self,
+        id: u64,
+        addr: u64,
+        len: u64,
+    ) -> Result<ResponseHeader, TransferError> {
         let mut rb = [0u8; RESPONSE_HEADER_LEN];
         self.stream
             .read_exact(&mut rb)
@@ -122,6 +133,63 @@ impl Conn {
                 "{} rejected our frame",
                 self.segment
             ))),
+        }
+    }
+
+    /// One-sided write of `len` bytes of device memory at `src` (on
+    /// `device`) to `remote_addr`, staged through pinned host chunks.
+    pub async fn write_device(
+        &mut self,
+        remote_addr: u64,
+        src: usize,
+        len: usize,
+        device: i32,
+    ) -> Result<(), TransferError> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let h = RequestHeader {
+            op: Op::Write,
+            id,
+            addr: remote_addr,
+            len: len as u64,
+        };
+        self.stream
+            .write_all(&h.encode())
+            .await
+            .map_err(|e| self.io(e))?;
+        staging::device_to_writer(&mut self.stream, src, len, device)
+            .await
+            .map_err(|e| self.staged(e))?;
+        self.response(id, remote_addr, len as u64).await.map(|_| ())
+    }
+
+    /// One-sided read of `len` bytes at `remote_addr` into device memory at
+    /// `dst` (on `device`), staged through pinned host chunks.
+    pub async fn read_device(
+        &mut self,
+        remote_addr: u64,
+        dst: usize,
+        len: usize,
+        device: i32,
+    ) -> Result<(), TransferError> {
+        let resp = self.request(Op::Read, remote_addr, len as u64, &[]).await?;
+        if resp.len != len as u64 {
+            return Err(TransferError::Protocol(format!(
+                "read answered with {} bytes, wanted {len}",
+                resp.len
+            )));
+        }
+        staging::reader_to_device(&mut self.stream, dst, len, device)
+            .await
+            .map_err(|e| self.staged(e))
+    }
+
+    /// Socket errors while staging mean the peer is unreachable (as for
+    /// host transfers); copy-engine errors stay what they are.
+    fn staged(&self, e: TransferError) -> TransferError {
+        match e {
+            TransferError::Io(e) => self.io(e),
+            other => other,
         }
     }
 

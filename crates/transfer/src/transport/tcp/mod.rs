@@ -3,7 +3,9 @@
 //!
 //! Data path: a Write sends header and payload with vectored writes straight
 //! from registered memory; a Read's payload is read straight into the leased
-//! local range. No staging copies on either side.
+//! local range. No staging copies on either side for host memory; device
+//! memory (either side) is staged through pinned host chunks by
+//! [`crate::cuda::staging`], double-buffered against the socket.
 //!
 //! Invariants: at most `connections_per_peer` connections per peer exist;
 //! slices beyond that wait (fairly) for a free one. A connection that saw an
@@ -170,15 +172,29 @@ impl Transport for TcpTransport {
                 .await?
             }
         };
-        let result = match slice.opcode {
-            Opcode::Write => {
+        // Device memory moves through pinned staging chunks, never the CPU.
+        let device = self
+            .ctx
+            .registry
+            .lease_local(slice.local_addr, slice.len)?
+            .device();
+        let result = match (slice.opcode, device) {
+            (Opcode::Write, Some(d)) => {
+                conn.write_device(slice.remote_addr, slice.local_addr, slice.len, d)
+                    .await
+            }
+            (Opcode::Read, Some(d)) => {
+                conn.read_device(slice.remote_addr, slice.local_addr, slice.len, d)
+                    .await
+            }
+            (Opcode::Write, None) => {
                 // SAFETY: the engine leased [local_addr, +len) for this call; we
                 // only read it.
                 let data =
                     unsafe { std::slice::from_raw_parts(slice.local_addr as *const u8, slice.len) };
                 conn.write(slice.remote_addr, data).await
             }
-            Opcode::Read => {
+            (Opcode::Read, None) => {
                 // SAFETY: the engine leased [local_addr, +len) for this call;
                 // registered memory is writable by the registration contract.
                 let out = unsafe {

@@ -20,6 +20,7 @@ use tracing::Instrument;
 
 use super::frame::{Op, RequestHeader, ResponseHeader, Status, REQUEST_HEADER_LEN};
 use super::{tune_socket, write_all_two};
+use crate::cuda::staging;
 use crate::memory::{Lease, MemoryRegistry};
 use crate::TransferError;
 
@@ -213,10 +214,18 @@ async fn handle(
                         id: req.id,
                         len: req.len,
                     };
-                    // SAFETY: the lease keeps [addr, addr+len) registered and
-                    // mapped; we only read it.
-                    let data = unsafe { lease.as_slice() };
-                    write_all_two(stream, &h.encode(), data).await?;
+                    if let Some(device) = lease.device() {
+                        // Device memory: header, then the bytes staged
+                        // through pinned host chunks by the copy engine.
+                        stream.write_all(&h.encode()).await?;
+                        staging::device_to_writer(stream, lease.addr(), lease.len(), device)
+                            .await?;
+                    } else {
+                        // SAFETY: the lease keeps [addr, addr+len) registered and
+                        // mapped host memory; we only read it.
+                        let data = unsafe { lease.as_slice() };
+                        write_all_two(stream, &h.encode(), data).await?;
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(addr = req.addr, len = req.len, error = %e, "refused read");
@@ -227,10 +236,15 @@ async fn handle(
         Op::Write => {
             match ctx.data_lease(&req) {
                 Ok(lease) => {
-                    // SAFETY: the lease keeps the range registered and mapped;
-                    // the payload goes straight into it (no staging copy).
-                    let target = unsafe { lease.as_mut_slice() };
-                    stream.read_exact(target).await?;
+                    if let Some(device) = lease.device() {
+                        staging::reader_to_device(stream, lease.addr(), lease.len(), device)
+                            .await?;
+                    } else {
+                        // SAFETY: the lease keeps the range registered and mapped
+                        // host memory; the payload goes straight into it.
+                        let target = unsafe { lease.as_mut_slice() };
+                        stream.read_exact(target).await?;
+                    }
                     drop(lease);
                     respond(stream, Status::Ok, req.id).await?;
                 }
