@@ -163,6 +163,9 @@ pub struct EngineStats {
     pub authorized: u64,
     /// The `X-Request-Id` of the last request that had one.
     pub last_request_id: Option<String>,
+    /// Blocks in its prefix cache now.
+    #[serde(default)]
+    pub cached_blocks: u64,
 }
 
 struct EngineState {
@@ -240,6 +243,14 @@ impl FakeEngine {
         Ok(())
     }
 
+    /// Stops publishing and frees the event ports (an engine going down).
+    pub async fn stop_events(&self) {
+        let p = self.st.publisher.lock().take();
+        if let Some(p) = p {
+            p.close().await;
+        }
+    }
+
     /// Test faults for the batches published from now on.
     pub fn set_event_faults(&self, f: Faults) {
         if let Some(p) = self.st.publisher.lock().as_ref() {
@@ -254,7 +265,7 @@ impl FakeEngine {
 
     /// The counters now.
     pub fn stats(&self) -> EngineStats {
-        self.st.stats.lock().clone()
+        self.st.snapshot()
     }
 
     /// The routes, ready to serve.
@@ -303,6 +314,13 @@ impl EngineState {
                 data_parallel_rank: self.cfg.kv_events.as_ref().map(|k| k.dp_rank),
             });
         }
+    }
+
+    fn snapshot(&self) -> EngineStats {
+        let blocks = self.cache.lock().len() as u64;
+        let mut s = self.stats.lock().clone();
+        s.cached_blocks = blocks;
+        s
     }
 
     fn reset_prefix_cache(&self) {
@@ -628,5 +646,5 @@ async fn models(State(st): State<Arc<EngineState>>) -> Json<Value> {
 }
 
 async fn stats(State(st): State<Arc<EngineState>>) -> Json<EngineStats> {
-    Json(st.stats.lock().clone())
+    Json(st.snapshot())
 }

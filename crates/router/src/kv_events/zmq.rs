@@ -55,16 +55,10 @@ enum Cmd {
 }
 
 /// A vLLM-style event publisher (see the module docs). Dropping it closes
-/// the sockets.
+/// the sockets in the background; [`Publisher::close`] waits for that.
 pub struct Publisher {
     tx: mpsc::UnboundedSender<Cmd>,
     task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Publisher {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
 }
 
 impl Publisher {
@@ -92,6 +86,13 @@ impl Publisher {
         let _ = self.tx.send(Cmd::Publish(batch));
     }
 
+    /// Closes the sockets (the ports are free when this returns).
+    pub async fn close(self) {
+        let Publisher { tx, task } = self;
+        drop(tx);
+        let _ = task.await;
+    }
+
     /// Sets the faults for the batches not yet sent.
     pub fn set_faults(&self, f: Faults) {
         let _ = self.tx.send(Cmd::Faults(f));
@@ -105,7 +106,8 @@ async fn publish_loop(
     topic: Vec<u8>,
 ) {
     let buffer: Arc<Mutex<VecDeque<(u64, Bytes)>>> = Arc::default();
-    let _replay = router.map(|r| tokio::spawn(replay_loop(r, buffer.clone())));
+    let (stop_replay, stopped) = tokio::sync::oneshot::channel::<()>();
+    let replay = router.map(|r| tokio::spawn(replay_loop(r, buffer.clone(), stopped)));
     let mut seq = 0u64;
     let mut faults = Faults::default();
     let mut held: Option<ZmqMessage> = None;
@@ -140,6 +142,12 @@ async fn publish_loop(
         }
         seq += 1;
     }
+    // The owner is gone: free the ports.
+    publ.close().await;
+    let _ = stop_replay.send(());
+    if let Some(r) = replay {
+        let _ = r.await;
+    }
 }
 
 fn frames(v: Vec<Bytes>) -> ZmqMessage {
@@ -147,8 +155,19 @@ fn frames(v: Vec<Bytes>) -> ZmqMessage {
     ZmqMessage::try_from(v).unwrap_or_else(|_| ZmqMessage::from(Bytes::new()))
 }
 
-async fn replay_loop(mut r: zeromq::RouterSocket, buffer: Arc<Mutex<VecDeque<(u64, Bytes)>>>) {
-    while let Ok(req) = r.recv().await {
+async fn replay_loop(
+    mut r: zeromq::RouterSocket,
+    buffer: Arc<Mutex<VecDeque<(u64, Bytes)>>>,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) {
+    loop {
+        let req = tokio::select! {
+            _ = &mut stop => break,
+            req = r.recv() => match req {
+                Ok(m) => m,
+                Err(_) => break,
+            },
+        };
         let f = req.into_vec();
         if f.len() != 3 || f[2].len() != 8 {
             continue;
@@ -180,6 +199,7 @@ async fn replay_loop(mut r: zeromq::RouterSocket, buffer: Arc<Mutex<VecDeque<(u6
         ]);
         let _ = r.send(end).await;
     }
+    r.close().await;
 }
 
 /// Where one stream's events come from.
@@ -212,14 +232,29 @@ pub async fn subscribe(src: StreamSource, index: Arc<Mutex<PrefixIndex>>) {
     if sub.subscribe("").await.is_err() {
         return;
     }
+    let mut mon = sub.monitor();
     let mut st = SubState {
         src,
         index,
         next: None,
+        last_hash: 0,
         replay: None,
     };
+    // Connected before the monitor existed: learn the state now.
+    st.resync().await;
     loop {
-        let msg = match sub.recv().await {
+        let msg = tokio::select! {
+            ev = futures::StreamExt::next(&mut mon) => {
+                if let Some(zeromq::SocketEvent::Connected(..)) = ev {
+                    // (Re)connected: the publisher may have restarted, and
+                    // batches sent meanwhile were not delivered.
+                    st.resync().await;
+                }
+                continue;
+            }
+            m = sub.recv() => m,
+        };
+        let msg = match msg {
             Ok(m) => m,
             Err(e) => {
                 tracing::debug!(error = %e, "kv events: recv");
@@ -242,7 +277,17 @@ struct SubState {
     index: Arc<Mutex<PrefixIndex>>,
     /// Next sequence number expected.
     next: Option<u64>,
+    /// Hash of the last applied payload (tells a restarted publisher that
+    /// reached the same sequence number from the one we followed).
+    last_hash: u64,
     replay: Option<zeromq::DealerSocket>,
+}
+
+fn payload_hash(p: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    p.hash(&mut h);
+    h.finish()
 }
 
 impl SubState {
@@ -252,7 +297,56 @@ impl SubState {
             .note(&self.src.instance, self.src.dp_rank, f);
     }
 
+    /// After a (re)connection: asks the publisher for everything from the
+    /// last applied batch on. The same publisher still has that batch (same
+    /// bytes) and the rest is applied; a restarted one does not (its
+    /// sequence restarted below ours, or the batch differs), so its old
+    /// blocks are dropped and its whole buffer is applied from 0. Without a
+    /// replay endpoint the sequence numbers alone tell (see `on_live`).
+    async fn resync(&mut self) {
+        if self.src.replay.is_none() {
+            return;
+        }
+        let Some(next) = self.next else {
+            self.next = Some(0);
+            self.catch_up(0, 0).await;
+            return;
+        };
+        let last = next.saturating_sub(1);
+        let Ok(got) = self.replay_from(last).await else {
+            return;
+        };
+        let same = got
+            .first()
+            .is_some_and(|(s, p)| *s > last || (*s == last && payload_hash(p) == self.last_hash));
+        if same {
+            self.apply_replayed(got);
+        } else {
+            self.index
+                .lock()
+                .restarted(&self.src.instance, self.src.dp_rank);
+            self.next = Some(0);
+            self.catch_up(0, 0).await;
+        }
+    }
+
+    fn apply_replayed(&mut self, got: Vec<(u64, Bytes)>) {
+        for (s, p) in got {
+            let n = self.next.unwrap_or(0);
+            if s < n {
+                continue;
+            }
+            if s > n {
+                // The buffer no longer holds [n, s).
+                let lost = s - n;
+                self.note(|st| st.batches_lost += lost);
+            }
+            self.apply(s, &p);
+        }
+    }
+
     fn apply(&mut self, seq: u64, payload: &[u8]) {
+        self.last_hash = payload_hash(payload);
         match decode_batch(payload) {
             Ok(b) => self
                 .index
@@ -312,18 +406,7 @@ impl SubState {
                 Vec::new()
             }
         };
-        for (s, p) in got {
-            let n = self.next.unwrap_or(0);
-            if s < n {
-                continue;
-            }
-            if s > n {
-                // The buffer no longer holds [n, s).
-                let lost = s - n;
-                self.note(|st| st.batches_lost += lost);
-            }
-            self.apply(s, &p);
-        }
+        self.apply_replayed(got);
         let n = self.next.unwrap_or(0);
         if n < upto {
             let lost = upto - n;
@@ -335,6 +418,15 @@ impl SubState {
     }
 
     async fn replay_from(&mut self, from: u64) -> Result<Vec<(u64, Bytes)>, String> {
+        // A socket left from a publisher's previous life may be dead: one
+        // more try on a fresh one.
+        match self.replay_once(from).await {
+            Ok(v) => Ok(v),
+            Err(_) => self.replay_once(from).await,
+        }
+    }
+
+    async fn replay_once(&mut self, from: u64) -> Result<Vec<(u64, Bytes)>, String> {
         let Some(ep) = self.src.replay.clone() else {
             return Err("no replay endpoint".into());
         };
@@ -352,7 +444,10 @@ impl SubState {
             Bytes::copy_from_slice(&from.to_be_bytes()),
         ]);
         let r = async {
-            d.send(req).await.map_err(|e| e.to_string())?;
+            tokio::time::timeout(REPLAY_TIMEOUT, d.send(req))
+                .await
+                .map_err(|_| "replay send timeout".to_string())?
+                .map_err(|e| e.to_string())?;
             let mut out = Vec::new();
             loop {
                 let m = tokio::time::timeout(REPLAY_TIMEOUT, d.recv())
