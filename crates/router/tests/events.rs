@@ -465,3 +465,57 @@ async fn robustness_retry_probe_impossible_and_oversize() {
     let e: Value = resp.json().await.unwrap();
     assert_eq!(e["error"]["code"], 413, "{e}");
 }
+
+/// A publisher in vLLM's own stack (pyzmq on libzmq, msgspec structs,
+/// pickle + SHA-256 block hashes): our subscriber decodes it, replays the
+/// batch sent before it subscribed, and our hashes of the same tokens hit.
+/// Skips when python3 with `zmq` and `msgspec` is not installed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interoperates_with_a_pyzmq_msgspec_publisher() {
+    use mooncake_router::indexer::PrefixIndex;
+    use mooncake_router::kv_events::zmq::{subscribe, StreamSource};
+    let has = std::process::Command::new("python3")
+        .args(["-c", "import zmq, msgspec"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has {
+        eprintln!("skipped: python3 with pyzmq and msgspec not installed");
+        return;
+    }
+    let (pp, rp) = (free_port(), free_port());
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/vllm_pub.py");
+    let mut child = tokio::process::Command::new("python3")
+        .args([script, &pp.to_string(), &rp.to_string(), "8"])
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // The batch is published before we subscribe: only replay brings it.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let index = std::sync::Arc::new(parking_lot::Mutex::new(PrefixIndex::new(Some(
+        BlockHasher::new(HashAlgo::Sha256, BS, DEFAULT_SEED),
+    ))));
+    let sub = tokio::spawn(subscribe(
+        StreamSource {
+            instance: "vllm".into(),
+            dp_rank: 0,
+            endpoint: format!("tcp://127.0.0.1:{pp}"),
+            replay: Some(format!("tcp://127.0.0.1:{rp}")),
+        },
+        index.clone(),
+    ));
+    let tokens: Vec<u32> = (1000..1000 + 16 * 8).collect();
+    let ours = BlockHasher::new(HashAlgo::Sha256, BS, DEFAULT_SEED).hashes(&tokens);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while index.lock().longest_prefix("vllm", &ours) != 8 {
+        assert!(
+            Instant::now() < deadline,
+            "{:?}",
+            index.lock().stream_stats("vllm")
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(index.lock().stream_stats("vllm")[&0].hash_mismatches, 0);
+    sub.abort();
+    let _ = child.kill().await;
+}

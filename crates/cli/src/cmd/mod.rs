@@ -2,10 +2,12 @@
 pub mod bench_cache;
 pub mod bench_dummy;
 pub mod bench_router;
+pub mod bench_router_events;
 pub mod bench_store;
 pub mod bench_transfer;
 pub mod client;
 pub mod fake_engine;
+pub mod indexer;
 pub mod master;
 pub mod metadata_server;
 pub mod real_client;

@@ -461,7 +461,7 @@ async fn forward(
     if st.cfg.mode == ServeMode::Colocated {
         let (guard, routed, first) = first_leg(&st, ep, &json, &info, carried, deadline).await?;
         let FirstAnswer::Response(resp) = first else {
-            unreachable!("colocated legs return the response")
+            return Err(internal("colocated leg without a response"));
         };
         let leg = FinalLeg {
             resp,
@@ -476,7 +476,7 @@ async fn forward(
     let (guard, routed, first) =
         first_leg(&st, ep, &prefill_body(&json), &info, carried, deadline).await?;
     let FirstAnswer::Json(answer) = first else {
-        unreachable!("prefill legs return their JSON")
+        return Err(internal("prefill leg without an answer"));
     };
     if !shape.stream {
         st.metrics.ttft(t0.elapsed().as_secs_f64());
@@ -510,6 +510,14 @@ async fn forward(
         t0,
     };
     relay(&st, leg, span).await
+}
+
+/// A router bug, answered instead of panicking.
+fn internal(what: &str) -> Failure {
+    Failure::from((
+        Outcome::BackendError,
+        ApiError::bad_gateway(format!("internal: {what}")),
+    ))
 }
 
 /// A request no instance can ever serve: over the model's context length
