@@ -244,6 +244,26 @@ async fn routing_follows_real_events_and_the_index_tracks_the_engines() {
     assert!(stream["blocks_removed"].as_u64().unwrap() > 0, "{stream:#}");
     assert_eq!(stream["hash_mismatches"], 0);
 
+    let m = c
+        .get(format!("{}/metrics", r.url()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        m.contains(&format!(
+            "mooncake_router_kv_event_blocks{{instance=\"{}\"}} {want}",
+            engines[holder].server.url()
+        )),
+        "{m}"
+    );
+    assert!(
+        m.contains("mooncake_router_kv_event_batches_lost_total"),
+        "{m}"
+    );
+
     // AllBlocksCleared empties the engine's entry.
     c.post(format!(
         "{}/reset_prefix_cache",

@@ -60,16 +60,16 @@ pub struct Args {
     #[arg(long)]
     pub(crate) trace: Option<std::path::PathBuf>,
     /// --events: trace records replayed.
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = 1000)]
     pub(crate) trace_requests: usize,
     /// --events: multiplier on trace arrival times and engine latencies.
     #[arg(long, default_value_t = 0.02)]
     pub(crate) time_scale: f64,
     /// --events: prefill engines.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 8)]
     pub(crate) engines: usize,
     /// --events: tokens each engine's prefix cache holds.
-    #[arg(long, default_value_t = 100_000)]
+    #[arg(long, default_value_t = 200_000)]
     pub(crate) engine_cache_tokens: u64,
     /// --events: batches (64 block events each) timed for ingestion.
     #[arg(long, default_value_t = 20_000)]

@@ -257,14 +257,71 @@ impl RouterService {
                 core.cluster.status(Role::Decode),
             )
         };
-        self.st.metrics.render(
+        let mut text = self.st.metrics.render(
             InstanceLabels {
                 prefill: self.st.cfg.prefill_urls(),
                 decode: self.st.cfg.decode_urls(),
             },
             &p,
             &d,
-        )
+        );
+        if let Some(ix) = &self.st.indexer {
+            render_event_metrics(&mut text, &ix.index().lock(), self.st.cfg.prefill_urls());
+        }
+        text
+    }
+}
+
+/// Per-instance KV-event stream counters in Prometheus text.
+fn render_event_metrics(out: &mut String, ix: &crate::indexer::PrefixIndex, urls: &[String]) {
+    use std::fmt::Write;
+    type Field = fn(&crate::indexer::StreamStats) -> u64;
+    let counters: [(&str, &str, Field); 6] = [
+        ("batches", "KV-event batches applied", |s| s.batches),
+        ("gaps_replayed", "sequence gaps closed by replay", |s| {
+            s.gaps_replayed
+        }),
+        (
+            "batches_lost",
+            "KV-event batches lost (not replayable)",
+            |s| s.batches_lost,
+        ),
+        ("restarts", "publisher restarts seen (index cleared)", |s| {
+            s.restarts
+        }),
+        (
+            "decode_errors",
+            "KV-event payloads that did not decode",
+            |s| s.decode_errors,
+        ),
+        (
+            "hash_mismatches",
+            "root blocks whose hash differs from the router's",
+            |s| s.hash_mismatches,
+        ),
+    ];
+    let _ = writeln!(
+        out,
+        "# HELP mooncake_router_kv_event_blocks Blocks an instance holds per its KV events."
+    );
+    let _ = writeln!(out, "# TYPE mooncake_router_kv_event_blocks gauge");
+    for u in urls.iter().filter(|u| ix.has_instance(u)) {
+        let _ = writeln!(
+            out,
+            "mooncake_router_kv_event_blocks{{instance=\"{u}\"}} {}",
+            ix.instance_blocks(u)
+        );
+    }
+    for (name, help, f) in counters {
+        let _ = writeln!(out, "# HELP mooncake_router_kv_event_{name}_total {help}.");
+        let _ = writeln!(out, "# TYPE mooncake_router_kv_event_{name}_total counter");
+        for u in urls.iter().filter(|u| ix.has_instance(u)) {
+            let v: u64 = ix.stream_stats(u).values().map(f).sum();
+            let _ = writeln!(
+                out,
+                "mooncake_router_kv_event_{name}_total{{instance=\"{u}\"}} {v}"
+            );
+        }
     }
 }
 
