@@ -66,7 +66,7 @@ const SPEED_WEIGHT: f64 = 0.3;
 /// modelled prefill takes `p` seconds gets weight `SPEED_WEIGHT * p / (p +
 /// SPEED_PRIOR_S)`, so tiny prompts (whose time is mostly HTTP overhead)
 /// barely move the factor and long ones move it quickly, faster or slower.
-pub const SPEED_PRIOR_S: f64 = 0.05;
+pub const SPEED_PRIOR_S: f64 = 0.5;
 
 /// Settings of a [`LiveCluster`].
 #[derive(Debug, Clone)]
