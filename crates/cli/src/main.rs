@@ -43,6 +43,8 @@ enum Command {
     Router(cmd::router::Args),
     /// Fake OpenAI-compatible LLM engine with cost-model latencies (tests, demos).
     FakeEngine(cmd::fake_engine::Args),
+    /// Global KV prefix index from engines' KV events (Conductor indexer API).
+    Indexer(cmd::indexer::Args),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -97,6 +99,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Router(a) => cmd::router::run(a).await,
         Command::Info(a) => cmd::info::run(a).await,
         Command::FakeEngine(a) => cmd::fake_engine::run(a).await,
+        Command::Indexer(a) => cmd::indexer::run(a).await,
         Command::Client(a) => cmd::client::run(a).await,
         Command::StoreNode(a) => cmd::store_node::run(a).await,
         Command::RealClient(a) => cmd::real_client::run(a).await,

@@ -709,3 +709,91 @@ fn bench_router_reports_overhead_and_decision_rate() {
     // Deterministic (no clock involved): the bench load stays within the SLOs.
     assert_eq!(v["decisions_accepted"], 2000);
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kv_events_flow_to_the_router_and_a_standalone_indexer() {
+    let (pp, rp) = (free_port(), free_port());
+    let (pub_ep, rep_ep) = (
+        format!("tcp://127.0.0.1:{pp}"),
+        format!("tcp://127.0.0.1:{rp}"),
+    );
+    let p = spawn(&[
+        "fake-engine",
+        "--role",
+        "prefill",
+        "--time-scale",
+        "0",
+        "--port",
+        "0",
+        "--kv-events",
+        &pub_ep,
+        "--kv-replay",
+        &rep_ep,
+        "--block-size",
+        "16",
+    ]);
+    let d = engine("decode", "0");
+    let r = router(
+        &[&p],
+        &[&d],
+        &[
+            "--kv-events",
+            &pub_ep,
+            "--kv-replay",
+            &rep_ep,
+            "--block-size",
+            "16",
+        ],
+    );
+    let reg = json!({"endpoint": pub_ep, "replay_endpoint": rep_ep, "type": "vLLM",
+                     "modelname": "m", "instance_id": "p0", "block_size": 16, "dp_rank": 0})
+    .to_string();
+    let ix = spawn(&["indexer", "--port", "0", "--register", &reg]);
+
+    // 64 token ids: 4 full vLLM blocks, indexed by both subscribers.
+    let ids: Vec<u32> = (1..=64).collect();
+    let (st, _) = post(
+        &r.url,
+        "/v1/completions",
+        &json!({"model": "m", "prompt": ids, "max_tokens": 2}),
+    )
+    .await;
+    assert_eq!(st, 200);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = get_json(&r.url, "/status").await;
+        let (_, q) = post(
+            &ix.url,
+            "/query",
+            &json!({"model": "m", "token_ids": ids, "block_size": 16}),
+        )
+        .await;
+        if s["prefill"][0]["event_blocks"] == 4 && q["default"]["p0"]["longest_matched"] == 64 {
+            assert_eq!(s["prefill"][0]["prefix_source"], "events");
+            break;
+        }
+        assert!(Instant::now() < deadline, "events indexed: {s} {q}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (st, u) = post(&ix.url, "/unregister", &json!({"instance_id": "p0"})).await;
+    assert_eq!(
+        (st, u["removed_instances"][0].as_str()),
+        (200, Some("p0|default|0"))
+    );
+    // Bad registrations are 400s with a JSON error.
+    let (st, e) = post(
+        &ix.url,
+        "/register",
+        &json!({"endpoint": "ipc://x", "instance_id": "a", "block_size": 16}),
+    )
+    .await;
+    assert_eq!(st, 400, "{e}");
+}

@@ -36,6 +36,7 @@
 //! instance; loads are recomputed after every change; time never runs
 //! backwards (an earlier `now_s` is treated as the latest one seen).
 
+use crate::indexer::PrefixIndex;
 use mooncake_conductor::cache::{new_cache, BlockCache, CacheStats, PolicyKind};
 use mooncake_conductor::cost::CostModel;
 use mooncake_conductor::policy::admission::Admission;
@@ -43,7 +44,9 @@ use mooncake_conductor::policy::{
     cached_tokens, uncached_tokens, ClusterView, Decision, DecodeLoad, Policy, PrefillLoad,
     RejectReason, RequestInfo, Slo,
 };
+use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
 
 mod view;
 use view::HealthyView;
@@ -56,8 +59,14 @@ const DECODE_WINDOW: usize = 64;
 /// overhead) cannot make predictions absurd.
 pub const SPEED_RANGE: (f64, f64) = (1e-3, 1e3);
 
-/// Weight of the newest sample in the speed's geometric moving average.
-const SPEED_WEIGHT: f64 = 0.2;
+/// Largest weight of one sample in the speed's geometric moving average.
+const SPEED_WEIGHT: f64 = 0.3;
+
+/// Prior strength of the cost model, in predicted seconds: a sample whose
+/// modelled prefill takes `p` seconds gets weight `SPEED_WEIGHT * p / (p +
+/// SPEED_PRIOR_S)`, so tiny prompts (whose time is mostly HTTP overhead)
+/// barely move the factor and long ones move it quickly, faster or slower.
+pub const SPEED_PRIOR_S: f64 = 0.5;
 
 /// Settings of a [`LiveCluster`].
 #[derive(Debug, Clone)]
@@ -180,6 +189,9 @@ pub struct InstanceStatus {
     pub cache: CacheStats,
     /// Prefill: learnt speed factor (measured / modelled time); decode: 1.
     pub speed: f64,
+    /// Prefill: the prefix cache is known from the engine's KV events
+    /// (exact) rather than believed from what the router sent there.
+    pub exact: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -248,6 +260,8 @@ pub struct LiveCluster {
     prefill_loads: Vec<PrefillLoad>,
     decode_loads: Vec<DecodeLoad>,
     tickets: HashMap<u64, Ticket>,
+    /// Event-built prefix index and each prefill instance's name in it.
+    index: Option<(Arc<Mutex<PrefixIndex>>, Vec<String>)>,
 }
 
 impl LiveCluster {
@@ -275,9 +289,40 @@ impl LiveCluster {
             prefill,
             decode,
             tickets: HashMap::new(),
+            index: None,
         };
         c.decode_loads = (0..c.decode.len()).map(|j| c.decode_load(j)).collect();
         c
+    }
+
+    /// Reads prefix hits of prefill instance `i` from `index` (under the
+    /// name `names[i]`) whenever the index has a stream for it: its cache
+    /// is then exact, and the router no longer adds beliefs to it.
+    pub fn set_index(&mut self, index: Arc<Mutex<PrefixIndex>>, names: Vec<String>) {
+        self.index = Some((index, names));
+    }
+
+    /// Whether prefill instance `i`'s cache is known from events.
+    pub fn is_exact(&self, i: usize) -> bool {
+        self.index
+            .as_ref()
+            .is_some_and(|(ix, names)| names.get(i).is_some_and(|n| ix.lock().has_instance(n)))
+    }
+
+    /// Leading run of `blocks` prefill instance `i` holds: from its events
+    /// when exact, else from the router's belief.
+    pub fn lookup_prefix(&self, i: usize, blocks: &[u64]) -> usize {
+        if let Some((ix, names)) = &self.index {
+            if let Some(n) = names.get(i) {
+                let ix = ix.lock();
+                if ix.has_instance(n) {
+                    return ix.longest_prefix(n, blocks);
+                }
+            }
+        }
+        self.prefill
+            .get(i)
+            .map_or(0, |p| p.cache.lookup_prefix(blocks))
     }
 
     /// The configuration.
@@ -347,6 +392,22 @@ impl LiveCluster {
         }
     }
 
+    /// Instance `i` answered a health probe: it is routable again now
+    /// (colocated: both sides).
+    pub fn mark_healthy(&mut self, role: Role, i: usize) {
+        let both = self.cfg.colocated;
+        if both || role == Role::Prefill {
+            if let Some(p) = self.prefill.get_mut(i) {
+                p.unhealthy_until = 0.0;
+            }
+        }
+        if both || role == Role::Decode {
+            if let Some(d) = self.decode.get_mut(i) {
+                d.unhealthy_until = 0.0;
+            }
+        }
+    }
+
     /// Routes `req` at `now_s` with `policy`, then admission control, over
     /// the healthy prefill instances not in `exclude_prefill`; on success the
     /// request is registered (see the module docs).
@@ -400,7 +461,8 @@ impl LiveCluster {
     ) -> Routed {
         let bt = self.cfg.block_tokens;
         let (i, j) = (pl.prefill, pl.decode);
-        let local = self.prefill[i].cache.lookup_prefix(req.blocks);
+        let local = self.lookup_prefix(i, req.blocks);
+        let exact = self.is_exact(i);
         let prefix = fetch.map_or(local, |(_, n)| n.max(local));
         let cached = cached_tokens(req, prefix, bt);
         let uncached = uncached_tokens(req, prefix, bt);
@@ -416,8 +478,10 @@ impl LiveCluster {
         let now = self.now;
         let p = &mut self.prefill[i];
         // Like SGLang's router tree: the blocks count as cached there from
-        // the moment the request is sent.
-        p.cache.access(req.blocks);
+        // the moment the request is sent (unless the engine tells us).
+        if !exact {
+            p.cache.access(req.blocks);
+        }
         if p.jobs.is_empty() {
             p.head_since = now;
         }
@@ -492,7 +556,10 @@ impl LiveCluster {
             if self.cfg.calibrate && job.predicted_ttft > 0.0 && measured > 0.0 {
                 let p = &mut self.prefill[t.prefill];
                 let sample = (job.speed * measured / job.predicted_ttft).ln();
-                let ln = (1.0 - SPEED_WEIGHT) * p.speed.ln() + SPEED_WEIGHT * sample;
+                // The cost model's own time for it: how informative it is.
+                let modelled = job.predicted_ttft / job.speed;
+                let w = SPEED_WEIGHT * modelled / (modelled + SPEED_PRIOR_S);
+                let ln = (1.0 - w) * p.speed.ln() + w * sample;
                 p.speed = ln.exp().clamp(SPEED_RANGE.0, SPEED_RANGE.1);
             }
         }
@@ -541,6 +608,7 @@ impl LiveCluster {
                     load_s: self.prefill_loads[i].queue_s,
                     cache: self.prefill[i].cache.stats(),
                     speed: self.prefill[i].speed,
+                    exact: self.is_exact(i),
                 })
                 .collect(),
             Role::Decode => (0..self.decode.len())
@@ -551,6 +619,7 @@ impl LiveCluster {
                     load_s: self.decode_loads[j].mean_decode_s,
                     cache: CacheStats::default(),
                     speed: 1.0,
+                    exact: false,
                 })
                 .collect(),
         }

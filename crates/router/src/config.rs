@@ -129,6 +129,26 @@ pub struct RouterConfig {
     pub calibrate: bool,
     /// Seed of randomised policies.
     pub seed: u64,
+    /// KV-event PUB endpoints (`tcp://host:5557`), one per prefill instance
+    /// (colocated: per worker), same order; empty entries (`""`) for
+    /// instances without events. Non-empty switches prompts to the engines'
+    /// token blocks ([`Self::block_size`]) and those instances' prefix
+    /// caches to exact (built from their events).
+    pub kv_events: Vec<String>,
+    /// KV-event replay (ROUTER) endpoints, same order as `kv_events`.
+    pub kv_replay: Vec<String>,
+    /// Engines' KV block size in tokens (vLLM `--block-size`).
+    pub block_size: u32,
+    /// Engines' `--prefix-caching-hash-algo` (sha256 or sha256_cbor).
+    pub hash_algo: String,
+    /// Engines' `NONE_HASH` seed: their `PYTHONHASHSEED`, else vLLM's
+    /// default `vllm-none-hash`.
+    pub hash_seed: String,
+    /// Seconds between active health probes of unhealthy instances (0: off).
+    pub probe_secs: f64,
+    /// Most tokens (prompt + output) one request may need: the model's
+    /// context length. Larger requests get a 400 (0: no limit).
+    pub max_model_len: u64,
     /// The cost model (`[model]` / `[hardware]` in the file).
     #[serde(skip)]
     pub cost: CostConfig,
@@ -157,6 +177,13 @@ impl Default for RouterConfig {
             prefill_timeout_secs: 600.0,
             calibrate: true,
             seed: 42,
+            kv_events: Vec::new(),
+            kv_replay: Vec::new(),
+            block_size: crate::kv_events::hash::DEFAULT_BLOCK_SIZE,
+            hash_algo: "sha256".into(),
+            hash_seed: crate::kv_events::hash::DEFAULT_SEED.into(),
+            probe_secs: 1.0,
+            max_model_len: 0,
             cost: CostConfig::default(),
         }
     }
@@ -240,6 +267,17 @@ impl RouterConfig {
             "prefill_timeout_secs" => self.prefill_timeout_secs = parse(k, value)?,
             "calibrate" => self.calibrate = parse(k, value)?,
             "seed" => self.seed = parse(k, value)?,
+            "kv_events" => {
+                self.kv_events = value.split(',').map(|v| v.trim().to_string()).collect()
+            }
+            "kv_replay" => {
+                self.kv_replay = value.split(',').map(|v| v.trim().to_string()).collect()
+            }
+            "block_size" => self.block_size = parse(k, value)?,
+            "hash_algo" => self.hash_algo = value.trim().to_string(),
+            "hash_seed" => self.hash_seed = value.to_string(),
+            "probe_secs" => self.probe_secs = parse(k, value)?,
+            "max_model_len" => self.max_model_len = parse(k, value)?,
             _ => return Err(invalid(k, "unknown key")),
         }
         Ok(())
@@ -327,6 +365,41 @@ impl RouterConfig {
                 format!("must be at least {CHARS_PER_TOKEN}"),
             ));
         }
+        let engines = match self.mode {
+            ServeMode::Colocated => self.workers.len(),
+            ServeMode::Disaggregated => self.prefill.len(),
+        };
+        if !self.kv_events.is_empty() {
+            if self.kv_events.len() != engines {
+                return Err(invalid(
+                    "kv_events",
+                    format!(
+                        "{} endpoints for {engines} prefill instances",
+                        self.kv_events.len()
+                    ),
+                ));
+            }
+            if !(self.kv_replay.is_empty() || self.kv_replay.len() == engines) {
+                return Err(invalid("kv_replay", "one endpoint per kv_events entry"));
+            }
+            for e in self.kv_events.iter().chain(&self.kv_replay) {
+                if !(e.is_empty() || e.starts_with("tcp://")) {
+                    return Err(invalid(
+                        "kv_events",
+                        format!("`{e}` is not tcp://host:port"),
+                    ));
+                }
+            }
+        }
+        if self.block_size == 0 {
+            return Err(invalid("block_size", "must be > 0"));
+        }
+        self.hash_algo
+            .parse::<crate::kv_events::hash::HashAlgo>()
+            .map_err(|e| invalid("hash_algo", e))?;
+        if !(self.probe_secs.is_finite() && self.probe_secs >= 0.0) {
+            return Err(invalid("probe_secs", "must be >= 0"));
+        }
         if self.cache_tokens == Some(0) {
             return Err(invalid("cache_tokens", "must be > 0"));
         }
@@ -336,8 +409,31 @@ impl RouterConfig {
         Ok(())
     }
 
-    /// Estimated tokens per block.
+    /// Whether any instance publishes KV events (prompts are then cut into
+    /// the engines' token blocks).
+    pub fn events_enabled(&self) -> bool {
+        self.kv_events.iter().any(|e| !e.is_empty())
+    }
+
+    /// How prompts are cut into blocks.
+    pub fn block_scheme(&self) -> crate::prompt::BlockScheme {
+        if self.events_enabled() {
+            crate::prompt::BlockScheme::Tokens(crate::kv_events::hash::BlockHasher::new(
+                self.hash_algo.parse().unwrap_or_default(),
+                self.block_size,
+                &self.hash_seed,
+            ))
+        } else {
+            crate::prompt::BlockScheme::Chars(self.block_chars)
+        }
+    }
+
+    /// Tokens per block (the engines' block size with events, else
+    /// estimated from `block_chars`).
     pub fn block_tokens(&self) -> u32 {
+        if self.events_enabled() {
+            return self.block_size.max(1);
+        }
         u32::try_from((self.block_chars / CHARS_PER_TOKEN).max(1)).unwrap_or(u32::MAX)
     }
 

@@ -47,6 +47,15 @@ impl ApiError {
         Self::new(StatusCode::BAD_GATEWAY, "backend_error", message)
     }
 
+    /// 413: the body is over the size limit.
+    pub fn too_large(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request_error",
+            message,
+        )
+    }
+
     fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
         Self {
             status,

@@ -14,19 +14,31 @@
 //! `kv_transfer_params.do_remote_prefill` skips prefill (the KV "arrives"
 //! after the cost model's transfer time) and is counted as `remote_kv`.
 //!
+//! With [`FakeEngineConfig::kv_events`] set it behaves like vLLM with
+//! `--kv-events-config`: blocks are the engine's token blocks (token-id
+//! prompts as given, text through [`prompt::toy_tokens`]) hashed as vLLM
+//! hashes them, and every change of its bounded prefix cache is published
+//! over ZMQ in vLLM's wire format ([`crate::kv_events`]): `BlockStored` when
+//! a prefill caches new blocks, `BlockRemoved` for the blocks evicted to
+//! make room, `AllBlocksCleared` on `POST /reset_prefix_cache`.
+//!
 //! `GET /stats` reports counters (requests, local prefills, remote-KV
 //! requests, prompt blocks queried / hit in its cache, tokens generated) so
 //! tests can observe where prefixes were cached.
 
 use crate::error::ApiError;
-use crate::prompt::{self, Endpoint, PromptShape, CHARS_PER_TOKEN};
+use crate::indexer::DEFAULT_MEDIUM;
+use crate::kv_events::hash::{BlockHasher, HashAlgo};
+use crate::kv_events::wire::{KvEvent, KvEventBatch};
+use crate::kv_events::zmq::{Faults, Publisher};
+use crate::prompt::{self, BlockScheme, Endpoint, PromptShape, CHARS_PER_TOKEN};
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Json;
-use mooncake_conductor::cache::{new_cache, BlockCache, PolicyKind};
+use mooncake_conductor::cache::{new_cache, BlockCache, InsertOutcome, PolicyKind};
 use mooncake_conductor::cost::{CostConfig, CostConfigError, CostModel};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -90,6 +102,25 @@ pub struct FakeEngineConfig {
     pub default_max_tokens: u32,
     /// Cost model of the modelled hardware.
     pub cost: CostConfig,
+    /// Publish KV-cache events (vLLM's format) and cut blocks as vLLM does.
+    pub kv_events: Option<KvEventsConfig>,
+}
+
+/// Where and how a fake engine publishes its KV-cache events.
+#[derive(Debug, Clone)]
+pub struct KvEventsConfig {
+    /// ZMQ PUB endpoint to bind (`tcp://127.0.0.1:5557`).
+    pub endpoint: String,
+    /// ZMQ ROUTER replay endpoint to bind.
+    pub replay_endpoint: Option<String>,
+    /// Tokens per KV block (vLLM's `--block-size`).
+    pub block_size: u32,
+    /// vLLM's `--prefix-caching-hash-algo`.
+    pub hash_algo: HashAlgo,
+    /// The `NONE_HASH` seed (`PYTHONHASHSEED`, or vLLM's default).
+    pub hash_seed: String,
+    /// Data-parallel rank stamped on batches.
+    pub dp_rank: u32,
 }
 
 impl Default for FakeEngineConfig {
@@ -102,6 +133,7 @@ impl Default for FakeEngineConfig {
             cache_tokens: 1_000_000,
             default_max_tokens: 16,
             cost: CostConfig::default(),
+            kv_events: None,
         }
     }
 }
@@ -131,10 +163,16 @@ pub struct EngineStats {
     pub authorized: u64,
     /// The `X-Request-Id` of the last request that had one.
     pub last_request_id: Option<String>,
+    /// Blocks in its prefix cache now.
+    #[serde(default)]
+    pub cached_blocks: u64,
 }
 
 struct EngineState {
     cfg: FakeEngineConfig,
+    scheme: BlockScheme,
+    block_tokens: u64,
+    publisher: Mutex<Option<Publisher>>,
     cost: CostModel,
     engine_id: String,
     cache: Mutex<Box<dyn BlockCache>>,
@@ -155,7 +193,16 @@ impl FakeEngine {
     /// Builds an engine; the cost config is validated.
     pub fn new(cfg: FakeEngineConfig) -> Result<Self, CostConfigError> {
         let cost = CostModel::new(cfg.cost.clone())?;
-        let block_tokens = (cfg.block_chars / CHARS_PER_TOKEN).max(1) as u64;
+        let (scheme, block_tokens) = match &cfg.kv_events {
+            Some(k) => (
+                BlockScheme::Tokens(BlockHasher::new(k.hash_algo, k.block_size, &k.hash_seed)),
+                k.block_size.max(1) as u64,
+            ),
+            None => (
+                BlockScheme::Chars(cfg.block_chars),
+                (cfg.block_chars / CHARS_PER_TOKEN).max(1) as u64,
+            ),
+        };
         let blocks = (cfg.cache_tokens / block_tokens).max(1) as usize;
         static ENGINES: AtomicU64 = AtomicU64::new(0);
         let engine_id = format!(
@@ -172,6 +219,9 @@ impl FakeEngine {
                 }),
                 cache: Mutex::new(new_cache(PolicyKind::Lru, blocks)),
                 cfg,
+                scheme,
+                block_tokens,
+                publisher: Mutex::new(None),
                 cost,
                 engine_id,
                 prefill_stage: tokio::sync::Mutex::new(()),
@@ -182,9 +232,40 @@ impl FakeEngine {
         })
     }
 
+    /// Binds the KV-event sockets ([`FakeEngineConfig::kv_events`]; a no-op
+    /// without it). Events are published from then on.
+    pub async fn start_events(&self) -> Result<(), String> {
+        let Some(k) = &self.st.cfg.kv_events else {
+            return Ok(());
+        };
+        let p = Publisher::bind(&k.endpoint, k.replay_endpoint.as_deref(), "").await?;
+        *self.st.publisher.lock() = Some(p);
+        Ok(())
+    }
+
+    /// Stops publishing and frees the event ports (an engine going down).
+    pub async fn stop_events(&self) {
+        let p = self.st.publisher.lock().take();
+        if let Some(p) = p {
+            p.close().await;
+        }
+    }
+
+    /// Test faults for the batches published from now on.
+    pub fn set_event_faults(&self, f: Faults) {
+        if let Some(p) = self.st.publisher.lock().as_ref() {
+            p.set_faults(f);
+        }
+    }
+
+    /// Empties the prefix cache (`AllBlocksCleared` is published).
+    pub fn reset_prefix_cache(&self) {
+        self.st.reset_prefix_cache();
+    }
+
     /// The counters now.
     pub fn stats(&self) -> EngineStats {
-        self.st.stats.lock().clone()
+        self.st.snapshot()
     }
 
     /// The routes, ready to serve.
@@ -195,6 +276,13 @@ impl FakeEngine {
             .route("/v1/models", get(models))
             .route("/health", get(|| async { "OK" }))
             .route("/stats", get(stats))
+            .route(
+                "/reset_prefix_cache",
+                post(|State(st): State<Arc<EngineState>>| async move {
+                    st.reset_prefix_cache();
+                    "OK"
+                }),
+            )
             .layer(axum::extract::DefaultBodyLimit::max(
                 crate::server::MAX_BODY_BYTES,
             ))
@@ -212,8 +300,69 @@ impl EngineState {
         }
     }
 
+    fn publish(&self, events: Vec<KvEvent>) {
+        if events.is_empty() {
+            return;
+        }
+        if let Some(p) = self.publisher.lock().as_ref() {
+            let ts = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+            p.publish(KvEventBatch {
+                ts,
+                events,
+                data_parallel_rank: self.cfg.kv_events.as_ref().map(|k| k.dp_rank),
+            });
+        }
+    }
+
+    fn snapshot(&self) -> EngineStats {
+        let blocks = self.cache.lock().len() as u64;
+        let mut s = self.stats.lock().clone();
+        s.cached_blocks = blocks;
+        s
+    }
+
+    fn reset_prefix_cache(&self) {
+        let cap = self.cache.lock().capacity_blocks();
+        *self.cache.lock() = new_cache(PolicyKind::Lru, cap);
+        self.publish(vec![KvEvent::AllBlocksCleared]);
+    }
+
+    /// The cache change of one prefill as vLLM reports it: blocks evicted,
+    /// then the newly cached blocks with their parent and tokens.
+    fn cache_events(
+        &self,
+        shape: &PromptShape,
+        tokens: &[u32],
+        hit: usize,
+        out: InsertOutcome,
+    ) -> Vec<KvEvent> {
+        let mut ev = Vec::new();
+        if !out.evicted.is_empty() {
+            ev.push(KvEvent::BlockRemoved {
+                block_hashes: out.evicted,
+                medium: Some(DEFAULT_MEDIUM.into()),
+            });
+        }
+        let end = out.resident_prefix.min(shape.blocks.len());
+        if hit < end {
+            let bs = self.block_tokens as usize;
+            ev.push(KvEvent::BlockStored {
+                block_hashes: shape.blocks[hit..end].to_vec(),
+                parent_block_hash: hit.checked_sub(1).map(|i| shape.blocks[i]),
+                token_ids: tokens.get(hit * bs..end * bs).unwrap_or_default().to_vec(),
+                block_size: bs as u32,
+                lora_id: None,
+                medium: Some(DEFAULT_MEDIUM.into()),
+                lora_name: None,
+            });
+        }
+        ev
+    }
+
     /// Prefills locally (FIFO stage) or waits for the remote KV.
-    async fn prefill(&self, shape: &PromptShape, remote_kv: bool) {
+    async fn prefill(&self, shape: &PromptShape, tokens: &[u32], remote_kv: bool) {
         let input = shape.input_tokens as u64;
         if remote_kv {
             self.stats.lock().remote_kv += 1;
@@ -223,7 +372,12 @@ impl EngineState {
         let hit = {
             let mut c = self.cache.lock();
             let hit = c.touch(&shape.blocks);
-            c.insert(&shape.blocks);
+            let out = c.insert(&shape.blocks);
+            if self.cfg.kv_events.is_some() {
+                // Published under the cache lock: events leave in the order
+                // the cache changed.
+                self.publish(self.cache_events(shape, tokens, hit, out));
+            }
             hit
         };
         {
@@ -232,7 +386,7 @@ impl EngineState {
             s.blocks_queried += shape.blocks.len() as u64;
             s.blocks_hit += hit as u64;
         }
-        let bt = (self.cfg.block_chars / CHARS_PER_TOKEN).max(1) as u64;
+        let bt = self.block_tokens;
         let cached = (hit as u64 * bt).min(input.saturating_sub(1));
         let d = self.scaled(self.cost.prefill_s(input - cached, cached));
         let _stage = self.prefill_stage.lock().await;
@@ -371,9 +525,13 @@ async fn generate(st: Arc<EngineState>, ep: Endpoint, headers: HeaderMap, body: 
         Ok(v) => v,
         Err(e) => return bad(&st, format!("invalid JSON body: {e}")),
     };
-    let shape = match prompt::shape(ep, &req, st.cfg.block_chars, st.cfg.default_max_tokens) {
+    let shape = match prompt::shape_with(ep, &req, &st.scheme, st.cfg.default_max_tokens) {
         Ok(s) => s,
         Err(e) => return bad(&st, e.to_string()),
+    };
+    let tokens = match (&st.scheme, prompt::prompt_text(ep, &req)) {
+        (BlockScheme::Tokens(_), Ok(text)) => prompt::prompt_tokens(ep, &req, &text),
+        _ => Vec::new(),
     };
     let kv = req.get("kv_transfer_params");
     let remote_kv = flag(kv, "do_remote_prefill");
@@ -387,7 +545,7 @@ async fn generate(st: Arc<EngineState>, ep: Endpoint, headers: HeaderMap, body: 
             s.last_request_id = Some(id.to_string());
         }
     }
-    st.prefill(&shape, remote_kv).await;
+    st.prefill(&shape, &tokens, remote_kv).await;
     let n = shape.output_tokens.min(MAX_OUTPUT_TOKENS);
     let reply = Reply {
         ep,
@@ -488,5 +646,5 @@ async fn models(State(st): State<Arc<EngineState>>) -> Json<Value> {
 }
 
 async fn stats(State(st): State<Arc<EngineState>>) -> Json<EngineStats> {
-    Json(st.stats.lock().clone())
+    Json(st.snapshot())
 }

@@ -12,11 +12,16 @@
 //! - [`fake_engine`]: a fake LLM engine with cost-model latencies, for tests
 //!   and demos where no GPU is available.
 //! - [`error`]: OpenAI-style error bodies.
+//! - [`kv_events`]: vLLM's KV-cache events (wire format, block hash, ZMQ).
+//! - [`indexer`]: the global prefix index built from those events, and its
+//!   HTTP service (Mooncake Conductor indexer API).
 
 pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod fake_engine;
+pub mod indexer;
+pub mod kv_events;
 pub mod metrics;
 pub mod prompt;
 pub mod server;

@@ -293,6 +293,7 @@ mod tests {
             load_s: 0.5,
             cache: CacheStats::default(),
             speed: 0.25,
+            exact: false,
         };
         let urls = vec!["http://a\"b".to_string()];
         let text = m.render(

@@ -255,13 +255,90 @@ pub fn shape(
     block_chars: usize,
     default_max_tokens: u32,
 ) -> Result<PromptShape, PromptError> {
+    shape_with(
+        endpoint,
+        body,
+        &BlockScheme::Chars(block_chars),
+        default_max_tokens,
+    )
+}
+
+/// How prompts are cut into prefix blocks.
+#[derive(Debug, Clone)]
+pub enum BlockScheme {
+    /// `block_chars`-character blocks of the text, FNV-chained (no
+    /// engine publishes these: the router's caches are beliefs).
+    Chars(usize),
+    /// The engine's own blocks: token ids (given as a token-id `prompt`,
+    /// else [`toy_tokens`] of the text) hashed as vLLM hashes them, so they
+    /// equal the hashes in the engine's KV events.
+    Tokens(crate::kv_events::hash::BlockHasher),
+}
+
+/// Characters per token of [`toy_tokens`].
+pub const TOY_TOKEN_BYTES: usize = CHARS_PER_TOKEN;
+
+/// A stand-in tokenizer shared by the router and the fake engine: one token
+/// per [`TOY_TOKEN_BYTES`] bytes of UTF-8 (FNV of the chunk, below 100,000,
+/// a vocabulary's size). Equal text prefixes give equal token prefixes. A
+/// real engine's tokenizer differs: in front of one, send token-id prompts
+/// for exact prefix hits.
+pub fn toy_tokens(text: &str) -> Vec<u32> {
+    text.as_bytes()
+        .chunks(TOY_TOKEN_BYTES)
+        .map(|c| (mix(fnv1a(FNV_OFFSET, c)) % 100_000) as u32)
+        .collect()
+}
+
+/// A completions `prompt` given as token ids (`[1, 2, ...]` or
+/// `[[1, 2, ...]]`), if it is one.
+pub fn prompt_token_ids(body: &Value) -> Option<Vec<u32>> {
+    let arr = body.get("prompt")?.as_array()?;
+    let ids = match arr.first() {
+        Some(Value::Array(inner)) if arr.len() == 1 => inner,
+        _ => arr,
+    };
+    if ids.is_empty() {
+        return None;
+    }
+    ids.iter()
+        .map(|v| v.as_u64().and_then(|n| u32::try_from(n).ok()))
+        .collect()
+}
+
+/// The token ids of a request whose rendered prompt is `text`: a
+/// completions token-id prompt as given, else [`toy_tokens`] of the text.
+pub fn prompt_tokens(endpoint: Endpoint, body: &Value, text: &str) -> Vec<u32> {
+    match endpoint {
+        Endpoint::Completions => prompt_token_ids(body),
+        Endpoint::ChatCompletions => None,
+    }
+    .unwrap_or_else(|| toy_tokens(text))
+}
+
+/// Parses what the router needs from a request body, cutting blocks by
+/// `scheme`.
+pub fn shape_with(
+    endpoint: Endpoint,
+    body: &Value,
+    scheme: &BlockScheme,
+    default_max_tokens: u32,
+) -> Result<PromptShape, PromptError> {
     let text = prompt_text(endpoint, body)?;
     let chars = text.chars().count();
+    let (input_tokens, blocks) = match scheme {
+        BlockScheme::Chars(bc) => (estimate_tokens(chars), block_hashes(&text, *bc)),
+        BlockScheme::Tokens(h) => {
+            let ids = prompt_tokens(endpoint, body, &text);
+            let n = u32::try_from(ids.len().max(1)).unwrap_or(u32::MAX);
+            (n, h.hashes(&ids))
+        }
+    };
     Ok(PromptShape {
         chars,
-        input_tokens: estimate_tokens(chars),
+        input_tokens,
         output_tokens: requested_output(body)?.unwrap_or(default_max_tokens).max(1),
-        blocks: block_hashes(&text, block_chars),
+        blocks,
         stream: wants_stream(body)?,
     })
 }
@@ -270,6 +347,25 @@ pub fn shape(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn token_scheme_uses_token_id_prompts_or_toy_tokens() {
+        use crate::kv_events::hash::{BlockHasher, HashAlgo, DEFAULT_SEED};
+        let h = BlockHasher::new(HashAlgo::Sha256, 4, DEFAULT_SEED);
+        let scheme = BlockScheme::Tokens(h.clone());
+        let ids: Vec<u32> = (0..10).collect();
+        let s = shape_with(Endpoint::Completions, &json!({"prompt": ids}), &scheme, 8).unwrap();
+        assert_eq!(s.input_tokens, 10);
+        assert_eq!(s.blocks, h.hashes(&ids));
+        let s2 = shape_with(Endpoint::Completions, &json!({"prompt": [ids]}), &scheme, 8).unwrap();
+        assert_eq!(s2.blocks, s.blocks);
+        let text = "abcd".repeat(9);
+        let s3 = shape_with(Endpoint::Completions, &json!({"prompt": text}), &scheme, 8).unwrap();
+        assert_eq!(s3.input_tokens, 9);
+        assert_eq!(s3.blocks, h.hashes(&toy_tokens(&text)));
+        assert_eq!(s3.blocks.len(), 2);
+        assert!(toy_tokens(&text).iter().all(|&t| t < 100_000));
+    }
 
     #[test]
     fn blocks_are_chained_prefix_hashes() {

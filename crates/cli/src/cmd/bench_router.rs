@@ -27,19 +27,19 @@ use std::time::{Duration, Instant};
 pub struct Args {
     /// Requests per measured path.
     #[arg(long, default_value_t = 2000)]
-    requests: usize,
+    pub(crate) requests: usize,
     /// Concurrent clients per measured path.
     #[arg(long, default_value_t = 1)]
-    concurrency: usize,
+    pub(crate) concurrency: usize,
     /// Prompt length in characters.
     #[arg(long, default_value_t = 8192)]
-    prompt_chars: usize,
+    pub(crate) prompt_chars: usize,
     /// Output tokens per request.
     #[arg(long, default_value_t = 8)]
-    max_tokens: u32,
+    pub(crate) max_tokens: u32,
     /// Policy for both measurements.
     #[arg(long, default_value = "mooncake")]
-    policy: PolicyName,
+    pub(crate) policy: PolicyName,
     /// Routing decisions timed on the pure LiveCluster.
     #[arg(long, default_value_t = 200_000)]
     decisions: usize,
@@ -51,19 +51,41 @@ pub struct Args {
     decode: usize,
     /// Print one JSON object.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
+    /// KV events instead: ingestion rate, trace replay with real events vs
+    /// believed caches, added latency with events on.
+    #[arg(long)]
+    pub(crate) events: bool,
+    /// --events: trace file (default: the published conversation trace).
+    #[arg(long)]
+    pub(crate) trace: Option<std::path::PathBuf>,
+    /// --events: trace records replayed.
+    #[arg(long, default_value_t = 1000)]
+    pub(crate) trace_requests: usize,
+    /// --events: multiplier on trace arrival times and engine latencies.
+    #[arg(long, default_value_t = 0.02)]
+    pub(crate) time_scale: f64,
+    /// --events: prefill engines.
+    #[arg(long, default_value_t = 8)]
+    pub(crate) engines: usize,
+    /// --events: tokens each engine's prefix cache holds.
+    #[arg(long, default_value_t = 200_000)]
+    pub(crate) engine_cache_tokens: u64,
+    /// --events: batches (64 block events each) timed for ingestion.
+    #[arg(long, default_value_t = 20_000)]
+    pub(crate) ingest_batches: usize,
 }
 
 /// Latency summary of one path, microseconds.
 #[derive(Debug, Clone, serde::Serialize)]
-struct Lat {
-    p50_us: f64,
-    p99_us: f64,
-    mean_us: f64,
-    rps: f64,
+pub(crate) struct Lat {
+    pub(crate) p50_us: f64,
+    pub(crate) p99_us: f64,
+    pub(crate) mean_us: f64,
+    pub(crate) rps: f64,
 }
 
-fn summarize(mut v: Vec<Duration>, wall: Duration) -> Lat {
+pub(crate) fn summarize(mut v: Vec<Duration>, wall: Duration) -> Lat {
     v.sort();
     let us = |d: Duration| d.as_secs_f64() * 1e6;
     let pick = |q: f64| us(v[((v.len() as f64 * q).ceil() as usize).clamp(1, v.len()) - 1]);
@@ -84,7 +106,7 @@ fn prompt(k: usize, chars: usize) -> String {
 }
 
 #[derive(Clone, Copy)]
-enum Path {
+pub(crate) enum Path {
     Direct,
     DirectPd,
     Router,
@@ -119,7 +141,11 @@ async fn one(
     Ok(())
 }
 
-async fn measure(args: &Args, path: Path, urls: &(String, String, String)) -> anyhow::Result<Lat> {
+pub(crate) async fn measure(
+    args: &Args,
+    path: Path,
+    urls: &(String, String, String),
+) -> anyhow::Result<Lat> {
     let client = reqwest::Client::builder().tcp_nodelay(true).build()?;
     let n = args.requests.max(1);
     let workers = args.concurrency.clamp(1, n);
@@ -208,6 +234,9 @@ async fn engine(role: EngineRole) -> anyhow::Result<Server> {
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     anyhow::ensure!(args.requests > 0, "--requests must be > 0");
+    if args.events {
+        return super::bench_router_events::run(&args).await;
+    }
     let p = engine(EngineRole::Prefill).await?;
     let d = engine(EngineRole::Decode).await?;
     let router = RouterService::new(RouterConfig {

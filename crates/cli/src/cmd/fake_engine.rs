@@ -6,7 +6,7 @@
 
 use anyhow::Context;
 use mooncake_conductor::cost::CostConfig;
-use mooncake_router::fake_engine::{EngineRole, FakeEngine, FakeEngineConfig};
+use mooncake_router::fake_engine::{EngineRole, FakeEngine, FakeEngineConfig, KvEventsConfig};
 use mooncake_router::server::Server;
 use std::io::Write;
 use std::path::PathBuf;
@@ -41,6 +41,25 @@ pub struct Args {
     /// Model and hardware config (TOML, or JSON by extension).
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Publish KV-cache events as vLLM does on this ZMQ PUB endpoint
+    /// (`tcp://127.0.0.1:5557`); blocks become `--block-size`-token blocks.
+    #[arg(long)]
+    kv_events: Option<String>,
+    /// ZMQ ROUTER endpoint answering replay requests (`tcp://127.0.0.1:5558`).
+    #[arg(long, requires = "kv_events")]
+    kv_replay: Option<String>,
+    /// Tokens per KV block (vLLM's --block-size).
+    #[arg(long, default_value_t = mooncake_router::kv_events::hash::DEFAULT_BLOCK_SIZE)]
+    block_size: u32,
+    /// vLLM's --prefix-caching-hash-algo: sha256 or sha256_cbor.
+    #[arg(long, default_value = "sha256")]
+    hash_algo: String,
+    /// NONE_HASH seed (vLLM: PYTHONHASHSEED, else `vllm-none-hash`).
+    #[arg(long, default_value = mooncake_router::kv_events::hash::DEFAULT_SEED)]
+    hash_seed: String,
+    /// Data-parallel rank stamped on event batches.
+    #[arg(long, default_value_t = 0)]
+    dp_rank: u32,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -53,6 +72,18 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Some(p) => CostConfig::from_file(p)?,
         None => CostConfig::default(),
     };
+    anyhow::ensure!(args.block_size > 0, "--block-size must be > 0");
+    let kv_events = match &args.kv_events {
+        Some(ep) => Some(KvEventsConfig {
+            endpoint: ep.clone(),
+            replay_endpoint: args.kv_replay.clone(),
+            block_size: args.block_size,
+            hash_algo: args.hash_algo.parse().map_err(anyhow::Error::msg)?,
+            hash_seed: args.hash_seed.clone(),
+            dp_rank: args.dp_rank,
+        }),
+        None => None,
+    };
     let engine = FakeEngine::new(FakeEngineConfig {
         role: args.role,
         time_scale: args.time_scale,
@@ -61,7 +92,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         cache_tokens: args.cache_tokens,
         default_max_tokens: args.default_max_tokens,
         cost,
+        kv_events,
     })?;
+    engine.start_events().await.map_err(anyhow::Error::msg)?;
     let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
         .await
         .with_context(|| format!("binding {}:{}", args.host, args.port))?;
@@ -74,5 +107,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     std::io::stdout().flush().ok();
     super::router::shutdown_signal().await?;
     server.shutdown().await?;
+    engine.stop_events().await;
     Ok(())
 }

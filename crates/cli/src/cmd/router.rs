@@ -79,6 +79,28 @@ pub struct Args {
     /// Seed of randomised policies [default: 42].
     #[arg(long)]
     pub seed: Option<u64>,
+    /// KV-event ZMQ PUB endpoint of each prefill instance, in order (repeat;
+    /// `""` for one without events): its prefix cache becomes exact.
+    #[arg(long)]
+    pub kv_events: Vec<String>,
+    /// KV-event replay (ROUTER) endpoint of each, in order (repeat).
+    #[arg(long)]
+    pub kv_replay: Vec<String>,
+    /// Engines' KV block size in tokens [default: 16].
+    #[arg(long)]
+    pub block_size: Option<u32>,
+    /// Engines' --prefix-caching-hash-algo: sha256, sha256_cbor [default: sha256].
+    #[arg(long)]
+    pub hash_algo: Option<String>,
+    /// Engines' PYTHONHASHSEED [default: vLLM's `vllm-none-hash`].
+    #[arg(long)]
+    pub hash_seed: Option<String>,
+    /// Seconds between health probes of failed instances, 0 = off [default: 1].
+    #[arg(long)]
+    pub probe_secs: Option<f64>,
+    /// Model context length: longer requests get a 400, 0 = none [default: 0].
+    #[arg(long)]
+    pub max_model_len: Option<u64>,
 }
 
 impl Args {
@@ -90,7 +112,14 @@ impl Args {
         };
         cfg.apply_env(std::env::vars())?;
         let join = |v: &[String]| (!v.is_empty()).then(|| v.join(","));
-        let flags: [(&str, Option<String>); 18] = [
+        let flags: [(&str, Option<String>); 25] = [
+            ("kv_events", join(&self.kv_events)),
+            ("kv_replay", join(&self.kv_replay)),
+            ("block_size", self.block_size.map(|v| v.to_string())),
+            ("hash_algo", self.hash_algo.clone()),
+            ("hash_seed", self.hash_seed.clone()),
+            ("probe_secs", self.probe_secs.map(|v| v.to_string())),
+            ("max_model_len", self.max_model_len.map(|v| v.to_string())),
             ("mode", self.mode.clone()),
             ("prefill", join(&self.prefill)),
             ("decode", join(&self.decode)),

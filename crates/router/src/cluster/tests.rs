@@ -354,3 +354,40 @@ fn prefill_predictions_learn_the_engines_speed() {
     c.prefill_done(r.ticket, model / 10.0);
     assert_eq!(c.status(Role::Prefill)[0].speed, 1.0);
 }
+
+#[test]
+fn speed_prior_ignores_tiny_prompts_and_learns_from_long_ones_both_ways() {
+    let mut c = cluster(1, 1);
+    let mut policy = PolicyName::RoundRobin.build(1);
+    let tiny = c.cost().prefill_s(8, 0);
+    let long = c.cost().prefill_s(16_384, 0);
+    assert!(tiny < 0.02 && long > 0.5, "{tiny} {long}");
+    let mut now = 0.0;
+    let mut serve = |c: &mut LiveCluster, k: u64, tokens: u32, took: f64| {
+        let r = c
+            .route(policy.as_mut(), &req(k, tokens, &[]), now, &[])
+            .unwrap();
+        now += took;
+        c.prefill_done(r.ticket, now);
+        c.finish(r.ticket, now, true);
+    };
+    // Cold start: ten tiny prompts answered 50x slower than modelled (HTTP
+    // overhead) barely move the prior.
+    for k in 0..10 {
+        serve(&mut c, k, 8, tiny * 50.0);
+    }
+    let s = c.status(Role::Prefill)[0].speed;
+    assert!(s < 1.5, "tiny prompts moved the factor to {s}");
+    // Long prompts teach it quickly: faster than modelled...
+    for k in 10..20 {
+        serve(&mut c, k, 16_384, long * 0.2);
+    }
+    let fast = c.status(Role::Prefill)[0].speed;
+    assert!(fast < 0.3, "{fast}");
+    // ...and slower again.
+    for k in 20..30 {
+        serve(&mut c, k, 16_384, long * 2.0);
+    }
+    let slow = c.status(Role::Prefill)[0].speed;
+    assert!(slow > 1.5, "{slow}");
+}

@@ -26,9 +26,7 @@ impl ClusterView for LiveCluster {
         &self.decode_loads
     }
     fn prefix_blocks(&self, instance: usize, blocks: &[u64]) -> usize {
-        self.prefill
-            .get(instance)
-            .map_or(0, |p| p.cache.lookup_prefix(blocks))
+        self.lookup_prefix(instance, blocks)
     }
     /// The cost model scaled by the instance's learnt speed.
     fn predict_prefill_s(&self, instance: usize, new_tokens: u64, cached_tokens: u64) -> f64 {

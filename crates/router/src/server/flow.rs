@@ -73,10 +73,12 @@ impl From<(Outcome, ApiError)> for Failure {
     }
 }
 
+type BodyResult = Result<Bytes, axum::extract::rejection::BytesRejection>;
+
 pub(super) async fn completions(
     State(st): State<Arc<AppState>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: BodyResult,
 ) -> Response {
     handle(st, Endpoint::Completions, headers, body).await
 }
@@ -84,9 +86,24 @@ pub(super) async fn completions(
 pub(super) async fn chat_completions(
     State(st): State<Arc<AppState>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: BodyResult,
 ) -> Response {
     handle(st, Endpoint::ChatCompletions, headers, body).await
+}
+
+/// A body that could not be read, as an OpenAI-style error (413 over the
+/// size limit, else 400).
+fn body_rejection(st: &AppState, r: axum::extract::rejection::BytesRejection) -> Response {
+    let outcome = Outcome::BadRequest;
+    st.metrics.request(outcome);
+    if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return ApiError::too_large(format!(
+            "request body over the limit of {} bytes",
+            super::MAX_BODY_BYTES
+        ))
+        .into_response();
+    }
+    ApiError::bad_request(format!("cannot read the request body: {r}")).into_response()
 }
 
 /// Client headers carried to both legs: `Authorization` (engines started
@@ -124,7 +141,11 @@ impl Carried {
     }
 }
 
-async fn handle(st: Arc<AppState>, ep: Endpoint, headers: HeaderMap, body: Bytes) -> Response {
+async fn handle(st: Arc<AppState>, ep: Endpoint, headers: HeaderMap, body: BodyResult) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(r) => return body_rejection(&st, r),
+    };
     let id = st.next_id.fetch_add(1, Ordering::Relaxed);
     let carried = Carried::new(&headers, id);
     let span = tracing::info_span!(
@@ -235,7 +256,8 @@ async fn first_leg(
     body: &Value,
     info: &RequestInfo<'_>,
     carried: &Carried,
-) -> Result<(TicketGuard, Routed, reqwest::Response), Failure> {
+    deadline: Instant,
+) -> Result<(TicketGuard, Routed, FirstAnswer), Failure> {
     let colocated = st.cfg.mode == ServeMode::Colocated;
     let mut excluded: Vec<usize> = Vec::new();
     let mut last_error = String::new();
@@ -305,8 +327,9 @@ async fn first_leg(
             Err(e) => {
                 let failure =
                     backend_failed(st, guard, Role::Prefill, routed.prefill, "failed", &e);
-                if e.is_connect() {
-                    // Nothing ran there: re-route among the others.
+                // Nothing ran there (connect), or it was a prefill leg: a
+                // prefill only computes KV, so repeating it elsewhere is safe.
+                if (e.is_connect() || !colocated) && Instant::now() < deadline {
                     st.metrics.retry();
                     excluded.push(routed.prefill);
                     last_error = format!("{url}: {e}");
@@ -318,8 +341,42 @@ async fn first_leg(
         if !resp.status().is_success() {
             return Err(backend_status(resp).await);
         }
-        return Ok((guard, routed, resp));
+        if colocated {
+            return Ok((guard, routed, FirstAnswer::Response(resp)));
+        }
+        // The prefill leg's answer is one small JSON: read it here, so an
+        // engine dying before it is complete is retried like one that could
+        // not be reached.
+        let bytes = match resp.bytes().await {
+            Ok(b) => b,
+            Err(e) => {
+                let failure =
+                    backend_failed(st, guard, Role::Prefill, routed.prefill, "broke off", &e);
+                if Instant::now() < deadline {
+                    st.metrics.retry();
+                    excluded.push(routed.prefill);
+                    last_error = format!("{url}: {e}");
+                    continue;
+                }
+                return Err(failure);
+            }
+        };
+        let answer: Value = serde_json::from_slice(&bytes).map_err(|e| {
+            Failure::from((
+                Outcome::BackendError,
+                ApiError::bad_gateway(format!("prefill instance {url} answered invalid JSON: {e}")),
+            ))
+        })?;
+        guard.prefill_done();
+        return Ok((guard, routed, FirstAnswer::Json(answer)));
     }
+}
+
+/// What the first leg returns: the worker's answer to relay (colocated),
+/// or the prefill leg's JSON.
+enum FirstAnswer {
+    Response(reqwest::Response),
+    Json(Value),
 }
 
 /// A backend's error answer, passed through unchanged.
@@ -331,37 +388,6 @@ async fn backend_status(resp: reqwest::Response) -> Failure {
         outcome: Outcome::BackendStatus,
         response: passthrough(status, ct, Body::from(bytes)),
     }
-}
-
-/// Reads the prefill leg's JSON answer; the request then joins decode.
-async fn prefill_answer(
-    st: &Arc<AppState>,
-    guard: TicketGuard,
-    routed: &Routed,
-    resp: reqwest::Response,
-) -> Result<(TicketGuard, Value), Failure> {
-    let bytes = match resp.bytes().await {
-        Ok(b) => b,
-        Err(e) => {
-            return Err(backend_failed(
-                st,
-                guard,
-                Role::Prefill,
-                routed.prefill,
-                "broke off",
-                &e,
-            ))
-        }
-    };
-    let answer: Value = serde_json::from_slice(&bytes).map_err(|e| {
-        let url = &st.cfg.prefill_urls()[routed.prefill];
-        Failure::from((
-            Outcome::BackendError,
-            ApiError::bad_gateway(format!("prefill instance {url} answered invalid JSON: {e}")),
-        ))
-    })?;
-    guard.prefill_done();
-    Ok((guard, answer))
 }
 
 /// The final answer (decode's, or the worker's when colocated): streamed
@@ -422,16 +448,21 @@ async fn forward(
     let bad = |m: String| Failure::from((Outcome::BadRequest, ApiError::bad_request(m)));
     let json: Value =
         serde_json::from_slice(&body).map_err(|e| bad(format!("invalid JSON body: {e}")))?;
-    let shape = prompt::shape(ep, &json, st.cfg.block_chars, st.cfg.default_max_tokens)
+    let shape = prompt::shape_with(ep, &json, &st.scheme, st.cfg.default_max_tokens)
         .map_err(|e| bad(e.to_string()))?;
+    impossible(&st, &shape).map_err(bad)?;
     let info = RequestInfo {
         id,
         input_tokens: shape.input_tokens,
         output_tokens: shape.output_tokens,
         blocks: &shape.blocks,
     };
+    let deadline = t0 + Duration::from_secs_f64(st.cfg.prefill_timeout_secs);
     if st.cfg.mode == ServeMode::Colocated {
-        let (guard, routed, resp) = first_leg(&st, ep, &json, &info, carried).await?;
+        let (guard, routed, first) = first_leg(&st, ep, &json, &info, carried, deadline).await?;
+        let FirstAnswer::Response(resp) = first else {
+            return Err(internal("colocated leg without a response"));
+        };
         let leg = FinalLeg {
             resp,
             guard,
@@ -442,8 +473,11 @@ async fn forward(
         };
         return relay(&st, leg, span).await;
     }
-    let (guard, routed, resp) = first_leg(&st, ep, &prefill_body(&json), &info, carried).await?;
-    let (guard, answer) = prefill_answer(&st, guard, &routed, resp).await?;
+    let (guard, routed, first) =
+        first_leg(&st, ep, &prefill_body(&json), &info, carried, deadline).await?;
+    let FirstAnswer::Json(answer) = first else {
+        return Err(internal("prefill leg without an answer"));
+    };
     if !shape.stream {
         st.metrics.ttft(t0.elapsed().as_secs_f64());
     }
@@ -476,6 +510,38 @@ async fn forward(
         t0,
     };
     relay(&st, leg, span).await
+}
+
+/// A router bug, answered instead of panicking.
+fn internal(what: &str) -> Failure {
+    Failure::from((
+        Outcome::BackendError,
+        ApiError::bad_gateway(format!("internal: {what}")),
+    ))
+}
+
+/// A request no instance can ever serve: over the model's context length
+/// (`max_model_len`), or needing more KV than a decode instance holds. It
+/// gets a 400 (not a 503 "retry later").
+fn impossible(st: &AppState, shape: &prompt::PromptShape) -> Result<(), String> {
+    let need = shape.input_tokens as u64 + shape.output_tokens as u64;
+    let max_len = st.cfg.max_model_len;
+    if max_len > 0 && need > max_len {
+        return Err(format!(
+            "this model's maximum context length is {max_len} tokens; the request needs {need} \
+             ({} in the prompt, {} in the completion)",
+            shape.input_tokens, shape.output_tokens
+        ));
+    }
+    let cap = st.decode_capacity_tokens;
+    if need > cap {
+        return Err(format!(
+            "the request needs {need} tokens of KV cache ({} in the prompt, {} in the \
+             completion), more than one instance holds ({cap}): reduce max_tokens",
+            shape.input_tokens, shape.output_tokens
+        ));
+    }
+    Ok(())
 }
 
 /// Copies the decode answer's chunks to the client as they arrive; the

@@ -29,6 +29,7 @@ pub use flow::{decode_body, prefill_body};
 use crate::cluster::{LiveCluster, Role};
 use crate::config::{ConfigError, RouterConfig};
 use crate::error::ApiError;
+use crate::indexer::service::{IndexerService, Register};
 use crate::metrics::{InstanceLabels, Metrics};
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, State};
@@ -56,6 +57,12 @@ struct Core {
 
 struct AppState {
     cfg: RouterConfig,
+    /// How prompts are cut into blocks (engine token blocks with events).
+    scheme: crate::prompt::BlockScheme,
+    /// KV tokens one decode instance holds (larger requests never fit).
+    decode_capacity_tokens: u64,
+    /// The event-built prefix index and its HTTP API (with `kv_events`).
+    indexer: Option<Arc<IndexerService>>,
     core: Mutex<Core>,
     client: reqwest::Client,
     metrics: Metrics,
@@ -84,11 +91,47 @@ impl RouterService {
     /// Validates `cfg` and builds the router (no sockets yet).
     pub fn new(cfg: RouterConfig) -> Result<Self, ConfigError> {
         let cluster_cfg = cfg.cluster_config()?;
-        let cluster = LiveCluster::new(
+        let decode_capacity_tokens = cluster_cfg.decode_capacity_tokens;
+        let mut cluster = LiveCluster::new(
             cluster_cfg,
             cfg.prefill_urls().len(),
             cfg.decode_urls().len(),
         );
+        let runtime = tokio::runtime::Handle::try_current().is_ok();
+        let indexer = if cfg.events_enabled() {
+            if !runtime {
+                return Err(ConfigError::Invalid {
+                    key: "kv_events".into(),
+                    message: "the router must be built inside a tokio runtime".into(),
+                });
+            }
+            let algo = cfg.hash_algo.parse().unwrap_or_default();
+            let ix = IndexerService::new(algo, &cfg.hash_seed, cfg.block_size);
+            for (i, ep) in cfg.kv_events.iter().enumerate() {
+                if ep.is_empty() {
+                    continue;
+                }
+                let reg = Register {
+                    endpoint: ep.clone(),
+                    replay_endpoint: cfg.kv_replay.get(i).filter(|r| !r.is_empty()).cloned(),
+                    kind: "vLLM".into(),
+                    modelname: String::new(),
+                    lora_name: None,
+                    tenant_id: "default".into(),
+                    instance_id: cfg.prefill_urls()[i].clone(),
+                    block_size: cfg.block_size,
+                    dp_rank: 0,
+                };
+                ix.register(reg).map_err(|message| ConfigError::Invalid {
+                    key: "kv_events".into(),
+                    message,
+                })?;
+            }
+            cluster.set_index(ix.index().clone(), cfg.prefill_urls().to_vec());
+            Some(ix)
+        } else {
+            None
+        };
         let policy = cfg.policy.build(cfg.seed);
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs_f64(cfg.connect_timeout_secs))
@@ -99,8 +142,11 @@ impl RouterService {
                 key: "http client".into(),
                 message: e.to_string(),
             })?;
-        Ok(Self {
+        let svc = Self {
             st: Arc::new(AppState {
+                scheme: cfg.block_scheme(),
+                decode_capacity_tokens,
+                indexer,
                 cfg,
                 core: Mutex::new(Core { cluster, policy }),
                 client,
@@ -108,7 +154,11 @@ impl RouterService {
                 start: Instant::now(),
                 next_id: AtomicU64::new(0),
             }),
-        })
+        };
+        if runtime && svc.st.cfg.probe_secs > 0.0 {
+            tokio::spawn(probe_loop(Arc::downgrade(&svc.st)));
+        }
+        Ok(svc)
     }
 
     /// The configuration in effect.
@@ -126,8 +176,13 @@ impl RouterService {
         f(&self.st.core.lock().cluster)
     }
 
-    /// The routes, ready to serve.
+    /// The routes, ready to serve (with `kv_events`, also the indexer's:
+    /// `/register`, `/unregister`, `/query`, `/query_by_hash`).
     pub fn app(&self) -> axum::Router {
+        let extra = match &self.st.indexer {
+            Some(ix) => ix.routes(),
+            None => axum::Router::new(),
+        };
         axum::Router::new()
             .route("/v1/completions", post(flow::completions))
             .route("/v1/chat/completions", post(flow::chat_completions))
@@ -137,6 +192,7 @@ impl RouterService {
             .route("/status", get(status))
             .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
             .with_state(self.st.clone())
+            .merge(extra)
     }
 
     /// Per-instance routing state as JSON (`GET /status`).
@@ -154,12 +210,21 @@ impl RouterService {
             .iter()
             .zip(&p)
             .map(|(url, s)| {
-                json!({
+                let mut v = json!({
                     "url": url, "healthy": s.healthy, "in_flight": s.in_flight,
                     "routed": s.routed, "queue_s": s.load_s, "speed_factor": s.speed,
+                    "prefix_source": if s.exact { "events" } else { "believed" },
                     "prefix_blocks_queried": s.cache.queried_blocks,
                     "prefix_blocks_hit": s.cache.hit_blocks,
-                })
+                });
+                if let Some(ix) = &self.st.indexer {
+                    let ix = ix.index().lock();
+                    if ix.has_instance(url) {
+                        v["event_blocks"] = json!(ix.instance_blocks(url));
+                        v["event_streams"] = json!(ix.stream_stats(url));
+                    }
+                }
+                v
             })
             .collect();
         let decode: Vec<_> = cfg
@@ -192,14 +257,71 @@ impl RouterService {
                 core.cluster.status(Role::Decode),
             )
         };
-        self.st.metrics.render(
+        let mut text = self.st.metrics.render(
             InstanceLabels {
                 prefill: self.st.cfg.prefill_urls(),
                 decode: self.st.cfg.decode_urls(),
             },
             &p,
             &d,
-        )
+        );
+        if let Some(ix) = &self.st.indexer {
+            render_event_metrics(&mut text, &ix.index().lock(), self.st.cfg.prefill_urls());
+        }
+        text
+    }
+}
+
+/// Per-instance KV-event stream counters in Prometheus text.
+fn render_event_metrics(out: &mut String, ix: &crate::indexer::PrefixIndex, urls: &[String]) {
+    use std::fmt::Write;
+    type Field = fn(&crate::indexer::StreamStats) -> u64;
+    let counters: [(&str, &str, Field); 6] = [
+        ("batches", "KV-event batches applied", |s| s.batches),
+        ("gaps_replayed", "sequence gaps closed by replay", |s| {
+            s.gaps_replayed
+        }),
+        (
+            "batches_lost",
+            "KV-event batches lost (not replayable)",
+            |s| s.batches_lost,
+        ),
+        ("restarts", "publisher restarts seen (index cleared)", |s| {
+            s.restarts
+        }),
+        (
+            "decode_errors",
+            "KV-event payloads that did not decode",
+            |s| s.decode_errors,
+        ),
+        (
+            "hash_mismatches",
+            "root blocks whose hash differs from the router's",
+            |s| s.hash_mismatches,
+        ),
+    ];
+    let _ = writeln!(
+        out,
+        "# HELP mooncake_router_kv_event_blocks Blocks an instance holds per its KV events."
+    );
+    let _ = writeln!(out, "# TYPE mooncake_router_kv_event_blocks gauge");
+    for u in urls.iter().filter(|u| ix.has_instance(u)) {
+        let _ = writeln!(
+            out,
+            "mooncake_router_kv_event_blocks{{instance=\"{u}\"}} {}",
+            ix.instance_blocks(u)
+        );
+    }
+    for (name, help, f) in counters {
+        let _ = writeln!(out, "# HELP mooncake_router_kv_event_{name}_total {help}.");
+        let _ = writeln!(out, "# TYPE mooncake_router_kv_event_{name}_total counter");
+        for u in urls.iter().filter(|u| ix.has_instance(u)) {
+            let v: u64 = ix.stream_stats(u).values().map(f).sum();
+            let _ = writeln!(
+                out,
+                "mooncake_router_kv_event_{name}_total{{instance=\"{u}\"}} {v}"
+            );
+        }
     }
 }
 
@@ -307,9 +429,58 @@ async fn status(State(st): State<Arc<AppState>>) -> axum::Json<serde_json::Value
     axum::Json(RouterService { st }.status_json())
 }
 
+/// Probes the instances in a failure backoff (`GET /health`) every
+/// `probe_secs`: one that answers is routable again at once, one that does
+/// not has its backoff renewed, so `/health` follows the engines by itself.
+async fn probe_loop(st: std::sync::Weak<AppState>) {
+    loop {
+        let Some(s) = st.upgrade() else { return };
+        let period = Duration::from_secs_f64(s.cfg.probe_secs);
+        let down: Vec<(Role, usize, String)> = {
+            let now = s.now();
+            let mut core = s.core.lock();
+            core.cluster.advance(now);
+            let c = &core.cluster;
+            let mut v = Vec::new();
+            for (role, urls) in [
+                (Role::Prefill, s.cfg.prefill_urls()),
+                (Role::Decode, s.cfg.decode_urls()),
+            ] {
+                for (i, u) in urls.iter().enumerate() {
+                    if !c.is_healthy(role, i) {
+                        v.push((role, i, u.clone()));
+                    }
+                }
+            }
+            v
+        };
+        for (role, i, url) in down {
+            let ok = s
+                .client
+                .get(format!("{url}/health"))
+                .timeout(period.max(Duration::from_millis(200)))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            let now = s.now();
+            let mut core = s.core.lock();
+            if ok {
+                tracing::info!(role = role.as_str(), instance = %url, "health probe answered; routable again");
+                core.cluster.mark_healthy(role, i);
+            } else {
+                core.cluster.mark_unhealthy(role, i, now);
+            }
+        }
+        drop(s);
+        tokio::time::sleep(period).await;
+    }
+}
+
 async fn health(State(st): State<Arc<AppState>>) -> Response {
     let (p, d) = {
-        let core = st.core.lock();
+        let now = st.now();
+        let mut core = st.core.lock();
+        core.cluster.advance(now);
         let c = &core.cluster;
         let count = |role| (0..c.len(role)).filter(|&i| c.is_healthy(role, i)).count();
         (count(Role::Prefill), count(Role::Decode))
