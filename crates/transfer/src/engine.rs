@@ -195,6 +195,11 @@ impl TransferEngine {
             next_batch: AtomicU64::new(1),
         });
 
+        let transport_rpc = shared
+            .transports
+            .iter()
+            .find(|t| t.protocol() == Protocol::Rdma)
+            .cloned();
         let weak: Weak<EngineShared> = Arc::downgrade(&shared);
         let sctx = ServerContext {
             registry,
@@ -205,6 +210,7 @@ impl TransferEngine {
                     .unwrap_or_default()
             }),
             serve_data: config.protocols.contains(&Protocol::Tcp),
+            transport_rpc,
             frame_timeout: config
                 .transfer_timeout
                 .max(std::time::Duration::from_secs(10)),
@@ -331,9 +337,8 @@ impl TransferEngine {
             keys: Vec::new(),
         };
         for t in &self.shared.transports {
-            if let Some(k) = t.register_memory(&info)? {
-                info.keys.push(k);
-            }
+            let keys = t.register_memory_keys(&info)?;
+            info.keys.extend(keys);
         }
         self.shared.registry.insert(info, mapping)?;
         if let Err(e) = self.shared.publish().await {
