@@ -163,7 +163,16 @@ impl TransferEngine {
         let mut transports = Vec::new();
         for p in PREFERENCE {
             if config.protocols.contains(&p) {
-                transports.push(transport::build(p, &tctx)?);
+                match transport::build(p, &tctx) {
+                    Ok(t) => transports.push(t),
+                    // "rdma,tcp": rdma preferred, tcp allowed as the fallback.
+                    Err(e @ TransferError::TransportUnavailable { .. })
+                        if p == Protocol::Rdma && config.protocols.contains(&Protocol::Tcp) =>
+                    {
+                        tracing::warn!(error = %e, "rdma unavailable; falling back to tcp");
+                    }
+                    Err(e) => return Err(e),
+                }
             }
         }
         let source = if p2p {

@@ -223,7 +223,10 @@ pub struct RdmaTransport {
 /// Build the rdma transport: open the configured (or every active) device.
 /// Without a usable device this is a typed `TransportUnavailable`.
 pub fn build(ctx: &TransportContext) -> Result<SharedTransport, TransferError> {
-    let cfg = RdmaConfig::from_vars(|k| std::env::var(k).ok())?;
+    let mut cfg = RdmaConfig::from_vars(|k| std::env::var(k).ok())?;
+    if !ctx.config.rdma_devices.is_empty() {
+        cfg.devices = ctx.config.rdma_devices.clone();
+    }
     Ok(Arc::new(RdmaTransport::open(ctx, cfg)?))
 }
 
