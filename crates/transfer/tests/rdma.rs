@@ -254,6 +254,74 @@ async fn out_of_range_refused_and_endpoint_recovers() {
     b.shutdown().await;
 }
 
+/// Two NICs (the one device opened twice: Soft-RoCE here cannot give two
+/// paths between hosts), slices spread over both; NIC 1 fails mid-batch and
+/// the batch completes on NIC 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nics_one_fails_mid_batch() {
+    if !have_device() {
+        return;
+    }
+    let dev = device_names()[0].clone();
+    let mut cfg = config("embedded", &host());
+    cfg.rdma_devices = vec![dev.clone(), dev];
+    let a = TransferEngine::start(cfg.clone()).await.unwrap();
+    let b = TransferEngine::start(cfg).await.unwrap();
+    assert_eq!(b.local_descriptor().buffers.len(), 0);
+    let la = a.allocate_managed_buffer(16 << 20).await.unwrap();
+    let rb = b.allocate_managed_buffer(16 << 20).await.unwrap();
+    assert_eq!(
+        b.local_descriptor().buffers[0].rkey.len(),
+        2,
+        "one rkey per NIC"
+    );
+    fill(&la, 7);
+    let peer = a.open_segment(b.segment_name()).await.unwrap();
+    let t = a.transport(Protocol::Rdma).unwrap();
+    let rdma = t.as_any().downcast_ref::<RdmaTransport>().unwrap();
+    assert_eq!(rdma.nic_names().len(), 2);
+    let base = rb.addr() as u64;
+    let n = 64;
+    let reqs: Vec<_> = (0..n)
+        .map(|i| {
+            req(
+                Opcode::Write,
+                la.addr() + i * (256 << 10),
+                &peer,
+                base + (i * (256 << 10)) as u64,
+                256 << 10,
+            )
+        })
+        .collect();
+    let batch = a.allocate_batch(n).unwrap();
+    a.submit(batch, &reqs).unwrap();
+    // Fail NIC 1 while slices assigned to it are still to run.
+    let until = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < until && rdma.nic_counters()[1].0 < 8 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let at_fail = rdma.nic_counters();
+    rdma.fail_nic(1, Duration::from_secs(60));
+    let st = a.wait(batch).await.unwrap();
+    let after = rdma.nic_counters();
+    eprintln!("per-NIC (posted, errors): at the failure {at_fail:?}, after {after:?}");
+    assert!(at_fail[1].0 > 0, "NIC 1 carried slices before it failed");
+    // 256 slices alternate between the NICs: NIC 0 took over part of NIC 1's.
+    assert!(
+        after[0].0 > 128 && after[1].0 < 128,
+        "slices of the failed NIC moved to the other one"
+    );
+    assert!(
+        st.iter().all(|s| *s == TransferStatus::Completed),
+        "every request completed on the remaining NIC: {st:?}"
+    );
+    assert_eq!(bytes(&rb, 0, 16 << 20), bytes(&la, 0, 16 << 20));
+    a.free_batch(batch).unwrap();
+    drop((la, rb));
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
 /// A peer in its own process (this binary re-executed).
 struct Peer {
     child: Child,

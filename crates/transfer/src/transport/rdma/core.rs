@@ -168,9 +168,12 @@ pub enum CompletionClass {
     Ok,
     /// The peer's NIC refused the rkey/range: permanent, never retried.
     RemoteAccess,
-    /// The peer did not answer (retries exhausted) or the QP was flushed: the
-    /// endpoint is broken; retry on another path after reconnecting.
+    /// The peer did not answer (retries exhausted): the endpoint is broken
+    /// and the peer may be gone; retry after reconnecting.
     PeerLost,
+    /// The QP was moved to the error state (our reset after another failure,
+    /// or a NIC taken out): retry; the peer is not suspect.
+    Flushed,
     /// Anything else (local protection, bad length...): endpoint broken, retryable.
     Other,
 }
@@ -181,9 +184,11 @@ pub fn classify(status: u32) -> CompletionClass {
         0 => CompletionClass::Ok,
         // IBV_WC_REM_ACCESS_ERR, IBV_WC_REM_INV_REQ_ERR
         10 | 9 => CompletionClass::RemoteAccess,
-        // IBV_WC_WR_FLUSH_ERR, IBV_WC_RETRY_EXC_ERR, IBV_WC_RNR_RETRY_EXC_ERR,
-        // IBV_WC_REM_ABORT_ERR, IBV_WC_RESP_TIMEOUT_ERR
-        5 | 12 | 13 | 17 | 21 => CompletionClass::PeerLost,
+        // IBV_WC_WR_FLUSH_ERR
+        5 => CompletionClass::Flushed,
+        // IBV_WC_RETRY_EXC_ERR, IBV_WC_RNR_RETRY_EXC_ERR, IBV_WC_REM_ABORT_ERR,
+        // IBV_WC_RESP_TIMEOUT_ERR
+        12 | 13 | 17 | 21 => CompletionClass::PeerLost,
         _ => CompletionClass::Other,
     }
 }
@@ -353,7 +358,7 @@ mod tests {
         assert_eq!(classify(0), CompletionClass::Ok);
         assert_eq!(classify(10), CompletionClass::RemoteAccess);
         assert_eq!(classify(12), CompletionClass::PeerLost);
-        assert_eq!(classify(5), CompletionClass::PeerLost);
+        assert_eq!(classify(5), CompletionClass::Flushed);
         assert_eq!(classify(4), CompletionClass::Other);
     }
 

@@ -100,8 +100,14 @@ pub struct ConnectRequest {
     /// Initiator's segment name and NIC.
     pub segment: String,
     pub nic: String,
-    /// The target NIC asked for.
+    /// The initiator NIC's index (its names may repeat).
+    #[serde(default)]
+    pub nic_index: usize,
+    /// The target NIC asked for: its index in the target's descriptor
+    /// (names may repeat) and its name (checked).
     pub peer_nic: String,
+    #[serde(default)]
+    pub peer_nic_index: Option<usize>,
     pub gid: String,
     pub lid: u16,
     /// Path MTU in bytes the initiator can use.
@@ -142,6 +148,9 @@ struct Nic {
     /// Work requests this device's CQ may still take.
     cq_credits: Arc<Semaphore>,
     pending: Arc<PendingTable>,
+    /// Work requests posted / completed with an error on this NIC.
+    posted: AtomicU64,
+    errors: AtomicU64,
 }
 
 impl std::fmt::Debug for PendingWr {
@@ -188,6 +197,17 @@ impl Endpoint {
     }
 }
 
+impl Endpoint {
+    /// [`fail`](Self::fail) if `qp` is still one of the current QPs (a late
+    /// error from QPs already replaced must not reset their successors).
+    fn fail_qp(&self, qp: &Arc<QueuePair>) {
+        let current = self.qps.read().iter().any(|s| Arc::ptr_eq(&s.qp, qp));
+        if current {
+            self.fail();
+        }
+    }
+}
+
 impl Drop for Endpoint {
     fn drop(&mut self) {
         for s in self.qps.get_mut().iter() {
@@ -212,8 +232,8 @@ pub struct RdmaTransport {
     regions: RwLock<BTreeMap<usize, MrSet>>,
     /// Initiator side: (peer segment, local NIC, peer NIC) → endpoint.
     endpoints: Mutex<HashMap<(String, usize, usize), Arc<Endpoint>>>,
-    /// Target side: (initiator segment, its NIC, our NIC) → QPs it connected.
-    served: Mutex<HashMap<(String, String, usize), Vec<QueuePair>>>,
+    /// Target side: (initiator segment, its NIC index, our NIC) → QPs it connected.
+    served: Mutex<HashMap<(String, usize, usize), Vec<QueuePair>>>,
     seq: AtomicU64,
     next_wr: AtomicU64,
     instance: u64,
@@ -268,6 +288,8 @@ fn open_nic(name: &str, cfg: &RdmaConfig) -> Result<Nic, TransferError> {
         health: Mutex::new(NicHealth::Up),
         cq_credits: Arc::new(Semaphore::new(cqe as usize)),
         pending: Arc::new(Mutex::new(HashMap::new())),
+        posted: AtomicU64::new(0),
+        errors: AtomicU64::new(0),
         dev,
     })
 }
@@ -360,10 +382,42 @@ impl RdmaTransport {
         self.nics.iter().map(|n| n.dev.name.clone()).collect()
     }
 
+    /// Per NIC (descriptor order): work requests posted, and those that
+    /// completed with an error.
+    pub fn nic_counters(&self) -> Vec<(u64, u64)> {
+        self.nics
+            .iter()
+            .map(|n| {
+                (
+                    n.posted.load(Ordering::Relaxed),
+                    n.errors.load(Ordering::Relaxed),
+                )
+            })
+            .collect()
+    }
+
     /// Take NIC `index` out of rotation for `for_` (tests and operators).
     pub fn take_nic_out(&self, index: usize, for_: Duration) {
         if let Some(n) = self.nics.get(index) {
             *n.health.lock() = NicHealth::Out(Instant::now() + for_);
+        }
+    }
+
+    /// NIC `index` failed (its link went down): take it out of rotation for
+    /// `for_` and reset every endpoint on it, so its in-flight work requests
+    /// fail and the engine retries them on another NIC. What a port-down
+    /// detection does; public for operators and tests.
+    pub fn fail_nic(&self, index: usize, for_: Duration) {
+        self.take_nic_out(index, for_);
+        let eps: Vec<_> = self
+            .endpoints
+            .lock()
+            .iter()
+            .filter(|(k, _)| k.1 == index)
+            .map(|(_, e)| Arc::clone(e))
+            .collect();
+        for ep in eps {
+            ep.fail();
         }
     }
 
@@ -385,6 +439,20 @@ impl RdmaTransport {
             .get(nic)
             .map(|m| m.lkey)
             .ok_or(TransferError::LocalNotRegistered { addr, len })
+    }
+
+    /// Whether NIC `index` is in rotation now (checked again after waiting
+    /// for a connection or credits: the NIC may have failed meanwhile).
+    fn nic_usable(&self, index: usize) -> Result<(), TransferError> {
+        match *self.nics[index].health.lock() {
+            NicHealth::Out(until) if until > Instant::now() => {
+                Err(TransferError::Protocol(format!(
+                    "RDMA NIC {} ({index}) is out of rotation",
+                    self.nics[index].dev.name
+                )))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// A NIC saw a failure: if its port is not active, take it out of rotation.
@@ -425,6 +493,7 @@ impl RdmaTransport {
             return Ok(ep);
         }
         let _g = ep.connect.lock().await;
+        self.nic_usable(li)?;
         let action = ep.state.lock().action(Instant::now());
         match action {
             EndpointAction::Use => {}
@@ -473,7 +542,9 @@ impl RdmaTransport {
             kind: CONNECT_KIND.into(),
             segment: self.ctx.segment_name.clone(),
             nic: nic.dev.name.clone(),
+            nic_index: li,
             peer_nic: peer_nic.to_string(),
+            peer_nic_index: Some(ri),
             gid: gid_to_string(&nic.gid),
             lid: nic.dev.attr.lid,
             mtu: nic.mtu_bytes,
@@ -563,16 +634,19 @@ impl RdmaTransport {
         if req.qps.is_empty() || req.qps.len() > MAX_QPS_PER_HANDSHAKE {
             return Err(bad(format!("{} QPs asked", req.qps.len())));
         }
-        let li = self
-            .nics
-            .iter()
-            .position(|n| n.dev.name == req.peer_nic)
-            .ok_or_else(|| bad(format!("no NIC {:?} here", req.peer_nic)))?;
+        let li = match req.peer_nic_index {
+            Some(i) if self.nics.get(i).is_some_and(|n| n.dev.name == req.peer_nic) => i,
+            _ => self
+                .nics
+                .iter()
+                .position(|n| n.dev.name == req.peer_nic)
+                .ok_or_else(|| bad(format!("no NIC {:?} here", req.peer_nic)))?,
+        };
         let nic = &self.nics[li];
         let gid = gid_from_string(&req.gid).ok_or_else(|| bad(format!("bad GID {:?}", req.gid)))?;
         let mtu = mtu_enum(req.mtu.min(nic.mtu_bytes))
             .ok_or_else(|| bad(format!("bad MTU {}", req.mtu)))?;
-        let key = (req.segment.clone(), req.nic.clone(), li);
+        let key = (req.segment.clone(), req.nic_index, li);
         {
             let served = self.served.lock();
             if served.len() >= MAX_SERVED_ENDPOINTS && !served.contains_key(&key) {
@@ -607,7 +681,7 @@ impl RdmaTransport {
         slice: &Slice,
         lkey: u32,
         rkey: u32,
-    ) -> Result<u32, TransferError> {
+    ) -> Result<(u32, Arc<QueuePair>), TransferError> {
         let nic = &self.nics[li];
         let (qp, qp_credit) = {
             let slots = ep.qps.read();
@@ -629,6 +703,7 @@ impl RdmaTransport {
             .acquire_owned()
             .await
             .map_err(|_| TransferError::ShutDown)?;
+        self.nic_usable(li)?;
         let lease = self.ctx.registry.lease_local(slice.local_addr, slice.len)?;
         let (tx, rx) = oneshot::channel();
         let id = self.next_wr.fetch_add(1, Ordering::Relaxed);
@@ -662,21 +737,23 @@ impl RdmaTransport {
         // Dropped before the completion (the request's deadline passed): the
         // peer may be gone without the NIC noticing yet. Reset the endpoint so
         // its WRs flush (releasing their leases) and the next slice reconnects.
-        let mut guard = ResetOnDrop(Some(ep));
+        nic.posted.fetch_add(1, Ordering::Relaxed);
+        let mut guard = ResetOnDrop(Some((ep, &qp)));
         let status = rx.await.map_err(|_| TransferError::ShutDown);
         guard.0 = None;
-        status
+        drop(guard);
+        Ok((status?, qp))
     }
 }
 
 /// Resets the endpoint unless forgotten (see `post_and_wait`).
-struct ResetOnDrop<'a>(Option<&'a Endpoint>);
+struct ResetOnDrop<'a>(Option<(&'a Endpoint, &'a Arc<QueuePair>)>);
 
 impl Drop for ResetOnDrop<'_> {
     fn drop(&mut self) {
-        if let Some(ep) = self.0.take() {
+        if let Some((ep, qp)) = self.0.take() {
             tracing::debug!("rdma work request abandoned; resetting its endpoint");
-            ep.fail();
+            ep.fail_qp(qp);
         }
     }
 }
@@ -777,20 +854,20 @@ impl Transport for RdmaTransport {
         })?;
         let lkey = self.lkey(slice.local_addr, slice.len, li)?;
         let ep = self.endpoint(peer, &ext, li, ri).await?;
-        let status = match self.post_and_wait(li, &ep, slice, lkey, rkey).await {
-            Ok(s) => s,
-            Err(e) => {
-                if !e.is_permanent() {
-                    ep.fail();
-                    self.check_nic(li);
-                }
-                return Err(e);
-            }
-        };
+        // Errors before a completion (credits closed, post refused) come from
+        // an endpoint already reset: retried without resetting it again.
+        let (status, qp) = self.post_and_wait(li, &ep, slice, lkey, rkey).await?;
+        if status != 0 {
+            self.nics[li].errors.fetch_add(1, Ordering::Relaxed);
+        }
         match classify(status) {
             CompletionClass::Ok => Ok(()),
+            CompletionClass::Flushed => Err(TransferError::Protocol(format!(
+                "work request flushed on {} (endpoint reset)",
+                self.nics[li].dev.name
+            ))),
             CompletionClass::RemoteAccess => {
-                ep.fail();
+                ep.fail_qp(&qp);
                 Err(TransferError::OutOfRange {
                     addr: slice.remote_addr,
                     len: slice.len as u64,
@@ -799,12 +876,14 @@ impl Transport for RdmaTransport {
                 })
             }
             class => {
-                ep.fail();
+                ep.fail_qp(&qp);
                 self.check_nic(li);
                 let m = format!(
                     "work completion status {status} on {} ({class:?})",
                     self.nics[li].dev.name
                 );
+                // Only a silent peer makes the engine forget it (and every
+                // endpoint to it); a flush after our own reset is just retried.
                 Err(if class == CompletionClass::PeerLost {
                     unreachable(m)
                 } else {
