@@ -13,7 +13,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
-run_vm=${RXE_VM_RUN:-$root/../shared/tools/rxe-vm/run.sh}
+run_vm=${RXE_VM_RUN:-}
+if [ -z "$run_vm" ]; then
+    for d in "$root/../shared" "$root/../../shared"; do
+        [ -x "$d/tools/rxe-vm/run.sh" ] && { run_vm=$d/tools/rxe-vm/run.sh; break; }
+    done
+fi
 bench=0
 two=1
 for a in "$@"; do
@@ -23,7 +28,7 @@ for a in "$@"; do
         *) echo "unknown option $a" >&2; exit 2 ;;
     esac
 done
-[ -x "$run_vm" ] || { echo "rxe VM tool not found at $run_vm (set RXE_VM_RUN)" >&2; exit 2; }
+[ -n "$run_vm" ] && [ -x "$run_vm" ] || { echo "rxe VM tool (shared/tools/rxe-vm/run.sh) not found; set RXE_VM_RUN" >&2; exit 2; }
 log() { printf '\n== %s ==\n' "$*"; }
 
 log "build the rdma test binary"

@@ -418,17 +418,17 @@ async fn peer_killed_mid_batch_then_restarted() {
     cfg.transfer_timeout = Duration::from_secs(8);
     cfg.slice_size = 256 << 10;
     let a = TransferEngine::start(cfg.clone()).await.unwrap();
-    let len = 32 << 20;
+    let len = 64 << 20;
     let la = a.allocate_managed_buffer(len).await.unwrap();
     fill(&la, 5);
     let peer = Peer::spawn(port, len);
     let target = a.open_segment(&peer.segment).await.unwrap();
-    // Warm up the endpoint, then a long batch (32 × 1 MiB, seconds on Soft-RoCE).
+    // Warm up the endpoint, then a long batch (64 × 1 MiB, seconds on Soft-RoCE).
     a.transfer(&[req(Opcode::Write, la.addr(), &target, peer.addr, 4096)])
         .await
         .unwrap();
-    let batch = a.allocate_batch(32).unwrap();
-    let reqs: Vec<_> = (0..32)
+    let batch = a.allocate_batch(64).unwrap();
+    let reqs: Vec<_> = (0..64)
         .map(|i| {
             req(
                 Opcode::Write,
@@ -441,15 +441,8 @@ async fn peer_killed_mid_batch_then_restarted() {
         .collect();
     let started = Instant::now();
     a.submit(batch, &reqs).unwrap();
-    // Kill once something completed (bounded wait), mid-batch.
-    let until = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < until {
-        let st = a.batch_status(batch).unwrap();
-        if st.contains(&TransferStatus::Completed) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    // Kill mid-batch: the batch takes seconds on Soft-RoCE.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     drop(peer);
     let killed_at = started.elapsed();
     let st = tokio::time::timeout(Duration::from_secs(30), a.wait(batch))
@@ -461,7 +454,7 @@ async fn peer_killed_mid_batch_then_restarted() {
         .filter(|s| !matches!(s, TransferStatus::Completed))
         .count();
     eprintln!(
-        "killed at {killed_at:?}; batch ended at {:?}; {failed} of 32 failed",
+        "killed at {killed_at:?}; batch ended at {:?}; {failed} of 64 failed",
         started.elapsed()
     );
     assert!(
@@ -527,18 +520,39 @@ async fn two_nodes() {
         .unwrap();
     let la = a.allocate_managed_buffer(16 << 20).await.unwrap();
     fill(&la, 6);
-    let name = format!("{peer_ip}:17777");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let target = loop {
-        match a.open_segment(&name).await {
-            Ok(t) => break t,
-            Err(e) if Instant::now() < deadline => {
-                eprintln!("waiting for node 0: {e}");
-                tokio::time::sleep(Duration::from_millis(500)).await;
+    // Tell node 0 to stop when this test ends, passed or not.
+    struct Done;
+    impl Drop for Done {
+        fn drop(&mut self) {
+            if let Ok(f) = std::env::var("MC_RDMA_TEST_DONE_FILE") {
+                let _ = std::fs::write(f, b"done");
             }
-            Err(e) => panic!("node 0 unreachable: {e}"),
         }
-    };
+    }
+    let _done = Done;
+    let name = format!("{peer_ip}:17777");
+    // Wait until node 0 serves a buffer (a throwaway engine each try, so the
+    // engine under test fetches the final descriptor).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let probe = TransferEngine::start(config("P2PHANDSHAKE", &host()))
+            .await
+            .unwrap();
+        let ready = match probe.open_segment(&name).await {
+            Ok(t) => !t.descriptor().buffers.is_empty(),
+            Err(e) => {
+                eprintln!("waiting for node 0: {e}");
+                false
+            }
+        };
+        probe.shutdown().await;
+        if ready {
+            break;
+        }
+        assert!(Instant::now() < deadline, "node 0 did not serve a buffer");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let target = a.open_segment(&name).await.unwrap();
     let base = target.descriptor().buffers[0].addr;
     for (len, src, dst) in [
         (1usize, 1usize, 7u64),
@@ -594,9 +608,6 @@ async fn two_nodes() {
         .collect();
     a.transfer(&reqs).await.unwrap();
     assert_eq!(bytes(&la, 8 << 20, 2000 * 1001), bytes(&la, 0, 2000 * 1001));
-    if let Ok(f) = std::env::var("MC_RDMA_TEST_DONE_FILE") {
-        let _ = std::fs::write(f, b"done");
-    }
     drop(la);
     a.shutdown().await;
 }
