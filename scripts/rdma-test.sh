@@ -59,23 +59,30 @@ if [ $two = 1 ]; then
 fi
 
 if [ $bench = 1 ]; then
-    log "bench: mooncake (release, --features rdma) vs perftest, one VM"
-    cargo build --release -p mooncake-cli --features rdma
+    # Debug profile by default (dependencies are built with opt-level 2; a release
+    # build of the whole CLI takes long on small machines): MOONCAKE_PROFILE=release.
+    profile=${MOONCAKE_PROFILE:-debug}
+    log "bench: mooncake ($profile, --features rdma) vs perftest, one VM"
+    if [ "$profile" = release ]; then
+        cargo build --release -p mooncake-cli --features rdma
+    else
+        cargo build -p mooncake-cli --features rdma
+    fi
     "$run_vm" --share "$root" --timeout 900 -- bash -c '
-        mc=./target/release/mooncake
+        mc=./target/'"$profile"'/mooncake
         for size in 64KiB 1MiB; do
             for op in write read; do
                 printf "mooncake %s %s: " $op $size
                 $mc bench transfer --protocol rdma --op $op --block-size $size --batch-size 32 \
-                    --duration 10s --json --local-hostname $RXE_IP
+                    --duration 5s --json --local-hostname $RXE_IP
             done
         done
         for size in 65536 1048576; do
             for tool in ib_write_bw ib_read_bw; do
                 echo "$tool $size:"
-                $tool -d rxe0 -s $size -D 10 -F >/dev/null 2>&1 & srv=$!
+                $tool -d rxe0 -s $size -D 5 -F >/dev/null 2>&1 & srv=$!
                 sleep 2
-                $tool -d rxe0 -s $size -D 10 -F $RXE_IP | grep -A1 "#bytes"
+                $tool -d rxe0 -s $size -D 5 -F $RXE_IP | grep -A1 "#bytes"
                 wait $srv
             done
         done'
