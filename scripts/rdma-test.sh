@@ -73,16 +73,20 @@ if [ $bench = 1 ]; then
         for size in 64KiB 1MiB; do
             for op in write read; do
                 printf "mooncake %s %s: " $op $size
-                $mc bench transfer --protocol rdma --op $op --block-size $size --batch-size 32 \
+                $mc bench transfer --protocol rdma --op $op --block-size $size --batch-size 128 \
                     --duration 5s --json --local-hostname $RXE_IP
             done
         done
-        for size in 65536 1048576; do
+        # perftest keeps 128 messages in flight (its default tx depth), as the
+        # 128-request batches above; 1 MiB by iterations (-D 5 may end before
+        # the first 128 MiB window completes on Soft-RoCE).
+        for spec in "65536 -D 5" "1048576 -n 60"; do
+            set -- $spec
             for tool in ib_write_bw ib_read_bw; do
-                echo "$tool $size:"
-                $tool -d rxe0 -s $size -D 5 -F >/dev/null 2>&1 & srv=$!
+                echo "$tool $1:"
+                $tool -d rxe0 -s $1 $2 $3 -F >/dev/null 2>&1 & srv=$!
                 sleep 2
-                $tool -d rxe0 -s $size -D 5 -F $RXE_IP | grep -A1 "#bytes"
+                $tool -d rxe0 -s $1 $2 $3 -F $RXE_IP | grep -A1 "#bytes"
                 wait $srv
             done
         done'
