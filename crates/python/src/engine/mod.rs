@@ -144,13 +144,15 @@ impl PyTransferEngine {
         protocol: &str,
         device_name: &str,
     ) -> Result<(), String> {
-        let mut cfg = TransferEngineConfig::default();
-        cfg.rdma_devices = device_name
-            .split(',')
-            .map(str::trim)
-            .filter(|d| !d.is_empty())
-            .map(String::from)
-            .collect();
+        let mut cfg = TransferEngineConfig {
+            rdma_devices: device_name
+                .split(',')
+                .map(str::trim)
+                .filter(|d| !d.is_empty())
+                .map(String::from)
+                .collect(),
+            ..Default::default()
+        };
         cfg.apply_env().map_err(|e| e.to_string())?;
         cfg.local_hostname = local_hostname.trim().to_string();
         cfg.metadata_server = conn;
