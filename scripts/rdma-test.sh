@@ -4,7 +4,9 @@
 # the rxe VM (../shared/tools/rxe-vm/run.sh, or $RXE_VM_RUN):
 #   1. one VM:  loopback both ways byte for byte, out-of-range refusals,
 #               peer killed mid-batch and restarted;
-#   2. two VMs (--nodes 2): node 1 writes/reads node 0's buffer over the link.
+#   2. two VMs (--nodes 2): node 1 writes/reads node 0's buffer over the link;
+#      then the store: master + storage node on node 0, `mooncake client
+#      --protocol rdma` put/get (byte-compared) on node 1.
 #   --bench:    one VM: `mooncake bench transfer --protocol rdma` vs
 #               ib_write_bw / ib_read_bw at 64 KiB and 1 MiB, same VM run.
 # Usage: scripts/rdma-test.sh [--bench] [--no-two-nodes]   (as root: QEMU)
@@ -54,6 +56,37 @@ if [ $two = 1 ]; then
                 ./'"$bin"' --exact rdma_peer_process --ignored --nocapture
         else
             ./'"$bin"' --exact two_nodes --nocapture
+        fi'
+    rm -rf "$job"
+fi
+
+if [ $two = 1 ]; then
+    log "build mooncake with --features rdma"
+    cargo build -p mooncake-cli --features rdma
+    # The store over rdma between two VMs: node 0 runs the master (with its
+    # HTTP metadata server) and a storage node; node 1 puts and gets 3 MiB+
+    # values with the `mooncake client` (its own engine, no segment), byte-checked.
+    log "two VMs: store put/get over protocol=rdma"
+    job=$(mktemp -d "$root/target/rdma-store.XXXXXX")
+    head -c $((3 * 1024 * 1024 + 12345)) /dev/urandom > "$job/value"
+    "$run_vm" --nodes 2 --cpus 1 --share "$root" --timeout 600 --env JOB="$job" -- bash -c '
+        mc=./target/debug/mooncake
+        if [ "$RXE_NODE" = 0 ]; then
+            $mc master --rpc_address $RXE_IP --rpc_port 50051 --enable_http_metadata_server=true \
+                --http_metadata_server_host $RXE_IP --http_metadata_server_port 8080 & m=$!
+            sleep 3
+            $mc store-node --master $RXE_IP:50051 --metadata http://$RXE_IP:8080/metadata \
+                --local-hostname $RXE_IP --protocol rdma --segment-size 64MiB & s=$!
+            for i in $(seq 1 600); do [ -e $JOB/done ] && break; sleep 0.5; done
+            kill $s $m; wait
+        else
+            c="$mc client --master $RXE_PEER_IP:50051 --metadata http://$RXE_PEER_IP:8080/metadata --local-hostname $RXE_IP --protocol rdma"
+            rc=1
+            for i in $(seq 1 30); do $c put k1 $JOB/value && { rc=0; break; }; sleep 1; done
+            [ $rc = 0 ] && $c get k1 -o /tmp/got && cmp $JOB/value /tmp/got && echo "store put/get over rdma: bytes equal"
+            rc=$?
+            touch $JOB/done
+            exit $rc
         fi'
     rm -rf "$job"
 fi
