@@ -33,22 +33,26 @@
 //!   another NIC (or transport, by the engine's retry).
 
 pub mod core;
+mod endpoint;
+mod handshake;
 mod verbs;
 
 use std::any::Any;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
-use serde::{Deserialize, Serialize};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 use self::core::{
     choose_gid_index, classify, gid_from_string, gid_to_string, mtu_enum, pair_remote, pick_nic,
-    CompletionClass, EndpointAction, EndpointState, NicHealth, RdmaConfig,
+    CompletionClass, EndpointAction, NicHealth, RdmaConfig,
 };
+use self::endpoint::{Endpoint, QpSlot, ResetOnDrop};
+use self::handshake::CONNECT_KIND;
+pub use self::handshake::{ConnectReply, ConnectRequest, NicDesc, QpInfo, RdmaExtension};
 use self::verbs::{Device, MemoryRegion, QueuePair, RemoteQp, PORT_ACTIVE};
 use super::{MemoryKey, SharedTransport, Slice, Transport, TransportContext};
 use crate::descriptor::SegmentDescriptor;
@@ -67,66 +71,6 @@ const MAX_QPS_PER_HANDSHAKE: usize = 64;
 pub fn device_names() -> Vec<String> {
     verbs::device_names()
 }
-
-/// One NIC as published in `transports.rdma.devices`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NicDesc {
-    pub name: String,
-    pub lid: u16,
-    pub gid: String,
-}
-
-/// The rdma entry of a descriptor's `transports`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RdmaExtension {
-    pub devices: Vec<NicDesc>,
-    /// Random per transport start: a handshake answered with another value
-    /// means the peer restarted behind a cached descriptor.
-    #[serde(default)]
-    pub instance: u64,
-}
-
-/// One QP's connection facts in a handshake.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct QpInfo {
-    pub qpn: u32,
-    pub psn: u32,
-}
-
-/// Handshake request (initiator → target), JSON over the RPC port.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ConnectRequest {
-    pub kind: String,
-    /// Initiator's segment name and NIC.
-    pub segment: String,
-    pub nic: String,
-    /// The initiator NIC's index (its names may repeat).
-    #[serde(default)]
-    pub nic_index: usize,
-    /// The target NIC asked for: its index in the target's descriptor
-    /// (names may repeat) and its name (checked).
-    pub peer_nic: String,
-    #[serde(default)]
-    pub peer_nic_index: Option<usize>,
-    pub gid: String,
-    pub lid: u16,
-    /// Path MTU in bytes the initiator can use.
-    pub mtu: u32,
-    pub qps: Vec<QpInfo>,
-}
-
-/// Handshake reply (target → initiator).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ConnectReply {
-    /// The target's [`RdmaExtension::instance`].
-    pub instance: u64,
-    pub gid: String,
-    pub lid: u16,
-    pub mtu: u32,
-    pub qps: Vec<QpInfo>,
-}
-
-const CONNECT_KIND: &str = "rdma_connect";
 
 /// A posted work request, kept until its completion is polled.
 struct PendingWr {
@@ -156,63 +100,6 @@ struct Nic {
 impl std::fmt::Debug for PendingWr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("PendingWr")
-    }
-}
-
-#[derive(Debug)]
-struct QpSlot {
-    qp: Arc<QueuePair>,
-    credits: Arc<Semaphore>,
-}
-
-#[derive(Debug)]
-struct Endpoint {
-    epoch: u64,
-    state: Mutex<EndpointState>,
-    qps: RwLock<Vec<QpSlot>>,
-    connect: tokio::sync::Mutex<()>,
-    next: AtomicUsize,
-}
-
-impl Endpoint {
-    fn new(epoch: u64) -> Self {
-        Endpoint {
-            epoch,
-            state: Mutex::new(EndpointState::Idle),
-            qps: RwLock::new(Vec::new()),
-            connect: tokio::sync::Mutex::new(()),
-            next: AtomicUsize::new(0),
-        }
-    }
-
-    /// Drop the QPs (outstanding WRs flush; each QP is destroyed when its
-    /// last pending WR completes) and remember the failure.
-    fn fail(&self) {
-        let old = std::mem::take(&mut *self.qps.write());
-        for s in &old {
-            s.qp.set_error();
-            s.credits.close();
-        }
-        self.state.lock().failed(Instant::now());
-    }
-}
-
-impl Endpoint {
-    /// [`fail`](Self::fail) if `qp` is still one of the current QPs (a late
-    /// error from QPs already replaced must not reset their successors).
-    fn fail_qp(&self, qp: &Arc<QueuePair>) {
-        let current = self.qps.read().iter().any(|s| Arc::ptr_eq(&s.qp, qp));
-        if current {
-            self.fail();
-        }
-    }
-}
-
-impl Drop for Endpoint {
-    fn drop(&mut self) {
-        for s in self.qps.get_mut().iter() {
-            s.qp.set_error();
-        }
     }
 }
 
@@ -743,18 +630,6 @@ impl RdmaTransport {
         guard.0 = None;
         drop(guard);
         Ok((status?, qp))
-    }
-}
-
-/// Resets the endpoint unless forgotten (see `post_and_wait`).
-struct ResetOnDrop<'a>(Option<(&'a Endpoint, &'a Arc<QueuePair>)>);
-
-impl Drop for ResetOnDrop<'_> {
-    fn drop(&mut self) {
-        if let Some((ep, qp)) = self.0.take() {
-            tracing::debug!("rdma work request abandoned; resetting its endpoint");
-            ep.fail_qp(qp);
-        }
     }
 }
 
