@@ -13,6 +13,7 @@ command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
+[ -e /usr/include/infiniband/verbs.h ] || need+=(libibverbs-dev)
 if ((${#need[@]})); then
     log "installing ${need[*]}"
     SUDO=""
@@ -36,6 +37,17 @@ log "build the mooncake binary (multi-process tests spawn it)"
 cargo build -p mooncake-cli
 log "cargo test"
 cargo test --workspace -- --test-threads=2
+
+# ---- rdma feature (libibverbs) ------------------------------------------------
+# Built, linted and unit-tested always; the Soft-RoCE VM run (scripts/rdma-test.sh,
+# ~2-3 min with a cached VM image, minutes more to build it) only with
+# MC_RDMA_VM_TESTS=1. Without an RDMA device the rdma test binary skips.
+log "rdma feature: clippy and tests"
+cargo clippy -p mooncake-transfer --features rdma --all-targets -- -D warnings
+cargo test -p mooncake-transfer --features rdma --lib --test rdma -- --test-threads=2
+if [ "${MC_RDMA_VM_TESTS:-0}" = 1 ]; then
+    scripts/rdma-test.sh
+fi
 
 # ---- Python tests ------------------------------------------------------------
 if [ -x scripts/python-test.sh ]; then

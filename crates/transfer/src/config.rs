@@ -23,8 +23,9 @@ pub enum Protocol {
     Shm,
     /// Local file or block device registered as a segment (io_uring).
     File,
-    /// RDMA verbs. Not built yet (a later issue): enabling it fails with
-    /// [`TransferError::TransportUnavailable`].
+    /// RDMA verbs (cargo feature `rdma`). Without the feature or a device,
+    /// enabling it fails with [`TransferError::TransportUnavailable`] — unless
+    /// `tcp` is enabled too, which then carries the traffic (a warning says so).
     Rdma,
 }
 
@@ -123,6 +124,10 @@ pub struct TransferEngineConfig {
     /// Timeout for connecting to a peer (and for the handshake).
     #[serde(with = "duration_ms")]
     pub connect_timeout: Duration,
+    /// RDMA devices to use (the reference's `device_name`, e.g. `mlx5_0,mlx5_1`);
+    /// empty: `MC_RDMA_DEVICES`, else every device with an active port.
+    #[serde(default)]
+    pub rdma_devices: Vec<String>,
 }
 
 impl Default for TransferEngineConfig {
@@ -137,6 +142,7 @@ impl Default for TransferEngineConfig {
             transfer_timeout: Duration::from_secs(30),
             connections_per_peer: 4,
             connect_timeout: Duration::from_secs(5),
+            rdma_devices: Vec::new(),
         }
     }
 }

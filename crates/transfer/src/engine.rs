@@ -163,7 +163,16 @@ impl TransferEngine {
         let mut transports = Vec::new();
         for p in PREFERENCE {
             if config.protocols.contains(&p) {
-                transports.push(transport::build(p, &tctx)?);
+                match transport::build(p, &tctx) {
+                    Ok(t) => transports.push(t),
+                    // "rdma,tcp": rdma preferred, tcp allowed as the fallback.
+                    Err(e @ TransferError::TransportUnavailable { .. })
+                        if p == Protocol::Rdma && config.protocols.contains(&Protocol::Tcp) =>
+                    {
+                        tracing::warn!(error = %e, "rdma unavailable; falling back to tcp");
+                    }
+                    Err(e) => return Err(e),
+                }
             }
         }
         let source = if p2p {
@@ -195,6 +204,11 @@ impl TransferEngine {
             next_batch: AtomicU64::new(1),
         });
 
+        let transport_rpc = shared
+            .transports
+            .iter()
+            .find(|t| t.protocol() == Protocol::Rdma)
+            .cloned();
         let weak: Weak<EngineShared> = Arc::downgrade(&shared);
         let sctx = ServerContext {
             registry,
@@ -205,6 +219,7 @@ impl TransferEngine {
                     .unwrap_or_default()
             }),
             serve_data: config.protocols.contains(&Protocol::Tcp),
+            transport_rpc,
             frame_timeout: config
                 .transfer_timeout
                 .max(std::time::Duration::from_secs(10)),
@@ -336,9 +351,8 @@ impl TransferEngine {
             keys: Vec::new(),
         };
         for t in &self.shared.transports {
-            if let Some(k) = t.register_memory(&info)? {
-                info.keys.push(k);
-            }
+            let keys = t.register_memory_keys(&info)?;
+            info.keys.extend(keys);
         }
         self.shared.registry.insert(info, mapping)?;
         if let Err(e) = self.shared.publish().await {

@@ -1,8 +1,7 @@
 //! Mooncake Transfer Engine: batched one-sided READ/WRITE between registered
 //! memory of processes, over `tcp` (any host), `shm` (same host, memfd
-//! mapping) and `file` (io_uring file segments), with `rdma` reserved for a
-//! later issue (cargo feature `rdma`; enabling it yields a typed
-//! "not available" error today).
+//! mapping), `file` (io_uring file segments) and `rdma` (cargo feature
+//! `rdma`: one-sided verbs over libibverbs; see `docs/rdma.md`).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), mooncake_transfer::TransferError> {

@@ -222,6 +222,16 @@ async fn unavailable_transports_and_bad_config() {
             ..
         }
     ));
+    // "rdma,tcp": tcp carries the traffic when rdma is unavailable (as just seen).
+    let fallback = TransferEngine::start(TransferEngineConfig {
+        protocols: vec![Protocol::Rdma, Protocol::Tcp],
+        ..Default::default()
+    })
+    .await
+    .expect("rdma,tcp falls back to tcp");
+    assert!(fallback.transport(Protocol::Rdma).is_none());
+    assert!(fallback.transport(Protocol::Tcp).is_some());
+    fallback.shutdown().await;
     let bad = TransferEngine::start(TransferEngineConfig {
         slice_size: 0,
         ..Default::default()

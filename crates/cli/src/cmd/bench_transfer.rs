@@ -35,6 +35,8 @@ pub enum BenchProtocol {
     Tcp,
     Shm,
     File,
+    /// RDMA verbs (a `mooncake` built with `--features rdma`, and an RDMA device).
+    Rdma,
     /// Plain memcpy between two buffers (machine limit; no engine).
     Memcpy,
 }
@@ -45,6 +47,7 @@ impl BenchProtocol {
             BenchProtocol::Tcp => "tcp",
             BenchProtocol::Shm => "shm",
             BenchProtocol::File => "file",
+            BenchProtocol::Rdma => "rdma",
             BenchProtocol::Memcpy => "memcpy",
         }
     }
@@ -167,6 +170,7 @@ fn protocols(p: BenchProtocol) -> Vec<Protocol> {
         BenchProtocol::Tcp => vec![Protocol::Tcp],
         BenchProtocol::Shm => vec![Protocol::Shm, Protocol::Tcp],
         BenchProtocol::File => vec![Protocol::File],
+        BenchProtocol::Rdma => vec![Protocol::Rdma],
         BenchProtocol::Memcpy => vec![],
     }
 }

@@ -143,8 +143,17 @@ impl PyTransferEngine {
         local_hostname: &str,
         conn: String,
         protocol: &str,
+        device_name: &str,
     ) -> Result<(), String> {
-        let mut cfg = TransferEngineConfig::default();
+        let mut cfg = TransferEngineConfig {
+            rdma_devices: device_name
+                .split(',')
+                .map(str::trim)
+                .filter(|d| !d.is_empty())
+                .map(String::from)
+                .collect(),
+            ..Default::default()
+        };
         cfg.apply_env().map_err(|e| e.to_string())?;
         cfg.local_hostname = local_hostname.trim().to_string();
         cfg.metadata_server = conn;
@@ -197,8 +206,9 @@ impl PyTransferEngine {
         local_hostname: &str,
         conn: String,
         protocol: &str,
+        device_name: &str,
     ) -> i32 {
-        match self.init_inner(py, local_hostname, conn, protocol) {
+        match self.init_inner(py, local_hostname, conn, protocol, device_name) {
             Ok(()) => 0,
             Err(e) => {
                 log::error(py, &format!("TransferEngine.{what}: {e}"));
@@ -235,9 +245,15 @@ impl PyTransferEngine {
         protocol: &str,
         device_name: &str,
     ) -> i32 {
-        let _ = device_name; // RDMA device filter: no RDMA NICs are driven yet.
         let conn = metadata_server.trim().to_string();
-        self.init_status(py, "initialize", local_hostname, conn, protocol)
+        self.init_status(
+            py,
+            "initialize",
+            local_hostname,
+            conn,
+            protocol,
+            device_name,
+        )
     }
 
     /// `initialize` with the metadata backend named apart ("etcd", "redis",
@@ -252,9 +268,15 @@ impl PyTransferEngine {
         device_name: &str,
         metadata_type: &str,
     ) -> i32 {
-        let _ = device_name;
         let conn = conn_string(metadata_server, metadata_type);
-        self.init_status(py, "initialize_ext", local_hostname, conn, protocol)
+        self.init_status(
+            py,
+            "initialize_ext",
+            local_hostname,
+            conn,
+            protocol,
+            device_name,
+        )
     }
 
     /// The RPC port peers reach this engine on (-1 before `initialize`).

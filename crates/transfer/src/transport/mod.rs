@@ -39,7 +39,8 @@
 //!
 //! Module layout: `tcp` (client pool + RPC server), `shm` (memfd mapping),
 //! `local` (own-segment memcpy), `file` (io_uring file segments; owned by the
-//! file transport), `rdma` (feature `rdma`; not available yet — a later issue).
+//! file transport), `rdma` (feature `rdma`: verbs over libibverbs; its
+//! handshake arrives through [`Transport::handle_rpc`]).
 //!
 //! Construction: [`build`] makes one transport per enabled protocol. Each
 //! transport module provides `pub fn build(ctx: &TransportContext) ->
@@ -106,6 +107,13 @@ pub trait Transport: Send + Sync + fmt::Debug + 'static {
         Ok(None)
     }
 
+    /// Like [`register_memory`](Self::register_memory) for transports that
+    /// produce one key per device (rdma: one per NIC, in device order). The
+    /// engine calls this one; the default wraps `register_memory`.
+    fn register_memory_keys(&self, region: &RegionInfo) -> Result<Vec<MemoryKey>, TransferError> {
+        Ok(self.register_memory(region)?.into_iter().collect())
+    }
+
     /// A buffer left the local segment (after all in-flight use drained).
     fn unregister_memory(&self, _region: &RegionInfo) -> Result<(), TransferError> {
         Ok(())
@@ -127,6 +135,16 @@ pub trait Transport: Send + Sync + fmt::Debug + 'static {
         peer: &Arc<SegmentDescriptor>,
         slice: &Slice,
     ) -> Result<(), TransferError>;
+
+    /// A transport-specific request that arrived on the RPC port (after the
+    /// peer presented the cluster token), e.g. the rdma connection handshake.
+    /// Returns the reply payload.
+    fn handle_rpc(&self, _request: &[u8]) -> Result<Vec<u8>, TransferError> {
+        Err(TransferError::Protocol(format!(
+            "transport {} serves no RPC",
+            self.protocol()
+        )))
+    }
 
     /// The peer restarted, changed or left: drop cached connections/mappings.
     fn forget_peer(&self, _segment: &str) {}
@@ -164,6 +182,6 @@ fn rdma_build(ctx: &TransportContext) -> Result<SharedTransport, TransferError> 
 fn rdma_build(_ctx: &TransportContext) -> Result<SharedTransport, TransferError> {
     Err(TransferError::TransportUnavailable {
         protocol: Protocol::Rdma,
-        reason: "built without the `rdma` cargo feature (RDMA support is a later issue)".into(),
+        reason: "built without the `rdma` cargo feature (rebuild with `--features rdma`)".into(),
     })
 }

@@ -12,7 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::frame::{
-    Op, RequestHeader, ResponseHeader, Status, MAX_DESCRIPTOR_LEN, RESPONSE_HEADER_LEN,
+    Op, RequestHeader, ResponseHeader, Status, MAX_DESCRIPTOR_LEN, MAX_RPC_LEN, RESPONSE_HEADER_LEN,
 };
 use super::{tune_socket, write_all_two};
 use crate::cuda::staging;
@@ -212,6 +212,23 @@ impl Conn {
         }
         self.stream.read_exact(out).await.map_err(|e| self.io(e))?;
         Ok(())
+    }
+
+    /// A transport-specific request (the rdma handshake); returns the reply.
+    pub async fn transport_rpc(&mut self, request: &[u8]) -> Result<Vec<u8>, TransferError> {
+        let resp = self.call(Op::TransportRpc, 0, request).await?;
+        if resp.len > MAX_RPC_LEN {
+            return Err(TransferError::Protocol(format!(
+                "transport reply of {} bytes is too large",
+                resp.len
+            )));
+        }
+        let mut body = vec![0u8; resp.len as usize];
+        self.stream
+            .read_exact(&mut body)
+            .await
+            .map_err(|e| self.io(e))?;
+        Ok(body)
     }
 
     /// Ask for the peer's descriptor (P2P handshake).

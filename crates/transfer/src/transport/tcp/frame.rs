@@ -23,6 +23,8 @@ pub const RESPONSE_HEADER_LEN: usize = 24;
 pub const MAX_DATA_LEN: u64 = 1 << 30;
 /// Largest Hello payload (the cluster token).
 pub const MAX_HELLO_LEN: u64 = 4096;
+/// Largest transport-specific RPC payload (request or reply).
+pub const MAX_RPC_LEN: u64 = 64 << 10;
 /// Largest descriptor a client accepts.
 pub const MAX_DESCRIPTOR_LEN: u64 = 64 << 20;
 
@@ -39,6 +41,9 @@ pub enum Op {
     Write = 3,
     /// The response carries the server's segment descriptor (P2P handshake).
     GetDescriptor = 4,
+    /// A transport-specific request (the rdma handshake); the response
+    /// carries the transport's reply.
+    TransportRpc = 5,
 }
 
 /// Response statuses.
@@ -118,6 +123,7 @@ impl RequestHeader {
             2 => Op::Read,
             3 => Op::Write,
             4 => Op::GetDescriptor,
+            5 => Op::TransportRpc,
             other => return Err(FrameError::BadOp(other)),
         };
         let h = RequestHeader {
@@ -130,6 +136,7 @@ impl RequestHeader {
             Op::Hello => MAX_HELLO_LEN,
             Op::Read | Op::Write => MAX_DATA_LEN,
             Op::GetDescriptor => 0,
+            Op::TransportRpc => MAX_RPC_LEN,
         };
         if h.len > max {
             return Err(FrameError::TooLong {

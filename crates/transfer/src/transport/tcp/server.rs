@@ -35,6 +35,8 @@ pub struct ServerContext {
     pub descriptor: DescriptorFn,
     /// Whether one-sided data ops are served (tcp enabled).
     pub serve_data: bool,
+    /// The transport answering [`Op::TransportRpc`] (rdma, when enabled).
+    pub transport_rpc: Option<crate::transport::SharedTransport>,
     /// Longest time one frame (after its header) may take.
     pub frame_timeout: std::time::Duration,
 }
@@ -205,6 +207,30 @@ async fn handle(
                 len: body.len() as u64,
             };
             write_all_two(stream, &h.encode(), &body).await?;
+        }
+        Op::TransportRpc => {
+            let mut body = vec![0u8; req.len as usize];
+            stream.read_exact(&mut body).await?;
+            let reply = match &ctx.transport_rpc {
+                Some(t) => t.handle_rpc(&body),
+                None => Err(TransferError::Protocol(
+                    "no transport serves RPCs here".into(),
+                )),
+            };
+            match reply {
+                Ok(out) => {
+                    let h = ResponseHeader {
+                        status: Status::Ok,
+                        id: req.id,
+                        len: out.len() as u64,
+                    };
+                    write_all_two(stream, &h.encode(), &out).await?;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "refused transport rpc");
+                    respond(stream, Status::BadRequest, req.id).await?;
+                }
+            }
         }
         Op::Read => {
             match ctx.data_lease(&req) {
