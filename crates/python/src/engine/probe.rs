@@ -45,18 +45,21 @@ impl PyTransferEngine {
         }
     }
 
-    /// The host's topology as the reference's JSON: one `cpu:N` entry per NUMA
-    /// node with its preferred and available RDMA devices (none here: this
-    /// build moves data over TCP or shared memory).
+    /// The host's topology as the reference's JSON: one entry per location
+    /// (`cpu:N` per NUMA node, `cuda:N` per GPU where the CUDA driver was
+    /// found), each `[preferred NICs, available NICs]` (empty: no RDMA NIC is
+    /// reported here yet).
     #[pyo3(signature = (device_name = None))]
     fn get_local_topology(&self, device_name: Option<&str>) -> String {
         let _ = device_name;
         let mut doc = serde_json::Map::new();
         for n in numa_nodes() {
-            doc.insert(
-                format!("cpu:{n}"),
-                serde_json::json!({"preferred_hca": [], "avail_hca": []}),
-            );
+            doc.insert(format!("cpu:{n}"), serde_json::json!([[], []]));
+        }
+        if let Ok(e) = mooncake_transfer::cuda::engine() {
+            for d in 0..e.device_count() {
+                doc.insert(format!("cuda:{d}"), serde_json::json!([[], []]));
+            }
         }
         serde_json::Value::Object(doc).to_string()
     }

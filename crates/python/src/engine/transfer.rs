@@ -446,28 +446,14 @@ impl PyTransferEngine {
     }
 }
 
-/// GPU memory: the reference's `*_on_cuda` transfers and the topology
-/// report. A `*_on_cuda` call is ordered after the work already queued on
+/// GPU memory: the reference's `*_on_cuda` transfers (the topology report
+/// is in `probe.rs`). A `*_on_cuda` call is ordered after the work already queued on
 /// `stream` (torch's `stream.cuda_stream`; 0 = default stream) and completes
 /// before it returns, so work queued on the stream afterwards sees the
 /// transferred bytes. (The reference enqueues a host callback instead; the
 /// ordering the caller observes is the same, ours blocks the calling thread.)
 #[pymethods]
 impl PyTransferEngine {
-    /// JSON: `{"cpu:0": [[], []], "cuda:0": [[], []], ...}` — one entry per
-    /// location with its preferred and available NICs (none: no RDMA yet);
-    /// `cuda:*` entries only where the CUDA driver was found.
-    fn get_local_topology(&self) -> String {
-        let mut m = serde_json::Map::new();
-        m.insert("cpu:0".into(), serde_json::json!([[], []]));
-        if let Ok(e) = mooncake_transfer::cuda::engine() {
-            for d in 0..e.device_count() {
-                m.insert(format!("cuda:{d}"), serde_json::json!([[], []]));
-            }
-        }
-        serde_json::Value::Object(m).to_string()
-    }
-
     #[pyo3(signature = (target_hostname, buffer, peer_buffer_address, length, stream = 0))]
     fn transfer_write_on_cuda(
         &self,
