@@ -43,6 +43,8 @@ enum Command {
     Router(cmd::router::Args),
     /// Fake OpenAI-compatible LLM engine with cost-model latencies (tests, demos).
     FakeEngine(cmd::fake_engine::Args),
+    /// P2P store: share files peer to peer (serve, get, ls, rm).
+    P2p(cmd::p2p::Args),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -94,5 +96,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Client(a) => cmd::client::run(a).await,
         Command::StoreNode(a) => cmd::store_node::run(a).await,
         Command::RealClient(a) => cmd::real_client::run(a).await,
+        Command::P2p(a) => cmd::p2p::run(a).await,
     }
 }

@@ -39,4 +39,5 @@ mod store;
 
 pub use error::P2pError;
 pub use layout::{Manifest, Part, Region, Shard};
-pub use store::{GetReport, ObjectInfo, P2pConfig, P2pStore, Progress, TestHooks};
+pub use meta::{list_objects, ObjectInfo};
+pub use store::{GetReport, P2pConfig, P2pStore, Progress, TestHooks};

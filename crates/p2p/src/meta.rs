@@ -23,7 +23,7 @@ use mooncake_metadata::{ConnSpec, EtcdMetadata, SharedMetadata};
 use serde::{Deserialize, Serialize};
 
 use crate::error::P2pError;
-use crate::layout::{Manifest, Region, ShardSet};
+use crate::layout::{Manifest, Part, Region, ShardSet};
 
 pub const OBJECTS_PREFIX: &str = "mooncake/p2p/objects/";
 pub const HOLDERS_PREFIX: &str = "mooncake/p2p/holders/";
@@ -170,6 +170,90 @@ impl Meta {
             let _ = client.lease_revoke(keeper.lease().id).await;
         }
     }
+}
+
+/// The manifest of `name`, or `None` when absent; malformed ones are errors.
+pub async fn read_manifest(
+    store: &SharedMetadata,
+    name: &str,
+) -> Result<Option<Manifest>, P2pError> {
+    let key = object_key(name);
+    let Some(bytes) = store.get(&key).await? else {
+        return Ok(None);
+    };
+    let m: Manifest = serde_json::from_slice(&bytes).map_err(|e| P2pError::Malformed {
+        key: key.clone(),
+        message: e.to_string(),
+    })?;
+    m.check().map_err(|message| P2pError::Malformed {
+        key: key.clone(),
+        message,
+    })?;
+    Ok(Some(m))
+}
+
+/// Live holder records of `m`, by node; expired ones are deleted on the way.
+pub async fn read_holders(
+    store: &SharedMetadata,
+    m: &Manifest,
+) -> Result<Vec<(String, LiveHolder)>, P2pError> {
+    let prefix = holders_prefix(&m.name);
+    let now = now_ms();
+    let mut out = Vec::new();
+    for key in store.list(&prefix).await? {
+        let node = &key[prefix.len()..];
+        if node.contains('/') {
+            continue;
+        }
+        let Some(bytes) = store.get(&key).await? else {
+            continue;
+        };
+        match parse_holder(m, &bytes, now) {
+            Ok(h) => out.push((node.to_string(), h)),
+            Err(Stale::Expired) => {
+                tracing::debug!(key, "deleting an expired holder record");
+                let _ = store.delete(&key).await;
+            }
+            Err(Stale::Invalid(why)) => tracing::debug!(key, why, "ignoring holder record"),
+        }
+    }
+    Ok(out)
+}
+
+/// One object as `list` reports it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ObjectInfo {
+    pub name: String,
+    pub size: u64,
+    pub shards: usize,
+    pub parts: Vec<Part>,
+    /// Live holders, and how many of them have every shard.
+    pub holders: usize,
+    pub complete_holders: usize,
+}
+
+/// Objects whose names start with `prefix`, with their live holders.
+pub async fn list_objects(
+    store: &SharedMetadata,
+    prefix: &str,
+) -> Result<Vec<ObjectInfo>, P2pError> {
+    let mut out = Vec::new();
+    for key in store.list(&format!("{OBJECTS_PREFIX}{prefix}")).await? {
+        let name = &key[OBJECTS_PREFIX.len()..];
+        let Some(m) = read_manifest(store, name).await? else {
+            continue;
+        };
+        let holders = read_holders(store, &m).await?;
+        out.push(ObjectInfo {
+            name: m.name.clone(),
+            size: m.size,
+            shards: m.shards.len(),
+            parts: m.parts.clone(),
+            holders: holders.len(),
+            complete_holders: holders.iter().filter(|(_, h)| h.have.is_full()).count(),
+        });
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

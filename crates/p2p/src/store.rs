@@ -21,8 +21,8 @@ use tokio::task::{JoinHandle, JoinSet};
 use crate::error::P2pError;
 use crate::layout::{cut, locate, pieces, Manifest, Part, Piece, Region, Shard, ShardSet};
 use crate::meta::{
-    check_name, holder_key, holders_prefix, now_ms, object_key, parse_holder, HolderRecord,
-    LiveHolder, Meta, Stale, OBJECTS_PREFIX,
+    check_name, holder_key, holders_prefix, list_objects, now_ms, object_key, read_holders,
+    read_manifest, HolderRecord, LiveHolder, Meta, ObjectInfo,
 };
 use crate::scheduler::{Assignment, Failure, HolderView, Limits, Scheduler};
 
@@ -117,18 +117,6 @@ pub struct Progress {
     /// Distinct holders that delivered at least one shard.
     pub sources: usize,
     pub live_holders: usize,
-}
-
-/// One object as `list` reports it.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct ObjectInfo {
-    pub name: String,
-    pub size: u64,
-    pub shards: usize,
-    pub parts: Vec<Part>,
-    /// Live holders, and how many of them have every shard.
-    pub holders: usize,
-    pub complete_holders: usize,
 }
 
 #[derive(Debug)]
@@ -396,24 +384,7 @@ impl P2pStore {
 
     /// Objects whose names start with `prefix`, with their live holders.
     pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, P2pError> {
-        let store = &self.inner.meta.store;
-        let mut out = Vec::new();
-        for key in store.list(&format!("{OBJECTS_PREFIX}{prefix}")).await? {
-            let name = &key[OBJECTS_PREFIX.len()..];
-            let Some(m) = self.inner.manifest_if_any(name).await? else {
-                continue;
-            };
-            let holders = self.inner.live_holders(&m).await?;
-            out.push(ObjectInfo {
-                name: m.name.clone(),
-                size: m.size,
-                shards: m.shards.len(),
-                parts: m.parts.clone(),
-                holders: holders.len(),
-                complete_holders: holders.iter().filter(|(_, h)| h.have.is_full()).count(),
-            });
-        }
-        Ok(out)
+        list_objects(&self.inner.meta.store, prefix).await
     }
 
     /// Names of the objects this node serves now.
@@ -480,46 +451,11 @@ impl Inner {
     }
 
     async fn manifest_if_any(&self, name: &str) -> Result<Option<Manifest>, P2pError> {
-        let key = object_key(name);
-        let Some(bytes) = self.meta.store.get(&key).await? else {
-            return Ok(None);
-        };
-        let m: Manifest = serde_json::from_slice(&bytes).map_err(|e| P2pError::Malformed {
-            key: key.clone(),
-            message: e.to_string(),
-        })?;
-        m.check().map_err(|message| P2pError::Malformed {
-            key: key.clone(),
-            message,
-        })?;
-        Ok(Some(m))
+        read_manifest(&self.meta.store, name).await
     }
 
-    /// Live holder records of `m` (this node included); expired ones are
-    /// deleted on the way.
     async fn live_holders(&self, m: &Manifest) -> Result<Vec<(String, LiveHolder)>, P2pError> {
-        let prefix = holders_prefix(&m.name);
-        let store = &self.meta.store;
-        let now = now_ms();
-        let mut out = Vec::new();
-        for key in store.list(&prefix).await? {
-            let node = &key[prefix.len()..];
-            if node.contains('/') {
-                continue;
-            }
-            let Some(bytes) = store.get(&key).await? else {
-                continue;
-            };
-            match parse_holder(m, &bytes, now) {
-                Ok(h) => out.push((node.to_string(), h)),
-                Err(Stale::Expired) => {
-                    tracing::debug!(key, "deleting an expired holder record");
-                    let _ = store.delete(&key).await;
-                }
-                Err(Stale::Invalid(why)) => tracing::debug!(key, why, "ignoring holder record"),
-            }
-        }
-        Ok(out)
+        read_holders(&self.meta.store, m).await
     }
 
     fn serve(

@@ -8,6 +8,7 @@ pub mod client;
 pub mod fake_engine;
 pub mod master;
 pub mod metadata_server;
+pub mod p2p;
 pub mod real_client;
 pub mod router;
 pub mod segment;
