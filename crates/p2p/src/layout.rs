@@ -205,6 +205,16 @@ impl ShardSet {
         true
     }
 
+    /// Remove shard `i`; true if it was present.
+    pub fn remove(&mut self, i: usize) -> bool {
+        if !self.contains(i) {
+            return false;
+        }
+        self.bits[i / 64] &= !(1 << (i % 64));
+        self.count -= 1;
+        true
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = usize> + '_ {
         (0..self.n).filter(|&i| self.contains(i))
     }
@@ -313,6 +323,7 @@ mod tests {
             assert!(s.insert(i));
         }
         assert!(!s.insert(5));
+        assert!(s.remove(5) && !s.remove(5) && s.insert(5));
         assert!(!s.insert(70));
         let r = s.to_ranges();
         assert_eq!(r, vec![[0, 3], [5, 6], [64, 66], [69, 70]]);

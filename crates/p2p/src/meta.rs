@@ -70,6 +70,10 @@ pub struct HolderRecord {
     pub regions: Vec<Region>,
     /// Verified shards, as half-open runs.
     pub have: Vec<[usize; 2]>,
+    /// Shards this node is fetching now (so other readers prefer other
+    /// shards from the same source and fetch these from it later).
+    #[serde(default)]
+    pub fetching: Vec<[usize; 2]>,
     /// Wall-clock expiry (ms since the Unix epoch).
     pub expires_at_ms: u64,
 }
@@ -86,6 +90,7 @@ pub fn now_ms() -> u64 {
 pub struct LiveHolder {
     pub record: HolderRecord,
     pub have: ShardSet,
+    pub fetching: ShardSet,
 }
 
 /// Why a stored holder record is not usable.
@@ -112,9 +117,14 @@ pub fn parse_holder(manifest: &Manifest, bytes: &[u8], now_ms: u64) -> Result<Li
     if !matches!(room, Some(r) if r >= manifest.size) {
         return Err(Stale::Invalid("regions smaller than the object".into()));
     }
-    let have =
-        ShardSet::from_ranges(manifest.shards.len(), &record.have).map_err(Stale::Invalid)?;
-    Ok(LiveHolder { record, have })
+    let n = manifest.shards.len();
+    let have = ShardSet::from_ranges(n, &record.have).map_err(Stale::Invalid)?;
+    let fetching = ShardSet::from_ranges(n, &record.fetching).map_err(Stale::Invalid)?;
+    Ok(LiveHolder {
+        record,
+        have,
+        fetching,
+    })
 }
 
 /// This node's handle on the metadata service, with its lease on etcd.
@@ -293,6 +303,7 @@ mod tests {
             origin: false,
             regions: vec![Region { addr: 4096, len: 8 }],
             have: vec![[1, 2]],
+            fetching: vec![],
             expires_at_ms: 2000,
         }
     }

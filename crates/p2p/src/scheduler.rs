@@ -3,12 +3,13 @@
 //! failures with the current time, and asks for the next assignment.
 //!
 //! Policy:
-//! - holders are tried least outstanding transfers first (this reader's own
-//!   count), then non-origin before origin (so the seeder's uplink is spared
-//!   once peers have the data), then at random;
-//! - the chosen holder serves the *rarest* missing shard it has (fewest live
-//!   holders, ties at random), so readers started together spread over
-//!   different shards and soon have something to give each other;
+//! - holders are tried peers before the origin (the seeder's uplink is kept
+//!   for shards no peer has), then least outstanding transfers (this
+//!   reader's own count), then at random;
+//! - the chosen holder serves the *rarest* missing shard it has: fewest
+//!   copies that exist or are being fetched (holders list their in-flight
+//!   shards), ties at random; so readers started together pull different
+//!   shards from the seeder and soon have something to give each other;
 //! - a holder that failed a transfer is banned for a while; one that served
 //!   a shard whose checksum did not match is banned for good;
 //! - at most `per_holder` transfers to one holder and `total` overall.
@@ -30,6 +31,8 @@ pub struct HolderView {
     pub id: String,
     pub origin: bool,
     pub have: ShardSet,
+    /// Shards that holder is fetching now (it will have them soon).
+    pub fetching: ShardSet,
 }
 
 /// Fetch `shard` from `holder`.
@@ -70,6 +73,7 @@ enum ShardState {
 struct Holder {
     origin: bool,
     have: ShardSet,
+    fetching: ShardSet,
     alive: bool,
     outstanding: usize,
     banned_until: Option<Instant>,
@@ -123,6 +127,7 @@ impl Scheduler {
             let h = self.holders.entry(v.id).or_insert(Holder {
                 origin: v.origin,
                 have: ShardSet::empty(0),
+                fetching: ShardSet::empty(0),
                 alive: true,
                 outstanding: 0,
                 banned_until: None,
@@ -130,6 +135,7 @@ impl Scheduler {
             });
             h.origin = v.origin;
             h.have = v.have;
+            h.fetching = v.fetching;
             h.alive = true;
         }
     }
@@ -146,11 +152,12 @@ impl Scheduler {
             .filter(|(_, h)| h.usable(now, &limits) && h.outstanding < limits.per_holder)
             .collect();
         candidates.shuffle(rng);
-        candidates.sort_by_key(|(_, h)| (h.outstanding, h.origin));
+        candidates.sort_by_key(|(_, h)| (h.origin, h.outstanding));
+        // Copies that exist or are on their way (other readers' fetches).
         let rarity = |i: usize| {
             self.holders
                 .values()
-                .filter(|h| h.alive && !h.corrupt && h.have.contains(i))
+                .filter(|h| h.alive && !h.corrupt && (h.have.contains(i) || h.fetching.contains(i)))
                 .count()
         };
         for (id, h) in candidates {
@@ -226,6 +233,13 @@ impl Scheduler {
         self.done
     }
 
+    /// Shards being fetched now.
+    pub fn in_flight_shards(&self) -> Vec<usize> {
+        (0..self.shards.len())
+            .filter(|&i| self.shards[i] == ShardState::InFlight)
+            .collect()
+    }
+
     /// Shards not fetched yet.
     pub fn missing(&self) -> Vec<usize> {
         (0..self.shards.len())
@@ -274,12 +288,13 @@ mod tests {
         HolderView {
             id: id.into(),
             origin,
+            fetching: ShardSet::empty(n),
             have: s,
         }
     }
 
     #[test]
-    fn least_loaded_then_peers_before_origin() {
+    fn peers_before_origin_then_least_loaded() {
         let mut rng = StdRng::seed_from_u64(1);
         let now = Instant::now();
         let mut s = Scheduler::new(4, limits());
@@ -287,13 +302,13 @@ mod tests {
             view("seed", true, 4, &[0, 1, 2, 3]),
             view("peer", false, 4, &[0, 1, 2, 3]),
         ]);
-        // Equal load: the peer goes first, then the seeder, alternating.
+        // Peers first (up to per_holder), then the seeder.
         let a = s.next(now, &mut rng).unwrap();
         assert_eq!(a.holder, "peer");
         let b = s.next(now, &mut rng).unwrap();
-        assert_eq!(b.holder, "seed");
+        assert_eq!(b.holder, "peer");
         let c = s.next(now, &mut rng).unwrap();
-        assert_eq!(c.holder, "peer");
+        assert_eq!(c.holder, "seed");
         let d = s.next(now, &mut rng).unwrap();
         assert_eq!(d.holder, "seed");
         // All four shards are in flight once each.
@@ -324,6 +339,19 @@ mod tests {
                 holder: "seed".into()
             }
         );
+    }
+
+    #[test]
+    fn shards_others_are_fetching_count_as_copies() {
+        let mut rng = StdRng::seed_from_u64(7);
+        let now = Instant::now();
+        let mut s = Scheduler::new(2, limits());
+        let mut busy = view("p1", false, 2, &[]);
+        busy.fetching.insert(0);
+        s.set_holders(vec![view("seed", true, 2, &[0, 1]), busy]);
+        // Shard 0 is on its way to p1: take shard 1 from the seeder.
+        assert_eq!(s.next(now, &mut rng).unwrap().shard, 1);
+        assert_eq!(s.in_flight_shards(), vec![1]);
     }
 
     #[test]

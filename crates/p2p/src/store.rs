@@ -81,7 +81,7 @@ impl Default for P2pConfig {
     fn default() -> Self {
         Self {
             ttl: Duration::from_secs(10),
-            refresh: Duration::from_millis(200),
+            refresh: Duration::from_millis(100),
             parallel: 8,
             per_holder: 2,
             ban: Duration::from_secs(2),
@@ -124,6 +124,7 @@ struct Served {
     manifest: Arc<Manifest>,
     record: HolderRecord,
     have: ShardSet,
+    fetching: ShardSet,
 }
 
 type ServedRef = Arc<tokio::sync::Mutex<Served>>;
@@ -473,8 +474,10 @@ impl Inner {
                 origin,
                 regions,
                 have: have.to_ranges(),
+                fetching: Vec::new(),
                 expires_at_ms: 0,
             },
+            fetching: ShardSet::empty(have.capacity()),
             have,
         }));
         self.served
@@ -487,7 +490,7 @@ impl Inner {
     /// an older shard set never overwrites a newer one).
     async fn announce(&self, entry: &ServedRef) -> Result<(), P2pError> {
         let mut s = entry.lock().await;
-        if s.have.is_empty() {
+        if s.have.is_empty() && s.fetching.is_empty() {
             return Ok(());
         }
         let name = s.manifest.name.clone();
@@ -500,6 +503,7 @@ impl Inner {
             return Ok(());
         }
         s.record.have = s.have.to_ranges();
+        s.record.fetching = s.fetching.to_ranges();
         s.record.expires_at_ms = now_ms() + self.meta.ttl.as_millis() as u64;
         self.meta
             .put_holder(&holder_key(&name, &self.node), &s.record)
@@ -553,6 +557,7 @@ impl Inner {
                                     id: id.clone(),
                                     origin: h.record.origin,
                                     have: h.have.clone(),
+                                    fetching: h.fetching.clone(),
                                 })
                                 .collect(),
                         );
@@ -563,6 +568,7 @@ impl Inner {
                 }
                 last_refresh = Some(Instant::now());
             }
+            let mut started = false;
             while let Some(a) = sched.next(Instant::now(), &mut rng) {
                 let shard = manifest.shards[a.shard];
                 let plan = holders
@@ -576,10 +582,17 @@ impl Inner {
                 let runs = locate(local, shard.offset, shard.len).expect("checked size");
                 let engine = Arc::clone(&self.engine);
                 let delay = cfg.hooks.shard_delay;
+                served.lock().await.fetching.insert(a.shard);
+                started = true;
                 tasks.spawn(async move {
                     let r = fetch_shard(engine, segment, plan, runs, shard.crc32, delay).await;
                     (a, r)
                 });
+            }
+            if started && cfg.announce {
+                if let Err(e) = self.announce(served).await {
+                    tracing::warn!(error = %e, "announcing in-flight shards failed");
+                }
             }
             if sched.in_flight() == 0 && last_progress.elapsed() >= cfg.stall_timeout {
                 return Err(P2pError::MissingShards {
@@ -598,6 +611,7 @@ impl Inner {
                 Ok(v) => v,
                 Err(e) => return Err(P2pError::InvalidArgument(format!("fetch task failed: {e}"))),
             };
+            served.lock().await.fetching.remove(a.shard);
             match result {
                 Ok(()) => {
                     let shard = manifest.shards[a.shard];

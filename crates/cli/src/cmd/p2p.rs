@@ -97,6 +97,9 @@ pub struct GetArgs {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// Fetch and verify only; write no files (benchmarks).
+    #[arg(long)]
+    pub no_write: bool,
     #[command(flatten)]
     pub common: Common,
 }
@@ -333,7 +336,8 @@ async fn get_into(node: &P2pStore, a: &GetArgs) -> anyhow::Result<ManagedBuffer>
     bar.finish_and_clear();
     let report = report?;
     let mut offset = 0usize;
-    for (part, name) in manifest.parts.iter().zip(&names) {
+    let write = if a.no_write { &[][..] } else { &manifest.parts[..] };
+    for (part, name) in write.iter().zip(&names) {
         let mut data = vec![0u8; part.len as usize];
         buf.read_at(offset, &mut data);
         offset += data.len();
