@@ -62,6 +62,19 @@ pub struct Limits {
     pub origin_only: bool,
 }
 
+impl Limits {
+    /// Concurrent transfers allowed from one holder: one from the origin
+    /// (its uplink is shared by every reader: one shard at a time each gets
+    /// shards out, and relayed, sooner), `per_holder` from a peer.
+    fn cap(&self, origin: bool) -> usize {
+        if origin && !self.origin_only {
+            1
+        } else {
+            self.per_holder
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ShardState {
     Missing,
@@ -149,7 +162,7 @@ impl Scheduler {
         let mut candidates: Vec<(&String, &Holder)> = self
             .holders
             .iter()
-            .filter(|(_, h)| h.usable(now, &limits) && h.outstanding < limits.per_holder)
+            .filter(|(_, h)| h.usable(now, &limits) && h.outstanding < limits.cap(h.origin))
             .collect();
         candidates.shuffle(rng);
         candidates.sort_by_key(|(_, h)| (h.origin, h.outstanding));
@@ -302,20 +315,22 @@ mod tests {
             view("seed", true, 4, &[0, 1, 2, 3]),
             view("peer", false, 4, &[0, 1, 2, 3]),
         ]);
-        // Peers first (up to per_holder), then the seeder.
+        // Peers first (up to per_holder), then the seeder (one at a time).
         let a = s.next(now, &mut rng).unwrap();
         assert_eq!(a.holder, "peer");
         let b = s.next(now, &mut rng).unwrap();
         assert_eq!(b.holder, "peer");
         let c = s.next(now, &mut rng).unwrap();
         assert_eq!(c.holder, "seed");
+        assert!(s.next(now, &mut rng).is_none());
+        // A completion frees the peer's slot: it is preferred again.
+        s.completed(&a);
         let d = s.next(now, &mut rng).unwrap();
-        assert_eq!(d.holder, "seed");
-        // All four shards are in flight once each.
+        assert_eq!(d.holder, "peer");
+        // All four shards were handed out once each.
         let mut shards = vec![a.shard, b.shard, c.shard, d.shard];
         shards.sort();
         assert_eq!(shards, vec![0, 1, 2, 3]);
-        assert!(s.next(now, &mut rng).is_none());
     }
 
     #[test]
