@@ -14,6 +14,7 @@
 
 mod engine;
 mod log;
+mod p2p;
 mod pool;
 mod pybuf;
 mod runtime;
@@ -32,5 +33,6 @@ fn _mooncake(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<store::PyReplicateConfig>()?;
     m.add_class::<store::PySoftPinAction>()?;
     m.add_function(wrap_pyfunction!(store::parse_size, m)?)?;
+    m.add_class::<p2p::PyP2pStore>()?;
     Ok(())
 }
