@@ -336,7 +336,11 @@ async fn get_into(node: &P2pStore, a: &GetArgs) -> anyhow::Result<ManagedBuffer>
     bar.finish_and_clear();
     let report = report?;
     let mut offset = 0usize;
-    let write = if a.no_write { &[][..] } else { &manifest.parts[..] };
+    let write = if a.no_write {
+        &[][..]
+    } else {
+        &manifest.parts[..]
+    };
     for (part, name) in write.iter().zip(&names) {
         let mut data = vec![0u8; part.len as usize];
         buf.read_at(offset, &mut data);
