@@ -45,6 +45,7 @@ cleanup() {
     set +e
     for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done
     wait 2>/dev/null
+    for i in $(seq 0 "$MAXN"); do ip link del "pv$TAG-$i" 2>/dev/null; done
     for ns in "${NSES[@]}"; do ip netns del "$ns" 2>/dev/null; done
     ip link del "$BR" 2>/dev/null
     if [ -n "${P2P_BENCH_KEEP:-}" ]; then echo "kept $WORK" >&2; else rm -rf "$WORK"; fi
@@ -103,8 +104,9 @@ with open(sys.argv[1], "wb") as f:
         f.write(os.urandom(k))
         left -= k
 EOF
+# `ip netns exec` execs the command, so $! is the process itself.
 in_ns() { local i=$1; shift; ip netns exec "p2p$TAG-$i" "$@"; }
-in_ns 0 "$BIN" p2p serve "$WORK/object.bin" --name bench --shard-size "$SHARD" \
+ip netns exec "p2p$TAG-0" "$BIN" p2p serve "$WORK/object.bin" --name bench --shard-size "$SHARD" \
     --metadata "$META" --local-hostname "$NET.10" >"$WORK/seed.out" 2>"$WORK/seed.err" &
 PIDS+=($!)
 for _ in $(seq 600); do [ -s "$WORK/seed.out" ] && break; sleep 0.1; done
@@ -121,7 +123,7 @@ run() {
     local tx0 pids=() i
     tx0=$(seed_tx)
     for i in $(seq 1 "$n"); do
-        in_ns "$i" "$BIN" p2p get bench -o "$dir/out$i" --quiet --no-write "${flags[@]}" \
+        ip netns exec "p2p$TAG-$i" "$BIN" p2p get bench -o "$dir/out$i" --quiet --no-write "${flags[@]}" \
             --metadata "$META" --local-hostname "$NET.$((10 + i))" --stall-timeout 60s \
             >"$dir/r$i.json" 2>"$dir/r$i.err" &
         pids+=($!)

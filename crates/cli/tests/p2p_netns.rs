@@ -159,6 +159,9 @@ impl Drop for Net {
             let _ = c.wait();
         }
         for i in 0..HOSTS {
+            // Deleting the outer end removes the pair at once (a deleted
+            // namespace's devices go away only when the kernel gets to it).
+            sh(&["ip", "link", "del", &format!("p2ptv{}-{i}", self.tag)]);
             sh(&["ip", "netns", "del", &self.ns(i)]);
         }
         sh(&["ip", "link", "del", &self.bridge()]);
@@ -174,7 +177,10 @@ fn line(rx: &Receiver<String>, what: &str, log: &Path) -> serde_json::Value {
                 std::fs::read_to_string(log).unwrap_or_default()
             )
         });
-    serde_json::from_str(&l).unwrap_or_else(|_| serde_json::Value::String(l))
+    match serde_json::from_str(&l) {
+        Ok(v) => v,
+        Err(_) => serde_json::Value::String(l),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
