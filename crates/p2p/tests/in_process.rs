@@ -233,3 +233,35 @@ async fn metadata_down_is_a_clear_error() {
         .unwrap_err();
     assert!(matches!(err, P2pError::NoSharedMetadata(_)), "{err:?}");
 }
+
+/// Redis has no leases here: records expire by their wall-clock deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_records_of_a_crashed_holder_expire() {
+    let redis = mooncake_metadata::testing::RedisServer::start().expect("redis");
+    let meta = redis.conn_string();
+    let (seed, seed_engine) = node(&meta).await;
+    let a = seed_engine.allocate_managed_buffer(1 << 20).await.unwrap();
+    a.write_at(0, &pattern(1 << 20, 3));
+    seed.register("r/obj", &[region(&a)], 128 << 10)
+        .await
+        .unwrap();
+    let (reader, reader_engine) = node(&meta).await;
+    let b = reader_engine
+        .allocate_managed_buffer(1 << 20)
+        .await
+        .unwrap();
+    reader.get_replica("r/obj", &[region(&b)]).await.unwrap();
+    assert!(contents(&b) == contents(&a));
+    assert_eq!(seed.list("r/").await.unwrap()[0].complete_holders, 2);
+    // "Crash": no delete_replica, no shutdown; the heartbeat stops.
+    drop(reader);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let l = seed.list("r/obj").await.unwrap();
+        if l[0].holders == 1 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{l:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
