@@ -64,10 +64,10 @@ pub struct Limits {
 
 impl Limits {
     /// Concurrent transfers allowed from one holder: one from the origin
-    /// while peers exist (its uplink is shared by every reader: one shard at
-    /// a time each gets shards out, and relayed, sooner), else `per_holder`.
-    fn cap(&self, origin: bool, peers: bool) -> usize {
-        if origin && peers && !self.origin_only {
+    /// (its uplink is shared by every reader: one shard at a time each gets
+    /// shards out, and relayed, sooner), `per_holder` from a peer.
+    fn cap(&self, origin: bool) -> usize {
+        if origin && !self.origin_only {
             1
         } else {
             self.per_holder
@@ -159,14 +159,10 @@ impl Scheduler {
             return None;
         }
         let limits = self.limits;
-        let peers = self
-            .holders
-            .values()
-            .any(|h| h.alive && !h.origin && !h.corrupt);
         let mut candidates: Vec<(&String, &Holder)> = self
             .holders
             .iter()
-            .filter(|(_, h)| h.usable(now, &limits) && h.outstanding < limits.cap(h.origin, peers))
+            .filter(|(_, h)| h.usable(now, &limits) && h.outstanding < limits.cap(h.origin))
             .collect();
         candidates.shuffle(rng);
         candidates.sort_by_key(|(_, h)| (h.origin, h.outstanding));
@@ -338,14 +334,15 @@ mod tests {
     }
 
     #[test]
-    fn alone_with_the_origin_a_reader_pipelines() {
+    fn one_transfer_at_a_time_from_the_origin() {
         let mut rng = StdRng::seed_from_u64(8);
         let now = Instant::now();
         let mut s = Scheduler::new(4, limits());
         s.set_holders(vec![view("seed", true, 4, &[0, 1, 2, 3])]);
-        assert!(s.next(now, &mut rng).is_some());
-        assert!(s.next(now, &mut rng).is_some());
+        let a = s.next(now, &mut rng).unwrap();
         assert!(s.next(now, &mut rng).is_none());
+        s.completed(&a);
+        assert!(s.next(now, &mut rng).is_some());
     }
 
     #[test]

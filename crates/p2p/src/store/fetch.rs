@@ -21,8 +21,21 @@ use crate::meta::LiveHolder;
 use crate::scheduler::{Assignment, Failure, HolderView, Limits, Scheduler};
 
 impl Inner {
+    /// Announce in the background, so the next transfers start at once.
+    /// Announcements of one entry are serialised (each writes the state of
+    /// its turn), so a newer record is never overwritten by an older one.
+    fn announce_soon(self: &Arc<Self>, served: &ServedRef) {
+        let me = Arc::clone(self);
+        let entry = Arc::clone(served);
+        tokio::spawn(async move {
+            if let Err(e) = me.announce(&entry).await {
+                tracing::warn!(error = %e, "announcing shards failed");
+            }
+        });
+    }
+
     pub(super) async fn fetch(
-        &self,
+        self: &Arc<Self>,
         manifest: &Manifest,
         local: &[Region],
         served: &ServedRef,
@@ -101,9 +114,7 @@ impl Inner {
                 });
             }
             if started && cfg.announce {
-                if let Err(e) = self.announce(served).await {
-                    tracing::warn!(error = %e, "announcing in-flight shards failed");
-                }
+                self.announce_soon(served);
             }
             if sched.in_flight() == 0 && last_progress.elapsed() >= cfg.stall_timeout {
                 return Err(P2pError::MissingShards {
@@ -141,9 +152,7 @@ impl Inner {
                     }
                     served.lock().await.have.insert(a.shard);
                     if cfg.announce {
-                        if let Err(e) = self.announce(served).await {
-                            tracing::warn!(error = %e, "announcing a shard failed");
-                        }
+                        self.announce_soon(served);
                     }
                     if let Some(p) = progress {
                         p.send_replace(Progress {
@@ -159,6 +168,12 @@ impl Inner {
                     report.failed_transfers += 1;
                     sched.failed(&a, why, Instant::now());
                 }
+            }
+        }
+        if cfg.announce {
+            // The complete record is in place before get_replica returns.
+            if let Err(e) = self.announce(served).await {
+                tracing::warn!(error = %e, "announcing the complete copy failed");
             }
         }
         report.secs = start.elapsed().as_secs_f64();
