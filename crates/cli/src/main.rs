@@ -45,6 +45,8 @@ enum Command {
     FakeEngine(cmd::fake_engine::Args),
     /// Global KV prefix index from engines' KV events (Conductor indexer API).
     Indexer(cmd::indexer::Args),
+    /// P2P store: share files peer to peer (serve, get, ls, rm).
+    P2p(cmd::p2p::Args),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -103,5 +105,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Client(a) => cmd::client::run(a).await,
         Command::StoreNode(a) => cmd::store_node::run(a).await,
         Command::RealClient(a) => cmd::real_client::run(a).await,
+        Command::P2p(a) => cmd::p2p::run(a).await,
     }
 }

@@ -14,6 +14,7 @@
 
 mod engine;
 mod log;
+mod p2p;
 mod pool;
 mod pybuf;
 mod runtime;
@@ -33,5 +34,6 @@ fn _mooncake(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<store::PySoftPinAction>()?;
     m.add_class::<store::PyObjectDataType>()?;
     m.add_function(wrap_pyfunction!(store::parse_size, m)?)?;
+    m.add_class::<p2p::PyP2pStore>()?;
     Ok(())
 }

@@ -12,6 +12,7 @@ pub mod indexer;
 pub mod info;
 pub mod master;
 pub mod metadata_server;
+pub mod p2p;
 pub mod real_client;
 pub mod router;
 pub mod segment;

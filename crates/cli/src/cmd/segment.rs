@@ -36,7 +36,7 @@ pub struct Args {
 }
 
 /// Parse `64MiB`, `1GiB`, `512KiB`, `4k`, `1000`.
-fn parse_size(s: &str) -> Result<usize, String> {
+pub(crate) fn parse_size(s: &str) -> Result<usize, String> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
