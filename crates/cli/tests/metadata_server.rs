@@ -17,30 +17,7 @@ impl Drop for Guard {
 
 #[tokio::test]
 async fn serves_metadata_and_stops_on_sigterm() {
-    let mut child = Guard(
-        Command::new(env!("CARGO_BIN_EXE_mooncake"))
-            .args(["metadata-server", "--port", "0", "--host", "127.0.0.1"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn mooncake metadata-server"),
-    );
-    // Read the announced connection string (the server prints it once bound).
-    let stdout = child.0.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let url = loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("metadata-server announces its address");
-        if let Some(url) = line.strip_prefix("metadata connection string: ") {
-            break url.to_string();
-        }
-    };
+    let (mut child, url) = start(&["--host", "127.0.0.1"]);
     assert!(
         url.starts_with("http://127.0.0.1:") && url.ends_with("/metadata"),
         "{url}"
