@@ -123,27 +123,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let status = format!("http://{}/", master.http_addr());
 
     let segment_size = args.segment_size.unwrap_or_else(default_segment_size);
-    let node = if segment_size > 0 {
-        let ccfg = ClientConfig {
-            local_hostname: args.host.clone(),
-            metadata_server: metadata.clone(),
-            master_server_addr: master_addr.clone(),
-            global_segment_size: segment_size,
-            local_buffer_size: 0,
-            ..ClientConfig::default()
-        };
-        Some(
-            Client::connect(ccfg)
-                .await
-                .context("starting the storage node")?,
-        )
-    } else {
-        None
-    };
-    let segment = node
-        .as_ref()
-        .map(|n| n.segment_name().to_string())
-        .unwrap_or_default();
+    let (node, segment) = start_storage_node(&args, &metadata, &master_addr, segment_size).await?;
 
     let mut out = std::io::stdout().lock();
     if !args.quiet {
@@ -194,6 +174,32 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     master.shutdown().await;
     Ok(())
+}
+
+/// The local storage node of `mooncake up` (plain and `--ha`): a store client
+/// that mounts `segment_size` bytes (none when 0), and its segment's name.
+pub(crate) async fn start_storage_node(
+    args: &Args,
+    metadata: &str,
+    master_addr: &str,
+    segment_size: u64,
+) -> anyhow::Result<(Option<Client>, String)> {
+    if segment_size == 0 {
+        return Ok((None, String::new()));
+    }
+    let ccfg = ClientConfig {
+        local_hostname: args.host.clone(),
+        metadata_server: metadata.to_string(),
+        master_server_addr: master_addr.to_string(),
+        global_segment_size: segment_size,
+        local_buffer_size: 0,
+        ..ClientConfig::default()
+    };
+    let node = Client::connect(ccfg)
+        .await
+        .context("starting the storage node")?;
+    let segment = node.segment_name().to_string();
+    Ok((Some(node), segment))
 }
 
 pub(crate) fn human_bytes(n: u64) -> String {

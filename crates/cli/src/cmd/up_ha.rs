@@ -12,12 +12,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use mooncake_store::client::{Client, ClientConfig};
 use mooncake_store::master::server::MasterServer;
 use mooncake_store::MasterConfig;
 
 use super::store_node::wait_for_shutdown;
-use super::up::{default_segment_size, human_bytes, Args};
+use super::up::{default_segment_size, human_bytes, start_storage_node, Args};
 
 /// The `etcd` binary: `MOONCAKE_ETCD_BIN`, else the first `etcd` on `PATH`.
 pub fn find_etcd() -> anyhow::Result<PathBuf> {
@@ -152,27 +151,7 @@ pub async fn run(args: Args, n: usize) -> anyhow::Result<()> {
     let metadata = format!("etcd://{}", etcd.endpoint);
     let status = format!("http://{}/", masters[0].http_addr());
     let segment_size = args.segment_size.unwrap_or_else(default_segment_size);
-    let node = if segment_size > 0 {
-        let ccfg = ClientConfig {
-            local_hostname: args.host.clone(),
-            metadata_server: metadata.clone(),
-            master_server_addr: master_addr.clone(),
-            global_segment_size: segment_size,
-            local_buffer_size: 0,
-            ..ClientConfig::default()
-        };
-        Some(
-            Client::connect(ccfg)
-                .await
-                .context("starting the storage node")?,
-        )
-    } else {
-        None
-    };
-    let segment = node
-        .as_ref()
-        .map(|n| n.segment_name().to_string())
-        .unwrap_or_default();
+    let (node, segment) = start_storage_node(&args, &metadata, &master_addr, segment_size).await?;
     let mut out = std::io::stdout().lock();
     if !args.quiet {
         writeln!(out, "Mooncake store (HA: {n} masters) is up.")?;
