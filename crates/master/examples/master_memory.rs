@@ -1,10 +1,10 @@
 //! Memory per object in the master: fills a [`MasterState`] with N one-replica objects
-//! (default 1,000,000; `cargo run --release -p mooncake-store --example master_memory -- N`)
+//! (default 1,000,000; `cargo run --release -p mooncake-master --example master_memory -- N`)
 //! and reports heap bytes (counting allocator) and RSS growth per object.
 
-use mooncake_store::master::{MasterState, SystemClock};
-use mooncake_store::protocol::{ClientId, ReplicateConfig, SegmentDesc};
-use mooncake_store::MasterConfig;
+use mooncake_master::MasterConfig;
+use mooncake_master::{MasterState, SystemClock};
+use mooncake_store_protocol::{ClientId, ReplicateConfig, SegmentDesc};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -54,7 +54,7 @@ fn main() {
     )
     .unwrap();
     let heap0 = LIVE.load(Ordering::Relaxed);
-    let rss0 = mooncake_store::metrics::rss_bytes().unwrap_or(0);
+    let rss0 = mooncake_master::metrics::rss_bytes().unwrap_or(0);
     let t0 = std::time::Instant::now();
     let rc = ReplicateConfig::default();
     for i in 0..n {
@@ -65,7 +65,7 @@ fn main() {
     }
     let dt = t0.elapsed();
     let heap = LIVE.load(Ordering::Relaxed) - heap0;
-    let rss = mooncake_store::metrics::rss_bytes().unwrap_or(0) - rss0;
+    let rss = mooncake_master::metrics::rss_bytes().unwrap_or(0) - rss0;
     println!(
         "{n} objects (27-byte keys, 1 replica, 64 KiB each) in {:.2} s ({:.0} puts/s)",
         dt.as_secs_f64(),

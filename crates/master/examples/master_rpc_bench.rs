@@ -1,15 +1,16 @@
 //! Small-op latency and throughput of the master RPC: `exists` round trips over loopback.
 //!
 //! ```text
-//! cargo run --release -p mooncake-store --example master_rpc_bench -- [--master HOST:PORT] [--clients 1,8] [--secs 3]
+//! cargo run --release -p mooncake-master --example master_rpc_bench -- [--master HOST:PORT] [--clients 1,8] [--secs 3]
 //! ```
 //! Without `--master` it starts an in-process master on 127.0.0.1 (sharing the CPUs with the
 //! clients). Each client is its own `MasterClient` (own TCP connection) doing one call at a
 //! time; the `pipelined` row is 8 tasks sharing one connection.
 
-use mooncake_store::master::MasterServer;
-use mooncake_store::protocol::{ClientId, ReplicateConfig, SegmentDesc};
-use mooncake_store::{MasterClient, MasterConfig};
+use mooncake_master::MasterConfig;
+use mooncake_master::MasterServer;
+use mooncake_store_protocol::MasterClient;
+use mooncake_store_protocol::{ClientId, ReplicateConfig, SegmentDesc};
 use std::time::{Duration, Instant};
 
 fn arg(name: &str) -> Option<String> {

@@ -3,17 +3,18 @@
 //! trips over loopback with 1 and 8 concurrent clients, each with its own connection.
 //!
 //! ```text
-//! cargo run --release -p mooncake-store --features grpc-compare --example master_rpc_vs_grpc -- [--secs 3]
+//! cargo run --release -p mooncake-master --features grpc-compare --example master_rpc_vs_grpc -- [--secs 3]
 //! ```
 
 use bytes::{Buf, BufMut};
 
-use mooncake_store::master::server::Shared;
-use mooncake_store::master::MasterServer;
-use mooncake_store::protocol::{
+use mooncake_master::server::Shared;
+use mooncake_master::MasterConfig;
+use mooncake_master::MasterServer;
+use mooncake_store_protocol::MasterClient;
+use mooncake_store_protocol::{
     ClientId, ErrorCode, ReplicateConfig, Request, Response, SegmentDesc,
 };
-use mooncake_store::{MasterClient, MasterConfig};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};

@@ -162,17 +162,7 @@ pub const OPTION_NAMES: [&str; 24] = [
     "advertise_address",
 ];
 
-/// Split `h:p;h:p` (or `,`-separated) endpoint lists, dropping an `etcd://` or
-/// `http://` scheme and empty entries.
-pub fn split_endpoints(s: &str) -> Vec<String> {
-    let s = s.trim();
-    let s = s.strip_prefix("etcd://").unwrap_or(s);
-    s.split([';', ','])
-        .map(|e| e.trim().trim_start_matches("http://").trim_end_matches('/'))
-        .filter(|e| !e.is_empty())
-        .map(str::to_string)
-        .collect()
-}
+pub use mooncake_store_protocol::leader::split_endpoints;
 
 /// Parse a boolean the way gflags does (`true/false`, `1/0`, `yes/no`, `t/f`, `y/n`).
 pub fn parse_bool(v: &str) -> Option<bool> {

@@ -2,7 +2,7 @@
 //! server uses, so every RPC goes through the same validation.
 
 use super::state::MasterState;
-use crate::protocol::{ErrorCode, Request, Response, RoleInfo, SyncReply, MAX_BATCH};
+use mooncake_store_protocol::{ErrorCode, Request, Response, RoleInfo, SyncReply, MAX_BATCH};
 
 /// Most segments one client may list in a [`Request::SyncClient`].
 const MAX_SYNC_SEGMENTS: usize = 1024;

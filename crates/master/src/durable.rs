@@ -154,17 +154,17 @@ impl Durability {
     }
 
     /// Wait until the ops up to `ticket` are durable.
-    pub async fn wait(&self, ticket: u64) -> Result<(), crate::protocol::ErrorCode> {
+    pub async fn wait(&self, ticket: u64) -> Result<(), mooncake_store_protocol::ErrorCode> {
         let mut rx = self.durable.subscribe();
         loop {
             if *rx.borrow_and_update() >= ticket {
                 return Ok(());
             }
             if self.failed() {
-                return Err(crate::protocol::ErrorCode::NotDurable);
+                return Err(mooncake_store_protocol::ErrorCode::NotDurable);
             }
             if rx.changed().await.is_err() {
-                return Err(crate::protocol::ErrorCode::NotDurable);
+                return Err(mooncake_store_protocol::ErrorCode::NotDurable);
             }
         }
     }
@@ -459,7 +459,7 @@ impl LogSink for FileSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{ClientId, SegmentDesc};
+    use mooncake_store_protocol::{ClientId, SegmentDesc};
 
     fn mount(n: &str) -> LogOp {
         LogOp::Mount {

@@ -14,7 +14,7 @@
 //! anything once a successor exists, and learns it is fenced from the refused write. It
 //! also stops serving on its own once its lease is no longer known valid (`serve_until`,
 //! measured from the moment each keep-alive was *sent*), so a leader woken from SIGSTOP
-//! answers [`crate::protocol::ErrorCode::NotLeader`] before anything else.
+//! answers [`mooncake_store_protocol::ErrorCode::NotLeader`] before anything else.
 //!
 //! A standby polls the leader key (every `ha_lease_ttl_sec / 5`, at most 200 ms) and
 //! campaigns when it is gone; on winning it loads the snapshot and log from etcd, replays
@@ -39,21 +39,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// The etcd key prefix of a master group.
-pub fn key_prefix(cluster_id: &str) -> String {
-    format!("mooncake/{cluster_id}/master/")
-}
-
-/// The leader key's value.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LeaderInfo {
-    /// RPC address clients connect to.
-    pub rpc: String,
-    /// HTTP (metrics/admin) address.
-    #[serde(default)]
-    pub http: String,
-    pub incarnation: u64,
-}
+pub use mooncake_store_protocol::leader::{find_leader, key_prefix, LeaderInfo};
 
 /// Most bytes of one log record or snapshot chunk (etcd refuses requests over 1.5 MiB).
 const MAX_VALUE: usize = 512 << 10;
@@ -436,17 +422,4 @@ async fn lead(
         // Orderly shutdown: hand over at once.
         let _ = etcd.lease_revoke(lease.id).await;
     }
-}
-
-/// Find the leader's RPC address of `cluster_id` in etcd, with the term.
-pub async fn find_leader(
-    etcd: &EtcdClient,
-    cluster_id: &str,
-) -> Result<Option<(LeaderInfo, u64)>, mooncake_metadata::MetadataError> {
-    let key = format!("{}leader", key_prefix(cluster_id)).into_bytes();
-    Ok(etcd.get_kv(&key).await?.and_then(|kv| {
-        serde_json::from_slice::<LeaderInfo>(&kv.value)
-            .ok()
-            .map(|l| (l, kv.create_revision as u64))
-    }))
 }

@@ -1,4 +1,10 @@
-//! The metadata master.
+//! Mooncake Store's metadata master (crate `mooncake-master`).
+//!
+//! One owner per mechanism, in this crate: the master's state machine and everything that
+//! runs it — allocation, objects, leases, eviction, membership, HA (election, op-log,
+//! durable snapshots), the RPC/HTTP server shell, master metrics, the clock, and
+//! [`MasterConfig`]. The wire protocol it serves is `mooncake-store-protocol`; store
+//! clients depend on that, never on this crate.
 //!
 //! * [`MasterState`] — the pure state machine (no sockets, no tokio, injected [`Clock`]):
 //!   segments and their offset allocators ([`allocator`], [`segments`]), objects and
@@ -16,11 +22,13 @@
 
 pub mod allocator;
 pub mod clock;
+pub mod config;
 mod dispatch;
 pub mod durable;
 pub mod ha;
 mod http;
 pub mod lifecycle;
+pub mod metrics;
 pub mod oplog;
 pub mod segments;
 pub mod server;
@@ -33,6 +41,7 @@ mod pin_tests;
 mod tests;
 
 pub use clock::{Clock, FakeClock, SystemClock};
+pub use config::{AllocationStrategy, ConfigError, MasterConfig};
 pub use lifecycle::TickReport;
 pub use server::{MasterServer, ServerError};
 pub use state::{MasterState, Stats};

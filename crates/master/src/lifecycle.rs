@@ -7,7 +7,7 @@
 
 use super::segments::SegId;
 use super::state::{ClientInfo, MasterState, PieceMeta};
-use crate::protocol::{
+use mooncake_store_protocol::{
     ClientId, ClientStatus, ErrorCode, HeartbeatReply, SegmentDesc, MAX_KEY_LEN,
 };
 use serde::Serialize;

@@ -3,9 +3,9 @@
 //! from the state machine at scrape time. Text exposition format 0.0.4, written by hand
 //! (no registry crate needed for this small, fixed set).
 
-use crate::master::state::Stats;
-use crate::master::views::{SegmentView, Summary};
-use crate::protocol::Request;
+use crate::state::Stats;
+use crate::views::{SegmentView, Summary};
+use mooncake_store_protocol::Request;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;

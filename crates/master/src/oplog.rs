@@ -24,7 +24,7 @@
 //! [`ReplayReport::skipped`], never half-applied.
 
 use super::state::{MasterState, Object, PieceMeta, HARD_PIN};
-use crate::protocol::{ClientId, SegmentDesc};
+use mooncake_store_protocol::{ClientId, SegmentDesc};
 use serde::{Deserialize, Serialize};
 
 /// One durable change.
@@ -277,9 +277,9 @@ impl MasterState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::FakeClock;
     use crate::config::MasterConfig;
-    use crate::master::clock::FakeClock;
-    use crate::protocol::ReplicateConfig;
+    use mooncake_store_protocol::ReplicateConfig;
     use proptest::prelude::*;
     use std::sync::Arc;
     use std::time::Duration;

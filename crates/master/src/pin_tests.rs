@@ -4,7 +4,7 @@
 
 use super::tests::{r, Fx, MIB};
 use crate::config::MasterConfig;
-use crate::protocol::{ClientId, ErrorCode, ReplicateConfig};
+use mooncake_store_protocol::{ClientId, ErrorCode, ReplicateConfig};
 
 const OBJ: u64 = 64 * 1024; // 16 of them fill the 1 MiB pool exactly
 

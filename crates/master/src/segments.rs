@@ -7,7 +7,7 @@
 
 use super::allocator::OffsetAllocator;
 use crate::config::AllocationStrategy;
-use crate::protocol::{ClientId, SegmentDesc};
+use mooncake_store_protocol::{ClientId, SegmentDesc};
 use rand::Rng;
 use std::collections::HashMap;
 

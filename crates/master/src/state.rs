@@ -19,7 +19,7 @@
 use super::clock::Clock;
 use super::segments::{SegId, Segments};
 use crate::config::MasterConfig;
-use crate::protocol::{
+use mooncake_store_protocol::{
     validate_key, ClientId, ErrorCode, Piece, Replica, ReplicateConfig, MAX_REPLICAS,
 };
 use rand::rngs::StdRng;
@@ -199,7 +199,7 @@ impl MasterState {
     }
 
     /// Set the term and incarnation this state is served under (the shell's business:
-    /// reported in [`crate::protocol::SyncReply`] and [`crate::protocol::RoleInfo`]).
+    /// reported in [`mooncake_store_protocol::SyncReply`] and [`mooncake_store_protocol::RoleInfo`]).
     pub fn set_term(&mut self, term: u64, incarnation: u64) {
         self.term = term;
         self.incarnation = incarnation;
@@ -463,7 +463,7 @@ impl MasterState {
     /// Remove every visible object whose key matches `pattern` (leased ones only with
     /// `force`); returns how many were removed.
     pub fn remove_by_regex(&mut self, pattern: &str, force: bool) -> Result<u64, ErrorCode> {
-        if pattern.len() > crate::protocol::MAX_KEY_LEN {
+        if pattern.len() > mooncake_store_protocol::MAX_KEY_LEN {
             return Err(ErrorCode::InvalidParams);
         }
         let re = regex::RegexBuilder::new(pattern)

@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::config::{AllocationStrategy, MasterConfig};
-use crate::protocol::{ClientId, ClientStatus, ErrorCode, ReplicateConfig, SegmentDesc};
+use mooncake_store_protocol::{ClientId, ClientStatus, ErrorCode, ReplicateConfig, SegmentDesc};
 use proptest::prelude::*;
 use std::sync::Arc;
 use std::time::Duration;
@@ -438,7 +438,7 @@ fn upsert_keeps_old_value_until_put_end_and_defers_leased_free() {
 
 #[test]
 fn handle_batches() {
-    use crate::protocol::{Request, Response};
+    use mooncake_store_protocol::{Request, Response};
     let mut f = Fx::new(MasterConfig::default(), &[(1, "a:1", MIB)]);
     let items = vec![
         ("a".to_string(), 10),
@@ -463,7 +463,7 @@ fn handle_batches() {
         f.st.handle(Request::BatchExists { keys }),
         Ok(Response::BatchExists(vec![Ok(true), Ok(true), Ok(false)]))
     );
-    let too_many = vec!["k".to_string(); crate::protocol::MAX_BATCH + 1];
+    let too_many = vec!["k".to_string(); mooncake_store_protocol::MAX_BATCH + 1];
     assert_eq!(
         f.st.handle(Request::BatchExists { keys: too_many }),
         Err(ErrorCode::InvalidParams)

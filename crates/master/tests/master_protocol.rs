@@ -2,13 +2,13 @@
 //! and bad input (garbage, truncated and oversized frames, empty and 1 MB keys) that must be
 //! answered with typed errors and never take the server down.
 
-use mooncake_store::master::MasterServer;
-use mooncake_store::protocol::frame::{decode_response, encode_frame, HEADER_LEN};
-use mooncake_store::protocol::{
+use mooncake_master::MasterConfig;
+use mooncake_master::MasterServer;
+use mooncake_store_protocol::frame::{decode_response, encode_frame, HEADER_LEN};
+use mooncake_store_protocol::{
     ClientId, ClientStatus, ErrorCode, MasterClient, ReplicateConfig, Request, Response,
     SegmentDesc,
 };
-use mooncake_store::MasterConfig;
 use rand::{Rng, SeedableRng};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

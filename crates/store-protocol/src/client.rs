@@ -14,8 +14,8 @@
 //! response, or by an error when the connection dies or the call times out (the entry is
 //! removed in either case, so the map never grows without bound).
 
-use super::frame::{decode_response, encode_frame, read_frame};
-use super::{
+use crate::frame::{decode_response, encode_frame, read_frame};
+use crate::{
     ClientId, ErrorCode, HeartbeatReply, Replica, ReplicateConfig, Request, Response, SegmentDesc,
     MAX_FRAME_LEN,
 };
@@ -112,7 +112,7 @@ pub fn parse_etcd_locator(addr: &str) -> Option<(Vec<String>, String)> {
         Some((h, _)) => (h, "mooncake_cluster".to_string()),
         None => (rest, "mooncake_cluster".to_string()),
     };
-    let eps = crate::config::split_endpoints(hosts);
+    let eps = crate::leader::split_endpoints(hosts);
     (!eps.is_empty()).then_some((eps, cluster))
 }
 
@@ -202,7 +202,7 @@ impl MasterClient {
         match &self.inner.locator {
             Locator::Direct(a) => Ok(a.clone()),
             Locator::Etcd { etcd, cluster_id } => {
-                match crate::master::ha::find_leader(etcd, cluster_id).await {
+                match crate::leader::find_leader(etcd, cluster_id).await {
                     Ok(Some((l, _))) => Ok(l.rpc),
                     Ok(None) => {
                         tracing::debug!(cluster_id, "no master leads now");

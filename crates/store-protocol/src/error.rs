@@ -25,7 +25,7 @@ pub enum ErrorCode {
     /// No space: no segment can hold the object, even after eviction.
     #[error("no space: no segment can hold the object (pool full)")]
     NoSpace,
-    /// The key is empty or longer than [`crate::protocol::MAX_KEY_LEN`].
+    /// The key is empty or longer than [`crate::MAX_KEY_LEN`].
     #[error("invalid key (empty or too long)")]
     InvalidKey,
     /// A request parameter is out of range (size 0, replica_num 0, bad regex, ...).
@@ -52,7 +52,7 @@ pub enum ErrorCode {
     /// The request frame could not be decoded.
     #[error("malformed request frame")]
     MalformedFrame,
-    /// The request frame is larger than [`crate::protocol::MAX_FRAME_LEN`].
+    /// The request frame is larger than [`crate::MAX_FRAME_LEN`].
     #[error("request frame too large")]
     FrameTooLarge,
     /// The client is unknown to the master (expired or never mounted); remount.

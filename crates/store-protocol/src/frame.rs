@@ -5,7 +5,7 @@
 //! a byte limit equal to the payload length, so a declared `Vec` length larger than the
 //! bytes present fails instead of allocating.
 
-use super::{ErrorCode, Request, Response, MAX_FRAME_LEN};
+use crate::{ErrorCode, Request, Response, MAX_FRAME_LEN};
 use bincode::Options;
 use bytes::{BufMut, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -104,7 +104,7 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::ReplicateConfig;
+    use crate::ReplicateConfig;
 
     #[test]
     fn request_round_trip() {

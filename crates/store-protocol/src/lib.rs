@@ -1,4 +1,10 @@
-//! The client↔master RPC of Mooncake Store.
+//! The client↔master RPC of Mooncake Store (crate `mooncake-store-protocol`).
+//!
+//! One owner per mechanism, in this crate: the wire messages ([`Request`], [`Response`] and
+//! their parts), the error codes ([`ErrorCode`]), the frame codec ([`frame`]), the master
+//! client ([`MasterClient`]) and the leader record in etcd ([`leader`]). Both the master
+//! (`mooncake-master`) and the store client (`mooncake-store`) depend on this crate; it
+//! depends on neither.
 //!
 //! # Contract (what a store client relies on)
 //!
@@ -76,6 +82,7 @@
 mod client;
 mod error;
 pub mod frame;
+pub mod leader;
 
 pub use client::{ClientOptions, MasterClient};
 pub use error::ErrorCode;

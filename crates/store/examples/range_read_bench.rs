@@ -23,9 +23,10 @@
 
 use std::time::{Duration, Instant};
 
+use mooncake_master::MasterConfig;
+use mooncake_master::MasterServer;
 use mooncake_store::client::{Client, ClientConfig, RangeRead, Region};
-use mooncake_store::master::MasterServer;
-use mooncake_store::{MasterConfig, ReplicateConfig};
+use mooncake_store::ReplicateConfig;
 
 const MIB: usize = 1 << 20;
 

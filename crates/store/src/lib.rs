@@ -1,22 +1,21 @@
-//! Mooncake Store: a distributed KV-cache pool.
+//! Mooncake Store client side: a distributed KV-cache pool as seen by the processes that
+//! use and contribute memory.
 //!
-//! * [`master`] — the metadata master: a pure state machine ([`master::MasterState`],
-//!   driven by an injected clock) plus a thin tokio/axum shell ([`master::server`]).
-//! * [`protocol`] — the client↔master RPC: message types, the framed binary codec and
-//!   the async [`protocol::MasterClient`].
+//! One owner per mechanism, in this crate:
 //! * [`client`] — the store client ([`client::Client`]): put/get/remove over the Transfer
-//!   Engine, segments, heartbeats.
+//!   Engine, segments, heartbeats, staging buffers.
 //! * [`client_service`] — the real client's local RPC service and the dummy clients
 //!   that forward to it (shared-memory pools for zero-copy buffers).
-//! * [`config`] — [`config::MasterConfig`], loadable from TOML, env and flags.
-//! * [`metrics`] — Prometheus counters and histograms kept by the master server.
+//!
+//! Not here: the wire protocol and the master client (`mooncake-store-protocol`, re-exported
+//! as [`protocol`]) and the master itself (`mooncake-master`), which this crate does not link.
 
 pub mod client;
 pub mod client_service;
-pub mod config;
-pub mod master;
-pub mod metrics;
-pub mod protocol;
 
-pub use config::MasterConfig;
-pub use protocol::{ErrorCode, MasterClient, Piece, Replica, ReplicateConfig};
+/// The client↔master protocol (crate `mooncake-store-protocol`).
+pub use mooncake_store_protocol as protocol;
+
+pub use client::{Client, ClientConfig, ClientError, RangeRead, Region};
+pub use client_service::DummyClient;
+pub use mooncake_store_protocol::{ErrorCode, MasterClient, Piece, Replica, ReplicateConfig};

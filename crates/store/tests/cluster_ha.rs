@@ -23,7 +23,7 @@ use cluster_common::{check_tagged, mooncake_bin, tagged_value, wait_for, Proc};
 use mooncake_metadata::etcd::{EtcdClient, EtcdOptions};
 use mooncake_metadata::testing::{free_port, EtcdServer};
 use mooncake_store::client::{Client, ClientConfig};
-use mooncake_store::master::ha::find_leader;
+use mooncake_store::protocol::leader::find_leader;
 use mooncake_store::protocol::{ErrorCode, MasterClient};
 use mooncake_store::ReplicateConfig;
 

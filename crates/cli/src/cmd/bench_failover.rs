@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use mooncake_metadata::etcd::{EtcdClient, EtcdOptions};
 use mooncake_store::client::{Client, ClientConfig};
-use mooncake_store::master::ha::find_leader;
+use mooncake_store::protocol::leader::find_leader;
 use mooncake_store::ReplicateConfig;
 
 use super::bench_store::parse_duration;

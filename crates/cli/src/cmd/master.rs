@@ -10,8 +10,8 @@
 
 use anyhow::Context;
 use clap::builder::BoolishValueParser;
-use mooncake_store::master::MasterServer;
-use mooncake_store::MasterConfig;
+use mooncake_master::MasterConfig;
+use mooncake_master::MasterServer;
 use std::path::PathBuf;
 
 /// Flags of `mooncake master` (reference names and spellings).

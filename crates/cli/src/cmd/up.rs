@@ -16,9 +16,9 @@
 use std::io::Write;
 
 use anyhow::Context;
+use mooncake_master::MasterConfig;
+use mooncake_master::MasterServer;
 use mooncake_store::client::{Client, ClientConfig};
-use mooncake_store::master::server::MasterServer;
-use mooncake_store::MasterConfig;
 
 use super::store_node::{parse_size_arg, wait_for_shutdown};
 

@@ -12,8 +12,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use mooncake_store::master::server::MasterServer;
-use mooncake_store::MasterConfig;
+use mooncake_master::MasterConfig;
+use mooncake_master::MasterServer;
 
 use super::store_node::wait_for_shutdown;
 use super::up::{default_segment_size, human_bytes, start_storage_node, Args};

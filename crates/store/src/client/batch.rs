@@ -10,7 +10,7 @@ use tracing::Instrument;
 use super::io::Src;
 use super::ops::ReadTarget;
 use super::{Client, ClientError, Region, Result};
-use crate::protocol::{validate_key, ReplicateConfig};
+use mooncake_store_protocol::{validate_key, ReplicateConfig};
 
 impl Client {
     /// Put many values; one result per key.
@@ -144,7 +144,7 @@ impl Client {
             .into_iter()
             .map(|r| {
                 r.unwrap_or(Err(ClientError::Master(
-                    crate::protocol::ErrorCode::Internal,
+                    mooncake_store_protocol::ErrorCode::Internal,
                 )))
             })
             .collect())

@@ -1,7 +1,7 @@
 //! The store client's typed error, and its mapping to the reference's
 //! negative return codes (for the Python module).
 
-use crate::protocol::ErrorCode;
+use mooncake_store_protocol::ErrorCode;
 use mooncake_transfer::TransferError;
 
 /// The reference's `TRANSFER_FAIL`.

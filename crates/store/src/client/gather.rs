@@ -20,7 +20,7 @@ use super::io::Src;
 use super::ops::{PutMode, ReadTarget};
 use super::plan::Span;
 use super::{Client, ClientError, Region, Result};
-use crate::protocol::ReplicateConfig;
+use mooncake_store_protocol::ReplicateConfig;
 
 /// Cut `spans` (byte ranges of the object) at the boundaries of `parts`
 /// (the object's bytes laid back to back over them), giving each piece with

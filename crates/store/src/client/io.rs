@@ -16,7 +16,7 @@ use mooncake_transfer::{Opcode, SegmentHandle, TransferRequest};
 use super::plan::{self, Span};
 use super::staging::StagingRegion;
 use super::{Client, ClientError, Mounted, Result};
-use crate::protocol::{ErrorCode, Replica};
+use mooncake_store_protocol::{ErrorCode, Replica};
 
 /// Where a put takes its bytes from.
 #[derive(Clone, Copy)]

@@ -53,7 +53,7 @@ use mooncake_transfer::{ManagedBuffer, TransferEngine};
 use parking_lot::Mutex;
 use tracing::{debug, info, warn};
 
-use crate::protocol::{ClientId, ClientOptions, MasterClient, SegmentDesc};
+use mooncake_store_protocol::{ClientId, ClientOptions, MasterClient, SegmentDesc};
 use staging::Staging;
 
 /// A byte range of registered memory a caller lends to `get_into`/`put_from`.
@@ -260,7 +260,7 @@ impl Client {
             ));
         }
         if self.inner.mounted.lock().is_some() {
-            return Err(crate::protocol::ErrorCode::SegmentAlreadyExists.into());
+            return Err(mooncake_store_protocol::ErrorCode::SegmentAlreadyExists.into());
         }
         let buffer = self
             .inner
@@ -305,7 +305,7 @@ impl Client {
     #[tracing::instrument(name = "store.unmount_segment", skip(self))]
     pub async fn unmount_segment(&self) -> Result<()> {
         let Some(m) = self.inner.mounted.lock().clone() else {
-            return Err(crate::protocol::ErrorCode::SegmentNotFound.into());
+            return Err(mooncake_store_protocol::ErrorCode::SegmentNotFound.into());
         };
         self.inner
             .master
@@ -433,7 +433,7 @@ async fn heartbeat_loop(weak: Weak<Inner>) {
                 Ok(r) => r,
                 Err(_) => {
                     inner.master.reset_connection();
-                    Err(crate::protocol::ErrorCode::RpcFail)
+                    Err(mooncake_store_protocol::ErrorCode::RpcFail)
                 }
             }
         } else {

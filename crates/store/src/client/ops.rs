@@ -9,7 +9,7 @@ use tracing::{debug, Instrument};
 use super::io::{check_sizes, Dst, Src};
 use super::plan;
 use super::{Client, ClientError, Region, Result};
-use crate::protocol::{validate_key, ErrorCode, Replica, ReplicateConfig};
+use mooncake_store_protocol::{validate_key, ErrorCode, Replica, ReplicateConfig};
 
 /// How many times a get re-asks the master when a read outlasted its lease.
 pub(crate) const LEASE_RETRIES: usize = 3;

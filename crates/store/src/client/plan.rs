@@ -5,7 +5,7 @@
 
 use std::ops::Range;
 
-use crate::protocol::Replica;
+use mooncake_store_protocol::Replica;
 
 /// A contiguous run of object bytes `[obj_off, obj_off + len)` that lives at
 /// `addr` in `segment`.
@@ -103,7 +103,7 @@ pub(crate) fn windows(size: u64, window: u64) -> impl Iterator<Item = Range<u64>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::Piece;
+    use mooncake_store_protocol::Piece;
 
     fn piece(seg: &str, addr: u64, len: u64) -> Piece {
         Piece {

@@ -28,7 +28,7 @@ use super::io::{check_sizes, requests};
 use super::ops::LEASE_RETRIES;
 use super::plan;
 use super::{Client, ClientError, Region, Result};
-use crate::protocol::{validate_key, ErrorCode, Replica};
+use mooncake_store_protocol::{validate_key, ErrorCode, Replica};
 
 /// One range read: `dst.len()` bytes of `key`, starting at byte `offset` of the object.
 #[derive(Debug, Clone, Copy)]

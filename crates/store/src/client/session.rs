@@ -18,7 +18,7 @@ use tracing::Instrument;
 use super::io::requests;
 use super::plan;
 use super::{Client, ClientError, Region, Result};
-use crate::protocol::{validate_key, Replica, ReplicateConfig};
+use mooncake_store_protocol::{validate_key, Replica, ReplicateConfig};
 
 /// A started put: its size and the replicas reserved for it.
 #[derive(Debug, Clone)]

@@ -32,8 +32,8 @@ use super::alloc::{PoolAllocator, ALIGN};
 use super::shm::SharedPool;
 use super::wire::{Blob, KeyResult, PoolRange, ServiceReply, ServiceRequest, ServiceResponse};
 use crate::client::{ClientError, RangeRead, Region, Result};
-use crate::protocol::frame::{decode_payload, encode_frame, read_frame};
-use crate::protocol::{ErrorCode, ReplicateConfig, MAX_FRAME_LEN};
+use mooncake_store_protocol::frame::{decode_payload, encode_frame, read_frame};
+use mooncake_store_protocol::{ErrorCode, ReplicateConfig, MAX_FRAME_LEN};
 
 /// Largest value copied through the socket in one piece (the frame limit
 /// less room for keys and framing).

@@ -24,8 +24,8 @@ use super::wire::{
     Blob, KeyResult, PoolRange, ServiceReply, ServiceRequest, ServiceResponse, WireError,
 };
 use crate::client::{Client, ClientError, RangeRead, Region};
-use crate::protocol::frame::{decode_payload, encode_frame, read_frame, ReadError};
-use crate::protocol::{ErrorCode, MAX_FRAME_LEN};
+use mooncake_store_protocol::frame::{decode_payload, encode_frame, read_frame, ReadError};
+use mooncake_store_protocol::{ErrorCode, MAX_FRAME_LEN};
 
 /// Counters a test or an operator can read.
 #[derive(Debug, Default)]

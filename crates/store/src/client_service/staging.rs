@@ -11,7 +11,7 @@
 use super::dummy::{check_len, copy_into, gathered, key_results, unexpected, DummyClient};
 use super::wire::{PoolRange, ServiceReply, ServiceRequest};
 use crate::client::{ClientError, Region, Result};
-use crate::protocol::{ErrorCode, ReplicateConfig};
+use mooncake_store_protocol::{ErrorCode, ReplicateConfig};
 
 /// Plain values at least this large go through the staging area when it has room.
 pub const STAGE_MIN: usize = 256 << 10;

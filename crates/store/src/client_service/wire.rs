@@ -1,6 +1,6 @@
 //! Messages of the client service: what a dummy client asks the real client,
 //! and what comes back. Carried in the master protocol's frames
-//! ([`crate::protocol::frame`]): `u32 LE len | u64 LE id | bincode payload`,
+//! ([`mooncake_store_protocol::frame`]): `u32 LE len | u64 LE id | bincode payload`,
 //! one request answered by one response with the same id, in order.
 //!
 //! Zero-copy ranges are *offsets into the attached shared pool*, never
@@ -10,7 +10,7 @@
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::client::ClientError;
-use crate::protocol::{ErrorCode, ReplicateConfig};
+use mooncake_store_protocol::{ErrorCode, ReplicateConfig};
 use mooncake_transfer::TransferError;
 
 /// The dummy's shared pool: a sealed memfd the server maps through
