@@ -1,4 +1,5 @@
-//! Framing and payload codec shared by [`super::MasterClient`] and the master server.
+//! Framing and payload codec of every framed protocol here (the master's RPC, the real
+//! client's service); the connection and serve loops over it are [`crate::rpc`].
 //!
 //! A frame is `u32 LE len | u64 LE id | payload`, `len` = 8 + payload bytes, bounded by
 //! [`MAX_FRAME_LEN`]. Decoding never allocates more than the frame holds: bincode runs with
@@ -79,14 +80,44 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     r: &mut R,
     buf: &mut Vec<u8>,
 ) -> Result<u64, ReadError> {
+    let h = read_header(r, MAX_FRAME_LEN).await?;
+    read_payload(r, buf, h.payload_len).await?;
+    Ok(h.id)
+}
+
+/// A frame's header, its length checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    pub id: u64,
+    /// Bytes of payload that follow the header.
+    pub payload_len: usize,
+}
+
+/// Read one frame header and check its declared length against `max_len` (id +
+/// payload, at most [`MAX_FRAME_LEN`]) before anything is allocated for the payload.
+pub async fn read_header<R: AsyncRead + Unpin>(
+    r: &mut R,
+    max_len: usize,
+) -> Result<Header, ReadError> {
     let mut header = [0u8; HEADER_LEN];
     r.read_exact(&mut header).await?;
     let len = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes"));
     let id = u64::from_le_bytes(header[4..12].try_into().expect("8 bytes"));
-    if (len as usize) < 8 || len as usize > MAX_FRAME_LEN {
+    if (len as usize) < 8 || len as usize > max_len.min(MAX_FRAME_LEN) {
         return Err(ReadError::TooLarge { id, len });
     }
-    let payload_len = len as usize - 8;
+    Ok(Header {
+        id,
+        payload_len: len as usize - 8,
+    })
+}
+
+/// Read a payload of `payload_len` bytes (from [`read_header`]) into `buf`.
+pub async fn read_payload<R: AsyncRead + Unpin>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+    payload_len: usize,
+) -> Result<(), ReadError> {
     buf.clear();
     if buf.capacity() > (1 << 20) && payload_len < (64 << 10) {
         // Do not keep a large frame's buffer alive on an idle connection.
@@ -98,7 +129,7 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     if got != payload_len {
         return Err(ReadError::Io(std::io::ErrorKind::UnexpectedEof.into()));
     }
-    Ok(id)
+    Ok(())
 }
 
 #[cfg(test)]
