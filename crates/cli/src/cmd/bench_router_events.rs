@@ -15,7 +15,7 @@
 
 use super::bench_router::{measure, summarize, Args, Lat, Path};
 use anyhow::Context;
-use mooncake_conductor::trace::{published_trace, read_trace};
+use mooncake_sim::trace::{published_trace, read_trace};
 use mooncake_router::config::RouterConfig;
 use mooncake_router::fake_engine::{EngineRole, FakeEngine, FakeEngineConfig, KvEventsConfig};
 use mooncake_router::indexer::PrefixIndex;
