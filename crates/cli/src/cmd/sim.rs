@@ -15,9 +15,7 @@ use mooncake_conductor::cost::CostConfig;
 use mooncake_conductor::policy::admission::{Admission, AdmissionMode};
 use mooncake_conductor::policy::{PolicyName, Slo};
 use mooncake_sim::sim::sweep::{run_sweep, sweep_runs, write_sweep, SweepConfig, TraceIter};
-use mooncake_sim::sim::{
-    simulate, ChunkedPrefill, Observer, SimConfig, SimError, SimSummary,
-};
+use mooncake_sim::sim::{simulate, ChunkedPrefill, Observer, SimConfig, SimError, SimSummary};
 use mooncake_sim::trace::{published_trace, TraceReader};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
