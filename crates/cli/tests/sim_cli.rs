@@ -14,7 +14,7 @@ fn scratch(name: &str) -> PathBuf {
 
 /// The first `n` requests of the conversation trace, as a file in `dir`.
 fn trace_slice(dir: &Path, n: usize) -> PathBuf {
-    let src = mooncake_conductor::trace::published_trace("conversation_trace.jsonl")
+    let src = mooncake_sim::trace::published_trace("conversation_trace.jsonl")
         .unwrap_or_else(|e| panic!("{e}"));
     let lines = BufReader::new(std::fs::File::open(src).unwrap()).lines();
     let path = dir.join("slice.jsonl");

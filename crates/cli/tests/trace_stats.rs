@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 fn conversation_trace() -> PathBuf {
-    mooncake_conductor::trace::published_trace("conversation_trace.jsonl")
+    mooncake_sim::trace::published_trace("conversation_trace.jsonl")
         .unwrap_or_else(|e| panic!("{e}"))
 }
 

@@ -9,6 +9,7 @@ use axum::http::header;
 use axum::response::{Html, IntoResponse};
 use axum::routing::get;
 use axum::{Json, Router};
+use mooncake_telemetry::{Kind, TextWriter};
 use serde::Deserialize;
 use std::fmt::Write;
 use std::sync::Arc;
@@ -83,61 +84,61 @@ async fn leader(State(s): State<Arc<Shared>>) -> axum::response::Response {
 /// HA and op-log series appended to `/metrics`.
 fn ha_metrics(s: &Shared) -> String {
     use std::sync::atomic::Ordering::Relaxed;
-    let mut o = String::new();
-    let mut line = |name: &str, kind: &str, help: &str, v: u64| {
-        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+    let mut o = TextWriter::new();
+    let mut line = |name: &str, kind: Kind, help: &str, v: u64| {
+        o.single(name, kind, help, v);
     };
     line(
         "mooncake_master_serving",
-        "gauge",
+        Kind::Gauge,
         "1 while this master serves (leader or single).",
         u64::from(s.serving()),
     );
     line(
         "mooncake_master_term",
-        "gauge",
+        Kind::Gauge,
         "Fencing term this master last led under.",
         s.role.term(),
     );
     line(
         "mooncake_master_elections_won_total",
-        "counter",
+        Kind::Counter,
         "Elections this master won.",
         s.role.elections_won.load(Relaxed),
     );
     line(
         "mooncake_master_leadership_lost_total",
-        "counter",
+        Kind::Counter,
         "Leaderships this master lost or gave up (failovers).",
         s.role.leadership_lost.load(Relaxed),
     );
     if let Some(l) = s.log.read().as_ref() {
         line(
             "mooncake_master_oplog_ops_total",
-            "counter",
+            Kind::Counter,
             "Ops appended to the durable op-log.",
             l.appended_ops.load(Relaxed),
         );
         line(
             "mooncake_master_oplog_batches_total",
-            "counter",
+            Kind::Counter,
             "Group-committed op-log writes.",
             l.batches.load(Relaxed),
         );
         line(
             "mooncake_master_oplog_snapshots_total",
-            "counter",
+            Kind::Counter,
             "Snapshots (compactions) written.",
             l.snapshots.load(Relaxed),
         );
         line(
             "mooncake_master_oplog_length",
-            "gauge",
+            Kind::Gauge,
             "Ops in the log since the last snapshot.",
             l.since_snapshot(),
         );
     }
-    o
+    o.finish()
 }
 
 async fn metrics(State(s): State<Arc<Shared>>) -> impl IntoResponse {

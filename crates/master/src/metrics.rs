@@ -1,12 +1,12 @@
 //! Prometheus metrics of the master: per-RPC counters and latency histograms (lock-free
 //! atomics, recorded by the server on every request), rendered together with gauges read
-//! from the state machine at scrape time. Text exposition format 0.0.4, written by hand
-//! (no registry crate needed for this small, fixed set).
+//! from the state machine at scrape time. Text exposition format 0.0.4, written with
+//! `mooncake-telemetry`'s writer (no registry crate needed for this small, fixed set).
 
 use crate::state::Stats;
 use crate::views::{SegmentView, Summary};
 use mooncake_store_protocol::Request;
-use std::fmt::Write;
+use mooncake_telemetry::{Kind, TextWriter};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -109,9 +109,9 @@ impl Metrics {
 
     /// Render everything in the Prometheus text format.
     pub fn render(&self, summary: &Summary, segments: &[SegmentView], stats: &Stats) -> String {
-        let mut o = String::with_capacity(16 << 10);
-        let gauge = |o: &mut String, name: &str, help: &str, v: f64| {
-            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+        let mut o = TextWriter::with_capacity(16 << 10);
+        let gauge = |o: &mut TextWriter, name: &str, help: &str, v: f64| {
+            o.gauge(name, help, v);
         };
         gauge(
             &mut o,
@@ -193,13 +193,13 @@ impl Metrics {
                 |s: &SegmentView| s.size,
             ),
         ] {
-            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} gauge");
+            o.family(name, Kind::Gauge, help);
             for s in segments {
-                let _ = writeln!(o, "{name}{{segment=\"{}\"}} {}", escape(&s.name), f(s));
+                o.sample(name, &[("segment", &s.name)], f(s));
             }
         }
-        let counter = |o: &mut String, name: &str, help: &str, v: u64| {
-            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+        let counter = |o: &mut TextWriter, name: &str, help: &str, v: u64| {
+            o.counter(name, help, v);
         };
         counter(
             &mut o,
@@ -262,53 +262,36 @@ impl Metrics {
             self.connections.load(Ordering::Relaxed),
         );
 
-        o.push_str("# HELP mooncake_master_rpc_total Requests handled, by op.\n# TYPE mooncake_master_rpc_total counter\n");
+        let name = "mooncake_master_rpc_total";
+        o.family(name, Kind::Counter, "Requests handled, by op.");
         for (i, n) in Request::NAMES.iter().enumerate() {
-            let _ = writeln!(
-                o,
-                "mooncake_master_rpc_total{{op=\"{n}\"}} {}",
-                self.ops[i].latency.count()
-            );
+            o.sample(name, &[("op", n)], self.ops[i].latency.count());
         }
-        o.push_str("# HELP mooncake_master_rpc_errors_total Requests answered with an error, by op.\n# TYPE mooncake_master_rpc_errors_total counter\n");
+        let name = "mooncake_master_rpc_errors_total";
+        o.family(
+            name,
+            Kind::Counter,
+            "Requests answered with an error, by op.",
+        );
         for (i, n) in Request::NAMES.iter().enumerate() {
-            let _ = writeln!(
-                o,
-                "mooncake_master_rpc_errors_total{{op=\"{n}\"}} {}",
-                self.ops[i].errors.load(Ordering::Relaxed)
-            );
+            let errors = self.ops[i].errors.load(Ordering::Relaxed);
+            o.sample(name, &[("op", n)], errors);
         }
-        o.push_str("# HELP mooncake_master_rpc_duration_seconds Time the master spent on a request.\n# TYPE mooncake_master_rpc_duration_seconds histogram\n");
+        let name = "mooncake_master_rpc_duration_seconds";
+        o.family(name, Kind::Histogram, "Time the master spent on a request.");
         for (i, n) in Request::NAMES.iter().enumerate() {
             let h = &self.ops[i].latency;
-            let mut cum = 0;
-            for (b, bound) in LATENCY_BUCKETS.iter().enumerate() {
-                cum += h.buckets[b].load(Ordering::Relaxed);
-                let _ = writeln!(o, "mooncake_master_rpc_duration_seconds_bucket{{op=\"{n}\",le=\"{bound}\"}} {cum}");
-            }
-            let count = h.count();
-            let _ = writeln!(
-                o,
-                "mooncake_master_rpc_duration_seconds_bucket{{op=\"{n}\",le=\"+Inf\"}} {count}"
-            );
-            let _ = writeln!(
-                o,
-                "mooncake_master_rpc_duration_seconds_sum{{op=\"{n}\"}} {}",
-                h.sum_ns.load(Ordering::Relaxed) as f64 / 1e9
-            );
-            let _ = writeln!(
-                o,
-                "mooncake_master_rpc_duration_seconds_count{{op=\"{n}\"}} {count}"
+            o.histogram(
+                name,
+                &[("op", n)],
+                &LATENCY_BUCKETS,
+                h.buckets.iter().map(|b| b.load(Ordering::Relaxed)),
+                h.sum_ns.load(Ordering::Relaxed) as f64 / 1e9,
+                h.count(),
             );
         }
-        o
+        o.finish()
     }
-}
-
-fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 /// Resident set size of this process (Linux), bytes.

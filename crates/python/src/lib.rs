@@ -7,13 +7,16 @@
 //! * [`runtime`] — the shared tokio runtime blocking calls run on with the
 //!   GIL released;
 //! * [`pybuf`] — zero-copy access to buffer-protocol objects;
-//! * [`pool`] — the managed-buffer range allocator.
+//! * [`pool`] — the managed-buffer range allocator;
+//! * [`metadata_server`] — `MetadataServer`, the Rust HTTP metadata server
+//!   behind `mooncake.http_metadata_server`.
 //!
 //! Return conventions are the reference's: 0 or a byte count on success, a
 //! negative code on failure; errors are also logged on the "mooncake" logger.
 
 mod engine;
 mod log;
+mod metadata_server;
 mod p2p;
 mod pool;
 mod pybuf;
@@ -35,5 +38,6 @@ fn _mooncake(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<store::PyObjectDataType>()?;
     m.add_function(wrap_pyfunction!(store::parse_size, m)?)?;
     m.add_class::<p2p::PyP2pStore>()?;
+    m.add_class::<metadata_server::PyMetadataServer>()?;
     Ok(())
 }

@@ -41,8 +41,8 @@ use mooncake_conductor::cache::{new_cache, BlockCache, CacheStats, PolicyKind};
 use mooncake_conductor::cost::CostModel;
 use mooncake_conductor::policy::admission::Admission;
 use mooncake_conductor::policy::{
-    cached_tokens, uncached_tokens, ClusterView, Decision, DecodeLoad, Policy, PrefillLoad,
-    RejectReason, RequestInfo, Slo,
+    cached_tokens, decide, uncached_tokens, BadPlacement, ClusterView, DecodeLoad, Placement,
+    Policy, PrefillLoad, Refusal, RejectReason, RequestInfo, Slo,
 };
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -172,6 +172,19 @@ pub enum RouteError {
     /// Every decode instance is unhealthy.
     #[error("no healthy decode instance")]
     NoDecode,
+    /// The policy named an instance that does not exist (a policy bug; the
+    /// router keeps serving).
+    #[error(transparent)]
+    BadPlacement(BadPlacement),
+}
+
+impl From<Refusal> for RouteError {
+    fn from(r: Refusal) -> Self {
+        match r {
+            Refusal::Rejected(reason) => RouteError::Rejected(reason),
+            Refusal::BadPlacement(b) => RouteError::BadPlacement(b),
+        }
+    }
 }
 
 /// Per-instance numbers for metrics and status pages.
@@ -437,13 +450,15 @@ impl LiveCluster {
         }
         let all = p_ok.len() == self.prefill.len() && d_ok.len() == self.decode.len();
         let (mut placement, fetch) = if all {
-            decide(policy, &self.cfg.admission, req, self)?
+            let pl = decide(policy, &self.cfg.admission, req, self)?;
+            (pl, pl.fetch.map(|f| (f.from, f.prefix_blocks)))
         } else {
             let view = HealthyView::new(self, p_ok, d_ok);
-            let (mut pl, fetch) = decide(policy, &self.cfg.admission, req, &view)?;
+            // `decide` checked the indices against this view.
+            let mut pl = decide(policy, &self.cfg.admission, req, &view)?;
             pl.prefill = view.p[pl.prefill];
             pl.decode = view.d[pl.decode];
-            (pl, fetch.map(|(from, n)| (view.p[from], n)))
+            (pl, pl.fetch.map(|f| (view.p[f.from], f.prefix_blocks)))
         };
         if self.cfg.colocated {
             // One engine: it decodes what it prefilled.
@@ -456,7 +471,7 @@ impl LiveCluster {
     fn admit(
         &mut self,
         req: &RequestInfo<'_>,
-        pl: mooncake_conductor::policy::Placement,
+        pl: Placement,
         fetch: Option<(usize, usize)>,
     ) -> Routed {
         let bt = self.cfg.block_tokens;
@@ -671,34 +686,6 @@ impl LiveCluster {
         }
         load
     }
-}
-
-/// Runs the policy and admission control on `view`; indices are the view's.
-#[allow(clippy::type_complexity)]
-fn decide(
-    policy: &mut dyn Policy,
-    admission: &Admission,
-    req: &RequestInfo<'_>,
-    view: &dyn ClusterView,
-) -> Result<
-    (
-        mooncake_conductor::policy::Placement,
-        Option<(usize, usize)>,
-    ),
-    RouteError,
-> {
-    let pl = match policy.route(req, view) {
-        Decision::Accept(pl) => pl,
-        Decision::Reject(r) => return Err(RouteError::Rejected(r)),
-    };
-    if pl.prefill >= view.prefill().len() || pl.decode >= view.decode().len() {
-        // A policy bug must not take the router down: treat as overload.
-        return Err(RouteError::Rejected(RejectReason::TtftSlo));
-    }
-    admission
-        .check(req, &pl, view)
-        .map_err(RouteError::Rejected)?;
-    Ok((pl, pl.fetch.map(|f| (f.from, f.prefix_blocks))))
 }
 
 #[cfg(test)]

@@ -3,7 +3,8 @@
 //! Owns the mapping from the router's failure kinds to HTTP statuses: bad
 //! client input → 400 `invalid_request_error`; a scheduler rejection (SLO or
 //! admission) → 503 `overloaded_error`; no routable instance → 503
-//! `service_unavailable_error`; an unreachable or misbehaving backend → 502
+//! `service_unavailable_error`; a scheduling-policy bug → 500
+//! `internal_error`; an unreachable or misbehaving backend → 502
 //! `backend_error`.
 
 use axum::http::StatusCode;
@@ -40,6 +41,11 @@ impl ApiError {
             "service_unavailable_error",
             message,
         )
+    }
+
+    /// 500: the router itself failed (a scheduling-policy bug).
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", message)
     }
 
     /// 502: a backend could not be reached or answered nonsense.

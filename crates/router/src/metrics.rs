@@ -1,5 +1,5 @@
-//! The router's Prometheus metrics (text exposition format, no registry
-//! dependency): requests by outcome, rejections by reason, requests routed
+//! The router's Prometheus metrics (written with `mooncake-telemetry`'s
+//! text exposition writer, no registry): requests by outcome, rejections by reason, requests routed
 //! and in flight per instance, instance health, predicted prefill queues,
 //! approximate prefix-cache hits, and a histogram of measured TTFT.
 //!
@@ -8,9 +8,9 @@
 //! cannot drift from the routing state.
 
 use crate::cluster::InstanceStatus;
+use mooncake_telemetry::{Kind, TextWriter};
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
-use std::fmt::Write;
 
 /// Upper bounds (seconds) of the TTFT histogram buckets.
 pub const TTFT_BUCKETS: [f64; 14] = [
@@ -49,17 +49,13 @@ impl Outcome {
 }
 
 /// A per-instance series: name, type, help, value.
-type Series = (
-    &'static str,
-    &'static str,
-    &'static str,
-    fn(&InstanceStatus) -> f64,
-);
+type Series = (&'static str, Kind, &'static str, fn(&InstanceStatus) -> f64);
 
 #[derive(Debug, Default)]
 struct Inner {
     requests: BTreeMap<Outcome, u64>,
     rejections: BTreeMap<&'static str, u64>,
+    /// Observations per bucket alone (not cumulative).
     ttft_buckets: [u64; TTFT_BUCKETS.len()],
     ttft_count: u64,
     ttft_sum: f64,
@@ -80,12 +76,6 @@ pub struct InstanceLabels<'a> {
     pub prefill: &'a [String],
     /// Decode URLs.
     pub decode: &'a [String],
-}
-
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 impl Metrics {
@@ -115,10 +105,8 @@ impl Metrics {
             return;
         }
         let mut g = self.inner.lock();
-        for (k, &le) in TTFT_BUCKETS.iter().enumerate() {
-            if seconds <= le {
-                g.ttft_buckets[k] += 1;
-            }
+        if let Some(k) = TTFT_BUCKETS.iter().position(|&le| seconds <= le) {
+            g.ttft_buckets[k] += 1;
         }
         g.ttft_count += 1;
         g.ttft_sum += seconds;
@@ -143,12 +131,9 @@ impl Metrics {
         decode: &[InstanceStatus],
     ) -> String {
         let g = self.inner.lock();
-        let mut s = String::new();
-        let _ = writeln!(
-            s,
-            "# HELP mooncake_router_requests_total Requests by outcome."
-        );
-        let _ = writeln!(s, "# TYPE mooncake_router_requests_total counter");
+        let mut w = TextWriter::new();
+        let name = "mooncake_router_requests_total";
+        w.family(name, Kind::Counter, "Requests by outcome.");
         for o in [
             Outcome::Ok,
             Outcome::Rejected,
@@ -158,116 +143,101 @@ impl Metrics {
             Outcome::Unavailable,
         ] {
             let n = g.requests.get(&o).copied().unwrap_or(0);
-            let _ = writeln!(
-                s,
-                "mooncake_router_requests_total{{outcome=\"{}\"}} {n}",
-                o.as_str()
-            );
+            w.sample(name, &[("outcome", o.as_str())], n);
         }
-        let _ = writeln!(
-            s,
-            "# HELP mooncake_router_rejections_total Scheduler rejections by reason."
-        );
-        let _ = writeln!(s, "# TYPE mooncake_router_rejections_total counter");
+        let name = "mooncake_router_rejections_total";
+        w.family(name, Kind::Counter, "Scheduler rejections by reason.");
         for (reason, n) in &g.rejections {
-            let _ = writeln!(
-                s,
-                "mooncake_router_rejections_total{{reason=\"{reason}\"}} {n}"
-            );
+            w.sample(name, &[("reason", reason)], *n);
         }
-        let _ = writeln!(s, "# HELP mooncake_router_prefix_fetches_total Placements that planned to reuse a prefix held by another prefill instance.");
-        let _ = writeln!(s, "# TYPE mooncake_router_prefix_fetches_total counter");
-        let _ = writeln!(s, "mooncake_router_prefix_fetches_total {}", g.fetches);
-        let _ = writeln!(s, "# HELP mooncake_router_prefill_retries_total Re-routes after a prefill instance was unreachable.");
-        let _ = writeln!(s, "# TYPE mooncake_router_prefill_retries_total counter");
-        let _ = writeln!(s, "mooncake_router_prefill_retries_total {}", g.retries);
+        w.counter(
+            "mooncake_router_prefix_fetches_total",
+            "Placements that planned to reuse a prefix held by another prefill instance.",
+            g.fetches,
+        );
+        w.counter(
+            "mooncake_router_prefill_retries_total",
+            "Re-routes after a prefill instance was unreachable.",
+            g.retries,
+        );
 
         let series: [Series; 4] = [
             (
                 "mooncake_router_routed_total",
-                "counter",
+                Kind::Counter,
                 "Requests routed to the instance.",
                 |st| st.routed as f64,
             ),
             (
                 "mooncake_router_in_flight",
-                "gauge",
+                Kind::Gauge,
                 "Requests in flight at the instance.",
                 |st| st.in_flight as f64,
             ),
             (
                 "mooncake_router_instance_healthy",
-                "gauge",
+                Kind::Gauge,
                 "1 unless the instance is in a failure backoff.",
                 |st| u8::from(st.healthy) as f64,
             ),
             (
                 "mooncake_router_instance_load_seconds",
-                "gauge",
+                Kind::Gauge,
                 "Prefill: predicted queue; decode: recent mean decode time.",
                 |st| st.load_s,
             ),
         ];
         for (name, kind, help, f) in series {
-            let _ = writeln!(s, "# HELP {name} {help}");
-            let _ = writeln!(s, "# TYPE {name} {kind}");
+            w.family(name, kind, help);
             for (role, urls, st) in [
                 ("prefill", labels.prefill, prefill),
                 ("decode", labels.decode, decode),
             ] {
                 for (url, st) in urls.iter().zip(st) {
-                    let _ = writeln!(
-                        s,
-                        "{name}{{role=\"{role}\",instance=\"{}\"}} {}",
-                        escape(url),
-                        f(st)
-                    );
+                    w.sample(name, &[("role", role), ("instance", url)], f(st));
                 }
             }
         }
-        let _ = writeln!(s, "# HELP mooncake_router_prefix_blocks_total Prompt blocks queried / believed cached at the chosen prefill instance.");
-        let _ = writeln!(s, "# TYPE mooncake_router_prefix_blocks_total counter");
+        let name = "mooncake_router_prefix_blocks_total";
+        w.family(
+            name,
+            Kind::Counter,
+            "Prompt blocks queried / believed cached at the chosen prefill instance.",
+        );
         for (url, st) in labels.prefill.iter().zip(prefill) {
-            let u = escape(url);
-            let _ = writeln!(
-                s,
-                "mooncake_router_prefix_blocks_total{{instance=\"{u}\",kind=\"queried\"}} {}",
-                st.cache.queried_blocks
-            );
-            let _ = writeln!(
-                s,
-                "mooncake_router_prefix_blocks_total{{instance=\"{u}\",kind=\"hit\"}} {}",
-                st.cache.hit_blocks
+            let queried = st.cache.queried_blocks;
+            w.sample(name, &[("instance", url), ("kind", "queried")], queried);
+            w.sample(
+                name,
+                &[("instance", url), ("kind", "hit")],
+                st.cache.hit_blocks,
             );
         }
 
-        let _ = writeln!(s, "# HELP mooncake_router_prefill_speed_factor Learnt measured / cost-model prefill time per prefill instance.");
-        let _ = writeln!(s, "# TYPE mooncake_router_prefill_speed_factor gauge");
-        for (url, st) in labels.prefill.iter().zip(prefill) {
-            let _ = writeln!(
-                s,
-                "mooncake_router_prefill_speed_factor{{instance=\"{}\"}} {}",
-                escape(url),
-                st.speed
-            );
-        }
-        let _ = writeln!(s, "# HELP mooncake_router_ttft_seconds Measured time to first token (streams: first decode chunk; otherwise: prefill answer).");
-        let _ = writeln!(s, "# TYPE mooncake_router_ttft_seconds histogram");
-        for (k, le) in TTFT_BUCKETS.iter().enumerate() {
-            let _ = writeln!(
-                s,
-                "mooncake_router_ttft_seconds_bucket{{le=\"{le}\"}} {}",
-                g.ttft_buckets[k]
-            );
-        }
-        let _ = writeln!(
-            s,
-            "mooncake_router_ttft_seconds_bucket{{le=\"+Inf\"}} {}",
-            g.ttft_count
+        let name = "mooncake_router_prefill_speed_factor";
+        w.family(
+            name,
+            Kind::Gauge,
+            "Learnt measured / cost-model prefill time per prefill instance.",
         );
-        let _ = writeln!(s, "mooncake_router_ttft_seconds_sum {}", g.ttft_sum);
-        let _ = writeln!(s, "mooncake_router_ttft_seconds_count {}", g.ttft_count);
-        s
+        for (url, st) in labels.prefill.iter().zip(prefill) {
+            w.sample(name, &[("instance", url)], st.speed);
+        }
+        let name = "mooncake_router_ttft_seconds";
+        w.family(
+            name,
+            Kind::Histogram,
+            "Measured time to first token (streams: first decode chunk; otherwise: prefill answer).",
+        );
+        w.histogram(
+            name,
+            &[],
+            &TTFT_BUCKETS,
+            g.ttft_buckets,
+            g.ttft_sum,
+            g.ttft_count,
+        );
+        w.finish()
     }
 }
 

@@ -8,8 +8,8 @@
 
 use anyhow::Context;
 use mooncake_conductor::cache::{new_cache, PolicyKind};
-use mooncake_conductor::trace::hitrate::{parse_token_counts, tokens_to_blocks};
-use mooncake_conductor::trace::{published_trace, TraceReader};
+use mooncake_sim::trace::hitrate::{parse_token_counts, tokens_to_blocks};
+use mooncake_sim::trace::{published_trace, TraceReader};
 use std::collections::HashSet;
 use std::hint::black_box;
 use std::path::PathBuf;

@@ -15,7 +15,6 @@
 
 use super::bench_router::{measure, summarize, Args, Lat, Path};
 use anyhow::Context;
-use mooncake_conductor::trace::{published_trace, read_trace};
 use mooncake_router::config::RouterConfig;
 use mooncake_router::fake_engine::{EngineRole, FakeEngine, FakeEngineConfig, KvEventsConfig};
 use mooncake_router::indexer::PrefixIndex;
@@ -23,6 +22,7 @@ use mooncake_router::kv_events::hash::{HashAlgo, DEFAULT_SEED};
 use mooncake_router::kv_events::wire::{decode_batch, encode_batch, KvEvent, KvEventBatch};
 use mooncake_router::kv_events::zmq::{subscribe, Publisher, StreamSource};
 use mooncake_router::server::{RouterService, Server};
+use mooncake_sim::trace::{published_trace, read_trace};
 use parking_lot::Mutex;
 use serde_json::{json, Value};
 use std::sync::Arc;

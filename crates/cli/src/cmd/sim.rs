@@ -5,7 +5,7 @@
 //! [--json]` runs one policy; `mooncake sim sweep [--trace FILE] [--out DIR]`
 //! runs every policy at several load levels and the admission comparison,
 //! writing `sweep.json` and SVG plots. The simulation core is
-//! `mooncake_conductor::sim`; this module only parses flags, streams the
+//! `mooncake_sim::sim`; this module only parses flags, streams the
 //! trace, shows progress and prints.
 
 use anyhow::Context;
@@ -14,11 +14,9 @@ use mooncake_conductor::cache::PolicyKind;
 use mooncake_conductor::cost::CostConfig;
 use mooncake_conductor::policy::admission::{Admission, AdmissionMode};
 use mooncake_conductor::policy::{PolicyName, Slo};
-use mooncake_conductor::sim::sweep::{run_sweep, sweep_runs, write_sweep, SweepConfig, TraceIter};
-use mooncake_conductor::sim::{
-    simulate, ChunkedPrefill, Observer, SimConfig, SimError, SimSummary,
-};
-use mooncake_conductor::trace::{published_trace, TraceReader};
+use mooncake_sim::sim::sweep::{run_sweep, sweep_runs, write_sweep, SweepConfig, TraceIter};
+use mooncake_sim::sim::{simulate, ChunkedPrefill, Observer, SimConfig, SimError, SimSummary};
+use mooncake_sim::trace::{published_trace, TraceReader};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 

@@ -8,16 +8,16 @@
 //!
 //! `mooncake trace synth --preset NAME [--requests N --rate R --burstiness
 //! CV ...] [--out FILE]` writes a synthetic trace in the same format
-//! (`mooncake_conductor::trace::synth`).
+//! (`mooncake_sim::trace::synth`).
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use mooncake_conductor::cache::PolicyKind;
-use mooncake_conductor::trace::hitrate::parse_token_counts;
-use mooncake_conductor::trace::plots::write_plots;
-use mooncake_conductor::trace::stats::{StatsBuilder, StatsConfig, TraceStats};
-use mooncake_conductor::trace::synth::Preset;
-use mooncake_conductor::trace::{TraceReader, TRACE_BLOCK_TOKENS};
+use mooncake_sim::trace::hitrate::parse_token_counts;
+use mooncake_sim::trace::plots::write_plots;
+use mooncake_sim::trace::stats::{StatsBuilder, StatsConfig, TraceStats};
+use mooncake_sim::trace::synth::Preset;
+use mooncake_sim::trace::{TraceReader, TRACE_BLOCK_TOKENS};
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::PathBuf;
@@ -283,7 +283,7 @@ fn print_table(args: &StatsArgs, s: &TraceStats, skipped: u64, elapsed: f64) {
                     "  {:<30}{} ({})  {:.0}% of max",
                     format!(
                         "{} tokens {}",
-                        mooncake_conductor::plot::format_tick(cap as f64),
+                        mooncake_sim::plot::format_tick(cap as f64),
                         policy.paper_name()
                     ),
                     pct(p.hit_ratio),

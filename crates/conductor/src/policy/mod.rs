@@ -12,7 +12,8 @@
 //! [`load_only`], [`cache_aware`], [`mooncake`] (the paper's Algorithm 1),
 //! [`dynamo`] and [`sglang`] (peers). [`admission`] holds the overload
 //! controls (early and prediction-based early rejection) applied after any
-//! policy.
+//! policy. [`pipeline`] owns [`decide`], the one "policy → placement check →
+//! admission" sequence the live router and the simulator both call.
 
 pub mod admission;
 pub mod cache_aware;
@@ -21,9 +22,12 @@ pub mod forecast;
 pub mod least_loaded;
 pub mod load_only;
 pub mod mooncake;
+pub mod pipeline;
 pub mod random;
 pub mod round_robin;
 pub mod sglang;
+
+pub use pipeline::{decide, BadPlacement, Refusal};
 
 use crate::cost::CostModel;
 use serde::{Deserialize, Serialize};

@@ -14,6 +14,17 @@
 //! `max_total_bytes` of values (a PUT beyond them is answered 507 and changes
 //! nothing). With a credential, an unsigned or wrongly signed request is
 //! answered 401 and changes nothing. Error bodies of these are JSON.
+//!
+//! Keys, as the reference's servers treat them: a key is trimmed of
+//! surrounding whitespace, and a missing or blank key is answered 400 (JSON)
+//! for every method, so nothing is ever stored under `""`. With
+//! [`MetadataService::rpc_meta_write_once`] (the reference's standalone
+//! server's rule), a key containing `rpc_meta` that is present may only be
+//! re-published with the identical value; another value is answered 400.
+//!
+//! The protocol itself is [`MetadataService::apply`] (no sockets); the axum
+//! handlers here and the Python module's `KVBootstrapServer` are shells
+//! around it.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -76,6 +87,51 @@ pub struct MetadataService {
     table: Arc<Mutex<Table>>,
     verifier: Arc<HttpVerifier>,
     caps: TableCaps,
+    rpc_meta_write_once: bool,
+}
+
+/// One answer of the protocol core ([`MetadataService::apply`]), before it
+/// becomes an HTTP response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// HTTP status.
+    pub status: u16,
+    /// Body bytes.
+    pub body: Bytes,
+    /// `Content-Type` of the body.
+    pub content_type: &'static str,
+}
+
+impl Answer {
+    fn text(status: StatusCode, body: &'static str) -> Self {
+        Self {
+            status: status.as_u16(),
+            body: Bytes::from_static(body.as_bytes()),
+            content_type: "text/plain; charset=utf-8",
+        }
+    }
+
+    /// A JSON error: `{"error": "...", "status": N}`.
+    fn error(status: StatusCode, message: &str) -> Self {
+        let doc = serde_json::json!({"error": message, "status": status.as_u16()});
+        Self {
+            status: status.as_u16(),
+            body: Bytes::from(doc.to_string()),
+            content_type: "application/json",
+        }
+    }
+}
+
+impl IntoResponse for Answer {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (
+            status,
+            [(header::CONTENT_TYPE, self.content_type)],
+            self.body,
+        )
+            .into_response()
+    }
 }
 
 impl Default for MetadataService {
@@ -124,18 +180,18 @@ async fn check_declared_length(
     next.run(req).await
 }
 
+/// Why a PUT changed nothing.
+enum PutRefused {
+    /// A `rpc_meta` key re-published with another value.
+    Conflict(&'static str),
+    /// A table cap.
+    Full(&'static str),
+}
+
 #[derive(Debug, Deserialize)]
 struct MetadataQuery {
     key: Option<String>,
     prefix: Option<String>,
-}
-
-fn text(status: StatusCode, body: &'static str) -> Response {
-    (status, body).into_response()
-}
-
-fn missing_key() -> Response {
-    text(StatusCode::BAD_REQUEST, "missing key parameter")
 }
 
 impl MetadataService {
@@ -152,7 +208,74 @@ impl MetadataService {
             table: Arc::default(),
             verifier: Arc::new(HttpVerifier::new(auth)),
             caps,
+            rpc_meta_write_once: false,
         }
+    }
+
+    /// With `on`, a present key containing `rpc_meta` may only be
+    /// re-published with the identical value (the reference's standalone
+    /// server: two processes claiming one RPC endpoint is a configuration
+    /// error, not an update). Off (the default), every PUT overwrites.
+    pub fn rpc_meta_write_once(mut self, on: bool) -> Self {
+        self.rpc_meta_write_once = on;
+        self
+    }
+
+    /// The `/metadata` protocol without sockets or authentication: `method`
+    /// with the raw `key` / `prefix` query values and the request body.
+    pub fn apply(
+        &self,
+        method: &str,
+        key: Option<&str>,
+        prefix: Option<&str>,
+        body: Bytes,
+    ) -> Answer {
+        if let (None, Some(prefix), "GET") = (key, prefix, method) {
+            let doc = serde_json::to_vec(&self.listing(prefix)).unwrap_or_default();
+            return Answer {
+                status: 200,
+                body: Bytes::from(doc),
+                content_type: "application/json",
+            };
+        }
+        let key = key.unwrap_or("").trim();
+        if key.is_empty() {
+            return Answer::error(StatusCode::BAD_REQUEST, "metadata key is required");
+        }
+        match method {
+            "GET" => match self.get(key) {
+                Some(v) => Answer {
+                    status: 200,
+                    body: v,
+                    content_type: "application/octet-stream",
+                },
+                None => Answer::text(StatusCode::NOT_FOUND, NOT_FOUND_BODY),
+            },
+            "PUT" => match self.put(key.to_string(), body) {
+                Ok(()) => Answer::text(StatusCode::OK, "metadata updated"),
+                Err(PutRefused::Conflict(why)) => Answer::error(StatusCode::BAD_REQUEST, why),
+                Err(PutRefused::Full(why)) => Answer::error(StatusCode::INSUFFICIENT_STORAGE, why),
+            },
+            "DELETE" => match self.delete(key) {
+                true => Answer::text(StatusCode::OK, "metadata deleted"),
+                false => Answer::text(StatusCode::NOT_FOUND, NOT_FOUND_BODY),
+            },
+            _ => Answer::text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
+        }
+    }
+
+    /// Every key and value held, sorted by key.
+    pub fn entries(&self) -> Vec<(String, Bytes)> {
+        let t = self.table.lock();
+        t.entries
+            .iter()
+            .map(|(k, (_, v))| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    /// The table's revision (grows by one per successful PUT or DELETE).
+    pub fn revision(&self) -> u64 {
+        self.table.lock().revision
     }
 
     /// Check a request's signature; `Some` is the refusal to send.
@@ -215,16 +338,24 @@ impl MetadataService {
         self.table.lock().entries.get(key).map(|(_, v)| v.clone())
     }
 
-    /// Store `value`; `Err` says which cap it would break (nothing changed).
-    fn put(&self, key: String, value: Bytes) -> Result<(), &'static str> {
+    /// Store `value`; `Err` says why not (nothing changed).
+    fn put(&self, key: String, value: Bytes) -> Result<(), PutRefused> {
         let mut t = self.table.lock();
-        let old = t.entries.get(&key).map(|(_, v)| v.len() as u64);
+        let old = t.entries.get(&key).map(|(_, v)| v);
+        if let (true, Some(old)) = (self.rpc_meta_write_once && key.contains("rpc_meta"), old) {
+            if *old != value {
+                return Err(PutRefused::Conflict(
+                    "rpc_meta key already published with another value",
+                ));
+            }
+        }
+        let old = old.map(|v| v.len() as u64);
         if old.is_none() && t.entries.len() >= self.caps.max_entries {
-            return Err("metadata table full (too many keys)");
+            return Err(PutRefused::Full("metadata table full (too many keys)"));
         }
         let total = t.total_bytes - old.unwrap_or(0) + value.len() as u64;
         if total > self.caps.max_total_bytes {
-            return Err("metadata table full (too many bytes)");
+            return Err(PutRefused::Full("metadata table full (too many bytes)"));
         }
         t.total_bytes = total;
         t.revision += 1;
@@ -276,14 +407,8 @@ async fn handle_get(
     if let Some(r) = svc.refusal(&method, &uri, &headers, b"") {
         return r;
     }
-    match (q.key, q.prefix) {
-        (Some(key), _) => match svc.get(&key) {
-            Some(v) => ([(header::CONTENT_TYPE, "application/octet-stream")], v).into_response(),
-            None => text(StatusCode::NOT_FOUND, NOT_FOUND_BODY),
-        },
-        (None, Some(prefix)) => Json(svc.listing(&prefix)).into_response(),
-        (None, None) => missing_key(),
-    }
+    svc.apply("GET", q.key.as_deref(), q.prefix.as_deref(), Bytes::new())
+        .into_response()
 }
 
 #[tracing::instrument(level = "debug", skip(svc, headers, body))]
@@ -305,13 +430,8 @@ async fn handle_put(
     if let Some(r) = svc.refusal(&method, &uri, &headers, &body) {
         return r;
     }
-    let Some(key) = q.key else {
-        return missing_key();
-    };
-    match svc.put(key, body) {
-        Ok(()) => text(StatusCode::OK, "metadata updated"),
-        Err(why) => json_error(StatusCode::INSUFFICIENT_STORAGE, why),
-    }
+    svc.apply("PUT", q.key.as_deref(), q.prefix.as_deref(), body)
+        .into_response()
 }
 
 #[tracing::instrument(level = "debug", skip(svc, headers))]
@@ -325,14 +445,13 @@ async fn handle_delete(
     if let Some(r) = svc.refusal(&method, &uri, &headers, b"") {
         return r;
     }
-    let Some(key) = q.key else {
-        return missing_key();
-    };
-    if svc.delete(&key) {
-        text(StatusCode::OK, "metadata deleted")
-    } else {
-        text(StatusCode::NOT_FOUND, NOT_FOUND_BODY)
-    }
+    svc.apply(
+        "DELETE",
+        q.key.as_deref(),
+        q.prefix.as_deref(),
+        Bytes::new(),
+    )
+    .into_response()
 }
 
 /// A running standalone metadata server. Dropping it stops the server (without

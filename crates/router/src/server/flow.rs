@@ -282,6 +282,11 @@ async fn first_leg(
                 );
                 return Err((Outcome::Rejected, ApiError::overloaded(msg)).into());
             }
+            Err(RouteError::BadPlacement(bad)) => {
+                tracing::error!(%bad, "scheduling policy bug; request refused");
+                let msg = format!("internal scheduler error: {bad}");
+                return Err((Outcome::Unavailable, ApiError::internal(msg)).into());
+            }
             Err(RouteError::NoPrefill) if !excluded.is_empty() => {
                 return Err((
                     Outcome::BackendError,

@@ -274,7 +274,7 @@ impl RouterService {
 
 /// Per-instance KV-event stream counters in Prometheus text.
 fn render_event_metrics(out: &mut String, ix: &crate::indexer::PrefixIndex, urls: &[String]) {
-    use std::fmt::Write;
+    use mooncake_telemetry::Kind;
     type Field = fn(&crate::indexer::StreamStats) -> u64;
     let counters: [(&str, &str, Field); 6] = [
         ("batches", "KV-event batches applied", |s| s.batches),
@@ -300,29 +300,25 @@ fn render_event_metrics(out: &mut String, ix: &crate::indexer::PrefixIndex, urls
             |s| s.hash_mismatches,
         ),
     ];
-    let _ = writeln!(
-        out,
-        "# HELP mooncake_router_kv_event_blocks Blocks an instance holds per its KV events."
+    let mut w = mooncake_telemetry::TextWriter::new();
+    let name = "mooncake_router_kv_event_blocks";
+    w.family(
+        name,
+        Kind::Gauge,
+        "Blocks an instance holds per its KV events.",
     );
-    let _ = writeln!(out, "# TYPE mooncake_router_kv_event_blocks gauge");
     for u in urls.iter().filter(|u| ix.has_instance(u)) {
-        let _ = writeln!(
-            out,
-            "mooncake_router_kv_event_blocks{{instance=\"{u}\"}} {}",
-            ix.instance_blocks(u)
-        );
+        w.sample(name, &[("instance", u)], ix.instance_blocks(u));
     }
     for (name, help, f) in counters {
-        let _ = writeln!(out, "# HELP mooncake_router_kv_event_{name}_total {help}.");
-        let _ = writeln!(out, "# TYPE mooncake_router_kv_event_{name}_total counter");
+        let name = format!("mooncake_router_kv_event_{name}_total");
+        w.family(&name, Kind::Counter, &format!("{help}."));
         for u in urls.iter().filter(|u| ix.has_instance(u)) {
             let v: u64 = ix.stream_stats(u).values().map(f).sum();
-            let _ = writeln!(
-                out,
-                "mooncake_router_kv_event_{name}_total{{instance=\"{u}\"}} {v}"
-            );
+            w.sample(&name, &[("instance", u)], v);
         }
     }
+    out.push_str(w.as_str());
 }
 
 /// A server running on a background task; stops on [`Server::shutdown`] or

@@ -8,8 +8,8 @@ mod common;
 use common::{run, run_with};
 use mooncake_conductor::policy::admission::{Admission, AdmissionMode};
 use mooncake_conductor::policy::PolicyName;
-use mooncake_conductor::sim::sweep::admission_policy;
-use mooncake_conductor::sim::{SimConfig, SimSummary};
+use mooncake_sim::sim::sweep::admission_policy;
+use mooncake_sim::sim::{SimConfig, SimSummary};
 
 fn cluster(prefill: usize, decode: usize, speedup: f64) -> SimConfig {
     SimConfig {

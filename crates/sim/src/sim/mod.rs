@@ -42,7 +42,7 @@ pub use report::{Outcome, OutcomeKind, SimReport, SimSummary};
 
 use crate::cache::new_cache;
 use crate::cost::{CostConfigError, CostModel};
-use crate::policy::{Policy, RejectReason};
+use crate::policy::{BadPlacement, Policy, RejectReason};
 use crate::trace::TraceRecord;
 use cluster::{ClusterState, DecodeInstance, PrefillInstance};
 use events::Event;
@@ -61,19 +61,15 @@ pub enum SimError {
     /// The trace could not be read.
     #[error("trace error: {0}")]
     Trace(String),
-    /// The policy returned an instance that does not exist.
-    #[error(
-        "policy `{policy}` placed request {id} on a non-existent instance ({prefill}, {decode})"
-    )]
+    /// The policy returned an instance that does not exist (see
+    /// [`crate::policy::decide`]: the router refuses the same request).
+    #[error("request {id}: {bad}")]
     BadPlacement {
-        /// Policy name.
-        policy: String,
         /// Request id.
         id: u64,
-        /// Prefill index returned.
-        prefill: usize,
-        /// Decode index returned.
-        decode: usize,
+        /// What the policy returned.
+        #[source]
+        bad: BadPlacement,
     },
 }
 

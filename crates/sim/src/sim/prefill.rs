@@ -12,7 +12,7 @@
 use super::events::Ev;
 use super::metrics::TbtTracker;
 use super::{Observer, Req, SimError, Simulator};
-use crate::policy::{cached_tokens, Decision, RejectReason, RequestInfo};
+use crate::policy::{cached_tokens, decide, Refusal, RejectReason, RequestInfo};
 use crate::trace::TraceRecord;
 
 impl Simulator {
@@ -51,37 +51,31 @@ impl Simulator {
             return Ok(());
         }
         self.state.refresh();
-        let placement = match self.policy.route(&info, &self.state) {
-            Decision::Reject(r) => {
+        let placement = match decide(
+            self.policy.as_mut(),
+            &self.cfg.admission,
+            &info,
+            &self.state,
+        ) {
+            Ok(p) => p,
+            Err(Refusal::Rejected(r)) => {
                 self.reject(id, now, r, obs);
                 return Ok(());
             }
-            Decision::Accept(p) => p,
+            Err(Refusal::BadPlacement(bad)) => return Err(SimError::BadPlacement { id, bad }),
         };
-        if placement.prefill >= self.cfg.prefill || placement.decode >= self.cfg.decode {
-            return Err(SimError::BadPlacement {
-                policy: self.policy.name().into(),
-                id,
-                prefill: placement.prefill,
-                decode: placement.decode,
-            });
-        }
-        if let Err(r) = self.cfg.admission.check(&info, &placement, &self.state) {
-            self.reject(id, now, r, obs);
-            return Ok(());
-        }
         let bt = self.cfg.block_tokens;
         let p = placement.prefill;
         let local = self.state.prefill[p].cache.lookup_prefix(&rec.hash_ids);
         let mut prefix = local;
         if let Some(f) = placement.fetch {
-            if let Some(src) = self.state.prefill.get_mut(f.from) {
-                // Only what the source really holds can be fetched.
-                let avail = src
-                    .cache
-                    .touch(&rec.hash_ids[..f.prefix_blocks.min(rec.hash_ids.len())]);
-                prefix = prefix.max(avail);
-            }
+            // `decide` checked that `f.from` exists; only what the source
+            // really holds can be fetched.
+            let src = &mut self.state.prefill[f.from];
+            let avail = src
+                .cache
+                .touch(&rec.hash_ids[..f.prefix_blocks.min(rec.hash_ids.len())]);
+            prefix = prefix.max(avail);
         }
         self.state.prefill[p].cache.touch(&rec.hash_ids[..local]);
         // A policy may reuse less than it could (to hide the KV transfer

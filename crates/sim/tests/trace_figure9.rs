@@ -6,8 +6,8 @@
 //! are recorded in the crate README ("Figure 9").
 
 use mooncake_conductor::cache::PolicyKind;
-use mooncake_conductor::trace::hitrate::{figure9, FIGURE9_CAPACITIES_TOKENS};
-use mooncake_conductor::trace::{published_trace, TraceReader};
+use mooncake_sim::trace::hitrate::{figure9, FIGURE9_CAPACITIES_TOKENS};
+use mooncake_sim::trace::{published_trace, TraceReader};
 use std::path::PathBuf;
 
 fn conversation_trace() -> PathBuf {

@@ -3,7 +3,7 @@
 //! rejection, with Mooncake's own decode check off so the admission rule
 //! alone decides (as in `mooncake sim sweep`'s rejection experiment).
 //!
-//! `cargo run --release -p mooncake-conductor --example admission_compare -- \
+//! `cargo run --release -p mooncake-sim --example admission_compare -- \
 //!     [PREFILL DECODE SPEEDUP WAIT_LIMIT_S THRESHOLD [COST_CONFIG]]` (default
 //!     `8 8 2 0 1.0`, the report's 8P8D at 2×; a wait limit of 0 is the
 //!     wait that alone breaks a request's TBT SLO).
@@ -18,9 +18,9 @@
 use mooncake_conductor::cost::CostConfig;
 use mooncake_conductor::policy::admission::{Admission, AdmissionMode};
 use mooncake_conductor::policy::PolicyName;
-use mooncake_conductor::sim::sweep::admission_policy;
-use mooncake_conductor::sim::{simulate, NoObserver, SimConfig};
-use mooncake_conductor::trace::{published_trace, TraceReader};
+use mooncake_sim::sim::sweep::admission_policy;
+use mooncake_sim::sim::{simulate, NoObserver, SimConfig};
+use mooncake_sim::trace::{published_trace, TraceReader};
 use std::path::Path;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -2,8 +2,8 @@
 #![allow(dead_code)]
 
 use mooncake_conductor::policy::{Policy, PolicyName};
-use mooncake_conductor::sim::{simulate, NoObserver, SimConfig, SimSummary};
-use mooncake_conductor::trace::{published_trace, read_trace, TraceRecord};
+use mooncake_sim::sim::{simulate, NoObserver, SimConfig, SimSummary};
+use mooncake_sim::trace::{published_trace, read_trace, TraceRecord};
 use std::path::PathBuf;
 use std::sync::OnceLock;
 

@@ -2,8 +2,8 @@
 //! paper's Table 2 gives for it, and loader errors on a malformed file.
 
 use mooncake_conductor::cache::PolicyKind;
-use mooncake_conductor::trace::stats::{compute_stats, StatsConfig};
-use mooncake_conductor::trace::{plots::write_plots, published_trace, read_trace, TraceReader};
+use mooncake_sim::trace::stats::{compute_stats, StatsConfig};
+use mooncake_sim::trace::{plots::write_plots, published_trace, read_trace, TraceReader};
 use std::path::PathBuf;
 
 fn conversation_trace() -> PathBuf {

@@ -1,7 +1,7 @@
 //! The README's comparison tables from the conversation trace (or any
 //! trace), one table per argument.
 //!
-//! `cargo run --release -p mooncake-conductor --example paper_tables -- \
+//! `cargo run --release -p mooncake-sim --example paper_tables -- \
 //!     TABLE [TRACE]` with `TABLE` one of `fig5` (average TTFT, 16P),
 //! `fig10` (global vs local cache, 10P, output 1), `goodput` (every policy
 //! × load, placement only and with the `slo` rule, 12P+4D), `util`
@@ -12,9 +12,9 @@
 
 use mooncake_conductor::policy::admission::{Admission, AdmissionMode};
 use mooncake_conductor::policy::PolicyName;
-use mooncake_conductor::sim::{simulate, NoObserver, SimConfig, SimSummary};
-use mooncake_conductor::trace::synth::{Preset, SynthConfig};
-use mooncake_conductor::trace::{published_trace, read_trace, TraceRecord};
+use mooncake_sim::sim::{simulate, NoObserver, SimConfig, SimSummary};
+use mooncake_sim::trace::synth::{Preset, SynthConfig};
+use mooncake_sim::trace::{published_trace, read_trace, TraceRecord};
 use std::path::PathBuf;
 
 fn run(trace: &[TraceRecord], p: PolicyName, cfg: &SimConfig) -> SimSummary {

@@ -1,12 +1,12 @@
 //! Prints the paper's Figure 9 (prefix-cache hit ratio vs capacity, request
 //! order) for a trace and writes the SVG plot.
 //!
-//! `cargo run --release -p mooncake-conductor --example trace_figure9 [TRACE] [OUT.svg]`
+//! `cargo run --release -p mooncake-sim --example trace_figure9 [TRACE] [OUT.svg]`
 //! (default: the published conversation trace, `figure9.svg`).
 
 use mooncake_conductor::cache::PolicyKind;
-use mooncake_conductor::trace::hitrate::{figure9, FIGURE9_CAPACITIES_TOKENS};
-use mooncake_conductor::trace::{published_trace, TraceReader};
+use mooncake_sim::trace::hitrate::{figure9, FIGURE9_CAPACITIES_TOKENS};
+use mooncake_sim::trace::{published_trace, TraceReader};
 use std::path::PathBuf;
 use std::time::Instant;
 

@@ -8,7 +8,7 @@
 //! non-positive ones on log axes) are skipped rather than drawn wrongly.
 //!
 //! ```
-//! use mooncake_conductor::plot::{LineChart, Scale};
+//! use mooncake_sim::plot::{LineChart, Scale};
 //! let svg = LineChart::new("Hit ratio vs capacity")
 //!     .x_label("capacity (tokens)")
 //!     .y_label("hit ratio")
