@@ -1,0 +1,10 @@
+//! Mooncake's configuration mechanisms, owned here once for every component:
+//!
+//! - [`units`]: the one parser and printer of human-written sizes (`1.5GiB`, `64KB`) and
+//!   durations (`500ms`, `2s`), used by every flag, configuration file and the Python module.
+//!
+//! This crate is at the bottom of the workspace: it depends on no other Mooncake crate.
+
+pub mod units;
+
+pub use units::{format_size, parse_duration, parse_size, parse_size_usize, UnitError};
