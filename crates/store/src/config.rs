@@ -79,7 +79,9 @@ pub struct MasterConfig {
     pub http_metadata_server_host: String,
     /// A put_start not ended or revoked within this many seconds is released.
     pub put_start_discard_timeout_sec: u64,
-    /// Largest piece (bytes); larger objects are striped across segments.
+    /// Largest piece (bytes, or a size such as `"16MiB"`); larger objects are striped
+    /// across segments.
+    #[serde(with = "mooncake_config::units::serde_size")]
     pub max_slice_size: u64,
     /// Period of the background ticker (expiry, eviction), milliseconds.
     pub tick_interval_ms: u64,
@@ -229,7 +231,10 @@ impl MasterConfig {
             "http_metadata_server_port" => self.http_metadata_server_port = num(name, v)?,
             "http_metadata_server_host" => self.http_metadata_server_host = v.to_string(),
             "put_start_discard_timeout_sec" => self.put_start_discard_timeout_sec = num(name, v)?,
-            "max_slice_size" => self.max_slice_size = num(name, v)?,
+            "max_slice_size" => {
+                self.max_slice_size = mooncake_config::parse_size(v)
+                    .map_err(|e| ConfigError::Invalid(name.into(), e.to_string()))?
+            }
             "tick_interval_ms" => self.tick_interval_ms = num(name, v)?,
             "snapshot_dir" => self.snapshot_dir = v.to_string(),
             "snapshot_interval_ops" => self.snapshot_interval_ops = num(name, v)?,

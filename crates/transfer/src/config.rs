@@ -112,17 +112,19 @@ pub struct TransferEngineConfig {
     pub protocols: Vec<Protocol>,
     /// When set, peers must present the same token to connect.
     pub cluster_token: Option<String>,
-    /// Requests longer than this are split into slices spread over connections.
+    /// Requests longer than this are split into slices spread over connections
+    /// (bytes, or a size string such as `"1MiB"`).
+    #[serde(with = "mooncake_config::units::serde_size")]
     pub slice_size: usize,
     /// Retries of a failed slice (on another connection or transport).
     pub retry_count: u32,
     /// Deadline of one request, from submission to completion.
-    #[serde(with = "duration_ms")]
+    #[serde(with = "mooncake_config::units::serde_duration_ms")]
     pub transfer_timeout: Duration,
     /// Pooled tcp connections per peer.
     pub connections_per_peer: usize,
     /// Timeout for connecting to a peer (and for the handshake).
-    #[serde(with = "duration_ms")]
+    #[serde(with = "mooncake_config::units::serde_duration_ms")]
     pub connect_timeout: Duration,
     /// RDMA devices to use (the reference's `device_name`, e.g. `mlx5_0,mlx5_1`);
     /// empty: `MC_RDMA_DEVICES`, else every device with an active port.
@@ -191,7 +193,8 @@ impl TransferEngineConfig {
             self.cluster_token = Some(v);
         }
         if let Some(v) = var("MC_SLICE_SIZE") {
-            self.slice_size = num("MC_SLICE_SIZE", v)? as usize;
+            self.slice_size = mooncake_config::parse_size_usize(&v)
+                .map_err(|e| TransferError::InvalidConfig(format!("MC_SLICE_SIZE: {e}")))?;
         }
         if let Some(v) = var("MC_RETRY_COUNT") {
             self.retry_count = num("MC_RETRY_COUNT", v)? as u32;
@@ -208,21 +211,6 @@ impl TransferEngineConfig {
     /// Load from a TOML document (missing fields take their defaults).
     pub fn from_toml(text: &str) -> Result<Self, TransferError> {
         toml::from_str(text).map_err(|e| TransferError::InvalidConfig(e.to_string()))
-    }
-}
-
-/// Durations as integer milliseconds in configuration files.
-mod duration_ms {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(d.as_millis() as u64)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        Ok(Duration::from_millis(u64::deserialize(d)?))
     }
 }
 

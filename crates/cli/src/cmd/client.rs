@@ -12,7 +12,7 @@
 use std::io::{Read, Write};
 
 use anyhow::{bail, Context};
-use mooncake_store::client::{Client, ClientConfig};
+use mooncake_store::client::{Client, ClientConfig, ClientError};
 use mooncake_store::ReplicateConfig;
 
 /// How to reach a cluster (shared by `client`, `store-node` and `bench store`).
@@ -115,9 +115,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     let mut cfg = args.conn.config()?;
     cfg.global_segment_size = 0;
+    let master = cfg.master_server_addr.clone();
     let client = Client::connect(cfg)
         .await
-        .context("connecting to the store")?;
+        .with_context(|| format!("connecting to the store (master {master}, --master)"))?;
     let result = op(&client, args.op).await;
     client.close().await.ok();
     result
@@ -145,14 +146,20 @@ async fn op(client: &Client, op: Op) -> anyhow::Result<()> {
                 ..ReplicateConfig::default()
             };
             if upsert {
-                client.upsert(&key, &data, &cfg).await?;
+                client
+                    .upsert(&key, &data, &cfg)
+                    .await
+                    .map_err(|e| named(e, &key))?;
             } else {
-                client.put(&key, &data, &cfg).await?;
+                client
+                    .put(&key, &data, &cfg)
+                    .await
+                    .map_err(|e| named(e, &key))?;
             }
             eprintln!("stored {key} ({} bytes)", data.len());
         }
         Op::Get { key, output } => {
-            let v = client.get(&key).await?;
+            let v = client.get(&key).await.map_err(|e| named(e, &key))?;
             match output {
                 Some(path) if path != "-" => {
                     std::fs::write(&path, &v).with_context(|| format!("writing {path}"))?
@@ -171,7 +178,7 @@ async fn op(client: &Client, op: Op) -> anyhow::Result<()> {
             force,
         } => {
             if let Some(k) = key {
-                client.remove(&k, force).await?;
+                client.remove(&k, force).await.map_err(|e| named(e, &k))?;
                 eprintln!("removed {k}");
             } else if let Some(r) = regex {
                 let n = client.remove_by_regex(&r, force).await?;
@@ -186,6 +193,15 @@ async fn op(client: &Client, op: Op) -> anyhow::Result<()> {
         Op::Ls { .. } => unreachable!("handled before connecting"),
     }
     Ok(())
+}
+
+/// A store error about `key`, as one line that names it (`key 'x' not found`).
+fn named(e: ClientError, key: &str) -> anyhow::Error {
+    if e.is_not_found() {
+        anyhow::anyhow!("key '{key}' not found")
+    } else {
+        anyhow::Error::new(e).context(format!("key '{key}'"))
+    }
 }
 
 async fn ls(base: &str, prefix: &str) -> anyhow::Result<()> {

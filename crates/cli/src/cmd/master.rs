@@ -68,7 +68,7 @@ pub struct Args {
     #[arg(long = "put_start_discard_timeout_sec")]
     pub put_start_discard_timeout_sec: Option<u64>,
     /// Largest piece in bytes; larger objects are striped [default: 16777216].
-    #[arg(long = "max_slice_size")]
+    #[arg(long = "max_slice_size", value_name = "SIZE", value_parser = mooncake_config::parse_size)]
     pub max_slice_size: Option<u64>,
     /// Period of expiry/eviction checks in ms [default: 100].
     #[arg(long = "tick_interval_ms")]

@@ -13,7 +13,9 @@ use anyhow::Context;
 use mooncake_store::client::{Client, ClientConfig};
 use mooncake_store::client_service::{serve, DEFAULT_PORT};
 
-use super::store_node::{parse_size_arg, wait_for_shutdown};
+use mooncake_config::parse_size;
+
+use super::store_node::wait_for_shutdown;
 
 /// Flags of `mooncake real-client` (the reference's standalone client's
 /// names; the dashed spellings work too). Precedence: built-in defaults <
@@ -32,10 +34,10 @@ pub struct Args {
     #[arg(long)]
     pub config: Option<std::path::PathBuf>,
     /// Bytes this process contributes to the pool (`4GB`, `512MiB`, ...) [default: 1GiB].
-    #[arg(long = "global_segment_size", alias = "global-segment-size", value_parser = parse_size_arg)]
+    #[arg(long = "global_segment_size", alias = "global-segment-size", value_name = "SIZE", value_parser = parse_size)]
     pub global_segment_size: Option<u64>,
     /// Staging buffer for dummies' plain-bytes put/get [default: 64MiB].
-    #[arg(long = "local_buffer_size", alias = "local-buffer-size", value_parser = parse_size_arg)]
+    #[arg(long = "local_buffer_size", alias = "local-buffer-size", value_name = "SIZE", value_parser = parse_size)]
     pub local_buffer_size: Option<u64>,
     /// Master RPC address [default: 127.0.0.1:50051].
     #[arg(

@@ -10,6 +10,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
+use mooncake_config::parse_size_usize;
 use mooncake_transfer::{Protocol, TransferEngine, TransferEngineConfig};
 
 /// Flags of this subcommand.
@@ -22,7 +23,7 @@ pub struct Args {
     #[arg(long)]
     pub metadata: Option<String>,
     /// Size of the served buffer (e.g. 64MiB, 1GiB, 4096).
-    #[arg(long, default_value = "64MiB", value_parser = parse_size)]
+    #[arg(long, default_value = "64MiB", value_name = "SIZE", value_parser = parse_size_usize)]
     pub size: usize,
     /// Enabled transports, comma-separated (tcp,shm).
     #[arg(long)]
@@ -33,23 +34,6 @@ pub struct Args {
     /// TOML file with a TransferEngineConfig.
     #[arg(long)]
     pub config: Option<PathBuf>,
-}
-
-/// Parse `64MiB`, `1GiB`, `512KiB`, `4k`, `1000`.
-pub(crate) fn parse_size(s: &str) -> Result<usize, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: usize = num.parse().map_err(|_| format!("bad size {s:?}"))?;
-    let mult: usize = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kib" | "kb" => 1 << 10,
-        "m" | "mib" | "mb" => 1 << 20,
-        "g" | "gib" | "gb" => 1 << 30,
-        other => return Err(format!("unknown size unit {other:?} in {s:?}")),
-    };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("size {s:?} overflows"))
 }
 
 fn build_config(args: &Args) -> anyhow::Result<TransferEngineConfig> {
@@ -114,18 +98,4 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     drop(buffer);
     engine.shutdown().await;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_size;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
-        assert_eq!(parse_size("4k"), Ok(4096));
-        assert_eq!(parse_size("1000"), Ok(1000));
-        assert!(parse_size("12XB").is_err());
-        assert!(parse_size("MiB").is_err());
-    }
 }

@@ -16,7 +16,9 @@ use mooncake_store::master::server::MasterServer;
 use mooncake_store::MasterConfig;
 
 use super::store_node::wait_for_shutdown;
-use super::up::{default_segment_size, human_bytes, start_storage_node, Args};
+use mooncake_config::format_size;
+
+use super::up::{default_segment_size, start_storage_node, Args};
 
 /// The `etcd` binary: `MOONCAKE_ETCD_BIN`, else the first `etcd` on `PATH`.
 pub fn find_etcd() -> anyhow::Result<PathBuf> {
@@ -170,7 +172,7 @@ pub async fn run(args: Args, n: usize) -> anyhow::Result<()> {
             writeln!(
                 out,
                 "  storage segment: {segment}, {}",
-                human_bytes(segment_size)
+                format_size(segment_size)
             )?;
         }
         writeln!(out)?;
