@@ -178,7 +178,8 @@ pub mod serde_size {
 }
 
 /// Serde for a duration field: reads an integer (milliseconds, the unit the reference's files
-/// use) or a string in [`parse_duration`]'s spellings (`"5s"`), writes integer milliseconds.
+/// use) or a string in [`parse_duration`]'s spellings (`"5s"`; a bare number in a string is
+/// milliseconds too), writes integer milliseconds.
 pub mod serde_duration_ms {
     use super::*;
     use serde::de::{self, Deserializer, Visitor};
@@ -204,7 +205,11 @@ pub mod serde_duration_ms {
                     .map_err(|_| E::custom(format!("invalid duration {v}: negative")))
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Duration, E> {
-                parse_duration(v).map_err(E::custom)
+                // A bare number means milliseconds here, as the integer form does.
+                match v.trim().parse::<u64>() {
+                    Ok(ms) => Ok(Duration::from_millis(ms)),
+                    Err(_) => parse_duration(v).map_err(E::custom),
+                }
             }
         }
         d.deserialize_any(V)
