@@ -212,16 +212,25 @@ fn merged<T: DeserializeOwned>(defaults: &Table, over: &Table) -> Result<T, Stri
     toml::from_str(&text).map_err(|e| one_line(&e.to_string()))
 }
 
-/// toml's multi-line error report as one line: its message, without the source excerpt.
+/// toml's multi-line error report as one line: the key its excerpt shows, and its message.
 fn one_line(msg: &str) -> String {
     let lines: Vec<&str> = msg.lines().map(str::trim).collect();
-    // The message proper is the last non-empty line that is not part of the excerpt.
-    lines
+    let excerpt = |l: &&str| l.starts_with('|') || l.contains(" | ") || l.starts_with('^');
+    let text = lines
         .iter()
         .rev()
-        .find(|l| !l.is_empty() && !l.starts_with('|') && !l.contains(" | ") && !l.starts_with('^'))
+        .find(|l| !l.is_empty() && !excerpt(l))
         .map(|l| l.to_string())
-        .unwrap_or_else(|| msg.trim().to_string())
+        .unwrap_or_else(|| msg.trim().to_string());
+    let key = lines
+        .iter()
+        .filter_map(|l| l.split_once(" | ")?.1.split_once(" = "))
+        .map(|(k, _)| k.trim())
+        .next();
+    match key {
+        Some(k) if !text.contains(k) => format!("{k}: {text}"),
+        _ => text,
+    }
 }
 
 /// Overlay `over` onto `base`; tables merge key by key, anything else replaces.

@@ -8,17 +8,19 @@
 //! `--snapshot_dir` makes a lone master durable; `--enable_ha --etcd_endpoints
 //! --cluster_id` runs it as one of several masters elected through etcd.
 
-use anyhow::Context;
 use clap::builder::BoolishValueParser;
 use mooncake_store::master::MasterServer;
 use mooncake_store::MasterConfig;
 use std::path::PathBuf;
 
-/// Flags of `mooncake master` (reference names and spellings).
-#[derive(clap::Args, Debug, Default)]
+/// Flags of `mooncake master` (reference names and spellings). They are the top layer of
+/// [`MasterConfig::load`], by field name: a flag that is not a `MasterConfig` field must be
+/// `#[serde(skip)]`.
+#[derive(clap::Args, Debug, Default, serde::Serialize)]
 pub struct Args {
     /// TOML file with any of the options below (keys = flag names).
     #[arg(long)]
+    #[serde(skip)]
     pub config: Option<PathBuf>,
     /// RPC bind address.
     #[arg(long = "rpc_address")]
@@ -98,18 +100,25 @@ pub struct Args {
     pub advertise_address: Option<String>,
 
     // Reference flags for features not implemented here: accepted, ignored.
+    #[serde(skip)]
     #[arg(long = "enable_gc", hide = true, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub enable_gc: Option<String>,
+    #[serde(skip)]
     #[arg(long = "enable_metric_reporting", hide = true, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub enable_metric_reporting: Option<String>,
+    #[serde(skip)]
     #[arg(long = "rpc_enable_tcp_no_delay", hide = true, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub rpc_enable_tcp_no_delay: Option<String>,
+    #[serde(skip)]
     #[arg(long = "rpc_thread_num", hide = true)]
     pub rpc_thread_num: Option<String>,
+    #[serde(skip)]
     #[arg(long = "rpc_conn_timeout_seconds", hide = true)]
     pub rpc_conn_timeout_seconds: Option<String>,
+    #[serde(skip)]
     #[arg(long = "memory_allocator", hide = true)]
     pub memory_allocator: Option<String>,
+    #[serde(skip)]
     #[arg(long = "root_fs_dir", hide = true)]
     pub root_fs_dir: Option<String>,
 }
@@ -117,76 +126,7 @@ pub struct Args {
 impl Args {
     /// The effective configuration: defaults < file < env < flags.
     pub fn to_config(&self) -> anyhow::Result<MasterConfig> {
-        let mut cfg = match &self.config {
-            Some(p) => MasterConfig::from_toml_file(p)?,
-            None => MasterConfig::default(),
-        };
-        cfg.apply_env(std::env::vars())?;
-        let flags: [(&str, Option<String>); 24] = [
-            ("rpc_address", self.rpc_address.clone()),
-            ("rpc_port", self.rpc_port.map(|v| v.to_string())),
-            (
-                "eviction_high_watermark_ratio",
-                self.eviction_high_watermark_ratio.map(|v| v.to_string()),
-            ),
-            ("eviction_ratio", self.eviction_ratio.map(|v| v.to_string())),
-            (
-                "default_kv_lease_ttl",
-                self.default_kv_lease_ttl.map(|v| v.to_string()),
-            ),
-            (
-                "default_kv_soft_pin_ttl",
-                self.default_kv_soft_pin_ttl.map(|v| v.to_string()),
-            ),
-            (
-                "allow_evict_soft_pinned_objects",
-                self.allow_evict_soft_pinned_objects.map(|v| v.to_string()),
-            ),
-            ("client_ttl", self.client_ttl.map(|v| v.to_string())),
-            ("allocation_strategy", self.allocation_strategy.clone()),
-            (
-                "enable_http_metadata_server",
-                self.enable_http_metadata_server.map(|v| v.to_string()),
-            ),
-            (
-                "http_metadata_server_port",
-                self.http_metadata_server_port.map(|v| v.to_string()),
-            ),
-            (
-                "http_metadata_server_host",
-                self.http_metadata_server_host.clone(),
-            ),
-            ("metrics_port", self.metrics_port.map(|v| v.to_string())),
-            ("metrics_host", self.metrics_host.clone()),
-            (
-                "put_start_discard_timeout_sec",
-                self.put_start_discard_timeout_sec.map(|v| v.to_string()),
-            ),
-            ("max_slice_size", self.max_slice_size.map(|v| v.to_string())),
-            (
-                "tick_interval_ms",
-                self.tick_interval_ms.map(|v| v.to_string()),
-            ),
-            ("snapshot_dir", self.snapshot_dir.clone()),
-            (
-                "snapshot_interval_ops",
-                self.snapshot_interval_ops.map(|v| v.to_string()),
-            ),
-            ("enable_ha", self.enable_ha.map(|v| v.to_string())),
-            ("etcd_endpoints", self.etcd_endpoints.clone()),
-            ("cluster_id", self.cluster_id.clone()),
-            (
-                "ha_lease_ttl_sec",
-                self.ha_lease_ttl_sec.map(|v| v.to_string()),
-            ),
-            ("advertise_address", self.advertise_address.clone()),
-        ];
-        for (name, v) in flags {
-            if let Some(v) = v {
-                cfg.set(name, &v).with_context(|| format!("--{name}"))?;
-            }
-        }
-        cfg.validate()?;
+        let cfg = MasterConfig::load(self.config.as_deref(), std::env::vars(), self)?;
         for (name, v) in [
             ("enable_gc", &self.enable_gc),
             ("enable_metric_reporting", &self.enable_metric_reporting),

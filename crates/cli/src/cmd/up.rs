@@ -20,7 +20,7 @@ use mooncake_store::client::{Client, ClientConfig};
 use mooncake_store::master::server::MasterServer;
 use mooncake_store::MasterConfig;
 
-use mooncake_config::{format_size, parse_size};
+use mooncake_config::{format_size, parse_size, NoFlags};
 
 use super::store_node::wait_for_shutdown;
 
@@ -128,11 +128,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         return super::up_ha::run(args, n).await;
     }
     check_ports_free(&args)?;
-    let mut cfg = match &args.config {
-        Some(p) => MasterConfig::from_toml_file(p)?,
-        None => MasterConfig::default(),
-    };
-    cfg.apply_env(std::env::vars())?;
+    // Master settings: defaults < --config < MOONCAKE_MASTER_*; up's own flags below win.
+    let mut cfg = MasterConfig::load(args.config.as_deref(), std::env::vars(), &NoFlags {})?;
     cfg.rpc_address = args.host.clone();
     cfg.rpc_port = args.rpc_port;
     cfg.metrics_host = args.host.clone();

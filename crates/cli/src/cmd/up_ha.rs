@@ -16,7 +16,7 @@ use mooncake_store::master::server::MasterServer;
 use mooncake_store::MasterConfig;
 
 use super::store_node::wait_for_shutdown;
-use mooncake_config::format_size;
+use mooncake_config::{format_size, NoFlags};
 
 use super::up::{default_segment_size, start_storage_node, Args};
 
@@ -127,11 +127,7 @@ pub async fn run(args: Args, n: usize) -> anyhow::Result<()> {
         bail!("--ha needs at least one master");
     }
     let etcd = LocalEtcd::start(&args.host).await?;
-    let mut base = match &args.config {
-        Some(p) => MasterConfig::from_toml_file(p)?,
-        None => MasterConfig::default(),
-    };
-    base.apply_env(std::env::vars())?;
+    let mut base = MasterConfig::load(args.config.as_deref(), std::env::vars(), &NoFlags {})?;
     base.enable_ha = true;
     base.etcd_endpoints = etcd.endpoint.clone();
     base.enable_http_metadata_server = false;
