@@ -104,14 +104,7 @@ impl Layers {
         T: Serialize + DeserializeOwned + Default,
         F: Serialize + ?Sized,
     {
-        let text = match file {
-            Some(p) => Some((
-                p.display().to_string(),
-                std::fs::read_to_string(p)
-                    .map_err(|e| ConfigError::Io(p.display().to_string(), e))?,
-            )),
-            None => None,
-        };
+        let text = read(file)?;
         self.load_str(
             text.as_ref().map(|(n, t)| (n.as_str(), t.as_str())),
             env,
@@ -130,7 +123,56 @@ impl Layers {
         T: Serialize + DeserializeOwned + Default,
         F: Serialize + ?Sized,
     {
-        let defaults = Table::try_from(T::default())
+        self.assemble(&T::default(), file, env, flags)
+    }
+
+    /// Apply only the environment layer to `base` (settings already made in code, which the
+    /// environment overrides): for callers that have no file or flags of their own.
+    pub fn apply_env<T>(
+        &self,
+        base: &T,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<T, ConfigError>
+    where
+        T: Serialize + DeserializeOwned,
+    {
+        self.assemble(base, None, env, &NoFlags {})
+    }
+
+    /// [`Layers::load`] over `base` instead of `T::default()` (a command whose own defaults
+    /// differ from the struct's, such as a segment defaulting to `P2PHANDSHAKE`).
+    pub fn load_over<T, F>(
+        &self,
+        base: &T,
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        flags: &F,
+    ) -> Result<T, ConfigError>
+    where
+        T: Serialize + DeserializeOwned,
+        F: Serialize + ?Sized,
+    {
+        let text = read(file)?;
+        self.assemble(
+            base,
+            text.as_ref().map(|(n, t)| (n.as_str(), t.as_str())),
+            env,
+            flags,
+        )
+    }
+
+    fn assemble<T, F>(
+        &self,
+        base: &T,
+        file: Option<(&str, &str)>,
+        env: impl IntoIterator<Item = (String, String)>,
+        flags: &F,
+    ) -> Result<T, ConfigError>
+    where
+        T: Serialize + DeserializeOwned,
+        F: Serialize + ?Sized,
+    {
+        let defaults = Table::try_from(base)
             .map_err(|e| ConfigError::Invalid(format!("{} defaults: {e}", self.component)))?;
         let mut doc = defaults.clone();
         // Which layer set each top-level key, for error messages.
@@ -202,6 +244,14 @@ impl Layers {
             }
         })
     }
+}
+
+/// The file's `(name, text)`, if there is one.
+fn read(file: Option<&Path>) -> Result<Option<(String, String)>, ConfigError> {
+    let Some(p) = file else { return Ok(None) };
+    let name = p.display().to_string();
+    let text = std::fs::read_to_string(p).map_err(|e| ConfigError::Io(name.clone(), e))?;
+    Ok(Some((name, text)))
 }
 
 /// Deserialize `defaults` overlaid with `over` (to check one layer on its own).
@@ -379,6 +429,16 @@ mod tests {
         );
         assert!(d.enabled);
         assert_eq!(d.protocols, ["tcp", "shm"]);
+
+        // The environment over settings made in code.
+        let base = Demo {
+            port: 1,
+            ..Demo::default()
+        };
+        let d = LAYERS
+            .apply_env(&base, env(&[("MOONCAKE_DEMO_ENABLED", "1")]))
+            .unwrap();
+        assert_eq!((d.port, d.enabled), (1, true));
 
         // The prefixed variable wins over the alias.
         let d: Demo = LAYERS

@@ -13,55 +13,47 @@ use anyhow::Context;
 use mooncake_config::parse_size_usize;
 use mooncake_transfer::{Protocol, TransferEngine, TransferEngineConfig};
 
-/// Flags of this subcommand.
-#[derive(clap::Args, Debug)]
+/// Flags of this subcommand: the top layer of [`TransferEngineConfig::load`], by field name
+/// (a flag that is not an engine setting is `#[serde(skip)]`).
+#[derive(clap::Args, Debug, serde::Serialize)]
 pub struct Args {
     /// `host` or `host:port` to serve on (port 0: pick a free one).
     #[arg(long)]
     pub local_hostname: Option<String>,
-    /// Metadata connection string (`P2PHANDSHAKE`, `http://..`, `etcd://..`, `redis://..`).
+    /// Metadata connection string (`P2PHANDSHAKE`, `http://..`, `etcd://..`, `redis://..`)
+    /// [default: P2PHANDSHAKE].
     #[arg(long)]
+    #[serde(rename = "metadata_server")]
     pub metadata: Option<String>,
     /// Size of the served buffer (e.g. 64MiB, 1GiB, 4096).
     #[arg(long, default_value = "64MiB", value_name = "SIZE", value_parser = parse_size_usize)]
+    #[serde(skip)]
     pub size: usize,
     /// Enabled transports, comma-separated (tcp,shm).
-    #[arg(long)]
-    pub protocol: Option<String>,
+    #[arg(long, value_delimiter = ',')]
+    #[serde(rename = "protocols")]
+    pub protocol: Option<Vec<Protocol>>,
     /// Cluster token peers must present.
     #[arg(long)]
+    #[serde(rename = "cluster_token")]
     pub token: Option<String>,
     /// TOML file with a TransferEngineConfig.
     #[arg(long)]
+    #[serde(skip)]
     pub config: Option<PathBuf>,
 }
 
+/// Defaults (with `P2PHANDSHAKE` metadata) < `--config` < environment < flags.
 fn build_config(args: &Args) -> anyhow::Result<TransferEngineConfig> {
-    let mut config = match &args.config {
-        Some(p) => {
-            let text =
-                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-            TransferEngineConfig::from_toml(&text)?
-        }
-        None => TransferEngineConfig {
-            metadata_server: mooncake_metadata::P2P_HANDSHAKE.into(),
-            ..Default::default()
-        },
+    let base = TransferEngineConfig {
+        metadata_server: mooncake_metadata::P2P_HANDSHAKE.into(),
+        ..Default::default()
     };
-    config.apply_env()?;
-    if let Some(h) = &args.local_hostname {
-        config.local_hostname = h.clone();
-    }
-    if let Some(m) = &args.metadata {
-        config.metadata_server = m.clone();
-    }
-    if let Some(p) = &args.protocol {
-        config.protocols = Protocol::parse_list(p)?;
-    }
-    if let Some(t) = &args.token {
-        config.cluster_token = Some(t.clone());
-    }
-    Ok(config)
+    Ok(TransferEngineConfig::load(
+        &base,
+        args.config.as_deref(),
+        args,
+    )?)
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {
@@ -98,4 +90,33 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     drop(buffer);
     engine.shutdown().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct T {
+        #[command(flatten)]
+        a: Args,
+    }
+
+    #[test]
+    fn flags_overlay_the_engine_config() {
+        let a = T::try_parse_from(["segment", "--protocol", "tcp", "--token", "k"])
+            .unwrap()
+            .a;
+        let c = build_config(&a).unwrap();
+        assert_eq!(c.protocols, vec![Protocol::Tcp]);
+        assert_eq!(c.cluster_token.as_deref(), Some("k"));
+        assert_eq!(c.metadata_server, mooncake_metadata::P2P_HANDSHAKE);
+        let a = T::try_parse_from(["segment", "--metadata", "http://h/metadata"])
+            .unwrap()
+            .a;
+        let c = build_config(&a).unwrap();
+        assert_eq!(c.metadata_server, "http://h/metadata");
+        assert_eq!(c.slice_size, TransferEngineConfig::default().slice_size);
+    }
 }
