@@ -15,36 +15,31 @@ use anyhow::{bail, Context};
 use mooncake_store::client::{Client, ClientConfig, ClientError};
 use mooncake_store::ReplicateConfig;
 
-/// How to reach a cluster (shared by `client`, `store-node` and `bench store`).
-#[derive(clap::Args, Debug, Clone)]
+/// How to reach a cluster (shared by `client`, `store-node` and `bench store`): the top
+/// layer of [`ClientConfig::load`], by field name. Unset flags fall back to the environment
+/// (`MASTER_SERVER`, `MC_METADATA_SERVER`, `LOCAL_HOSTNAME`, `PROTOCOL`,
+/// `MOONCAKE_CLIENT_<FIELD>`), then to `ClientConfig`'s defaults (the cluster of `mooncake up`).
+#[derive(clap::Args, Debug, Clone, Default, serde::Serialize)]
 pub struct ConnArgs {
     /// Master RPC address.
-    #[arg(long, env = "MASTER_SERVER", default_value = "127.0.0.1:50051")]
-    pub master: String,
+    #[arg(long)]
+    #[serde(rename = "master_server_addr")]
+    pub master: Option<String>,
     /// Metadata connection string.
-    #[arg(
-        long,
-        env = "MC_METADATA_SERVER",
-        default_value = "http://127.0.0.1:8080/metadata"
-    )]
-    pub metadata: String,
+    #[arg(long)]
+    #[serde(rename = "metadata_server")]
+    pub metadata: Option<String>,
     /// This process's Transfer Engine address (`host` or `host:port`).
-    #[arg(long, env = "LOCAL_HOSTNAME", default_value = "127.0.0.1")]
-    pub local_hostname: String,
+    #[arg(long)]
+    pub local_hostname: Option<String>,
     /// Transport between hosts.
-    #[arg(long, env = "PROTOCOL", default_value = "tcp")]
-    pub protocol: String,
+    #[arg(long)]
+    pub protocol: Option<String>,
 }
 
 impl ConnArgs {
     pub fn config(&self) -> anyhow::Result<ClientConfig> {
-        let mut cfg = ClientConfig::default();
-        cfg.apply_env()?;
-        cfg.master_server_addr = self.master.clone();
-        cfg.metadata_server = self.metadata.clone();
-        cfg.local_hostname = self.local_hostname.clone();
-        cfg.protocol = self.protocol.clone();
-        Ok(cfg)
+        Ok(ClientConfig::load(&ClientConfig::default(), None, self)?)
     }
 }
 

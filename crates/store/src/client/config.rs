@@ -6,13 +6,31 @@
 
 use std::time::Duration;
 
+use mooncake_config::Alias;
 use mooncake_transfer::{Protocol, TransferEngineConfig};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::error::{ClientError, Result};
 
+/// Where a store client's settings come from (the workspace's one configuration layer):
+/// `MOONCAKE_CLIENT_<FIELD>` and the reference's names `MASTER_SERVER` / `MOONCAKE_MASTER`,
+/// `MC_METADATA_SERVER`, `PROTOCOL` / `MOONCAKE_PROTOCOL`, `LOCAL_HOSTNAME`,
+/// `DEFAULT_KV_LEASE_TTL` (ms).
+pub const LAYERS: mooncake_config::Layers = mooncake_config::Layers {
+    component: "CLIENT",
+    aliases: &[
+        Alias::new("MASTER_SERVER", "master_server_addr"),
+        Alias::new("MOONCAKE_MASTER", "master_server_addr"),
+        Alias::new("MC_METADATA_SERVER", "metadata_server"),
+        Alias::new("PROTOCOL", "protocol"),
+        Alias::new("MOONCAKE_PROTOCOL", "protocol"),
+        Alias::new("LOCAL_HOSTNAME", "local_hostname"),
+        Alias::with_unit("DEFAULT_KV_LEASE_TTL", "lease_ttl", "ms"),
+    ],
+};
+
 /// Settings of one store client.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default)]
 pub struct ClientConfig {
     /// `host` or `host:port` of this client's Transfer Engine (port 0 / absent: free port).
@@ -72,30 +90,24 @@ impl ClientConfig {
         toml::from_str(s).map_err(|e| ClientError::InvalidParams(format!("client config: {e}")))
     }
 
-    /// Apply the reference's environment variables where set: `MASTER_SERVER`,
-    /// `MC_METADATA_SERVER`, `PROTOCOL`, `LOCAL_HOSTNAME`,
-    /// `DEFAULT_KV_LEASE_TTL` (ms).
+    /// Apply the environment over these settings (see [`LAYERS`]).
     pub fn apply_env(&mut self) -> Result<()> {
-        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        if let Some(v) = var("MASTER_SERVER") {
-            self.master_server_addr = v;
-        }
-        if let Some(v) = var("MC_METADATA_SERVER") {
-            self.metadata_server = v;
-        }
-        if let Some(v) = var("PROTOCOL") {
-            self.protocol = v;
-        }
-        if let Some(v) = var("LOCAL_HOSTNAME") {
-            self.local_hostname = v;
-        }
-        if let Some(v) = var("DEFAULT_KV_LEASE_TTL") {
-            let ms: u64 = v.parse().map_err(|_| {
-                ClientError::InvalidParams(format!("DEFAULT_KV_LEASE_TTL={v:?} is not a number"))
-            })?;
-            self.lease_ttl = Duration::from_millis(ms);
-        }
+        *self = LAYERS
+            .apply_env(&*self, std::env::vars())
+            .map_err(|e| ClientError::InvalidParams(e.to_string()))?;
         Ok(())
+    }
+
+    /// `base` (the caller's defaults) < `file` (TOML) < environment (see [`LAYERS`]) <
+    /// `flags` (a struct of `Option`s named as the fields).
+    pub fn load(
+        base: &Self,
+        file: Option<&std::path::Path>,
+        flags: &impl Serialize,
+    ) -> Result<Self> {
+        LAYERS
+            .load_over(base, file, std::env::vars(), flags)
+            .map_err(|e| ClientError::InvalidParams(e.to_string()))
     }
 
     pub(crate) fn validate(&self) -> Result<()> {
@@ -156,6 +168,18 @@ mod tests {
         assert_eq!(c.local_buffer_size, 1024);
         assert_eq!(c.lease_ttl, Duration::from_millis(200));
         assert_eq!(c.master_server_addr, "10.0.0.1:50051");
+        let env = [
+            ("MASTER_SERVER", "a:1"),
+            ("MOONCAKE_MASTER", "b:2"),
+            ("DEFAULT_KV_LEASE_TTL", "300"),
+            ("MOONCAKE_CLIENT_GLOBAL_SEGMENT_SIZE", "2GiB"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+        let e = LAYERS.apply_env(&c, env).unwrap();
+        assert_eq!(e.master_server_addr, "b:2", "the later alias wins");
+        assert_eq!(e.lease_ttl, Duration::from_millis(300));
+        assert_eq!(e.global_segment_size, 2 << 30);
+        assert_eq!(e.local_buffer_size, 1024, "unset: kept");
         let e = c.engine_config().unwrap();
         assert!(e.protocols.contains(&Protocol::Shm));
     }
