@@ -458,35 +458,18 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("x.toml") && e.contains("prot"), "{e}");
-        let e = LAYERS
-            .load_str::<Demo, _>(
-                None,
-                env(&[("MOONCAKE_DEMO_ENABLED", "maybe")]),
-                &NoFlags {},
-            )
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("MOONCAKE_DEMO_ENABLED") && e.contains("boolean"),
-            "{e}"
-        );
-        let e = LAYERS
-            .load_str::<Demo, _>(
-                None,
-                env(&[("MOONCAKE_DEMO_SEGMENT", "1 parsec")]),
-                &NoFlags {},
-            )
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("MOONCAKE_DEMO_SEGMENT") && e.contains("parsec"),
-            "{e}"
-        );
-        assert!(!e.contains('\n'), "one line: {e}");
-        let e = LAYERS
-            .load_str::<Demo, _>(None, env(&[("MOONCAKE_DEMO_PORT", "99999")]), &NoFlags {})
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("MOONCAKE_DEMO_PORT"), "{e}");
+        // (variable, value, a word the message must contain)
+        for (var, value, word) in [
+            ("MOONCAKE_DEMO_ENABLED", "maybe", "boolean"),
+            ("MOONCAKE_DEMO_SEGMENT", "1 parsec", "parsec"),
+            ("MOONCAKE_DEMO_PORT", "99999", "port"),
+        ] {
+            let e = LAYERS
+                .load_str::<Demo, _>(None, env(&[(var, value)]), &NoFlags {})
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(var) && e.contains(word), "{e}");
+            assert!(!e.contains('\n'), "one line: {e}");
+        }
     }
 }
