@@ -12,8 +12,9 @@
 mod cmd;
 #[cfg(test)]
 mod flag_units;
+mod help_defaults;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -101,7 +102,8 @@ fn init_tracing(cli: &Cli) {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let matches = help_defaults::add(Cli::command()).get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     init_tracing(&cli);
     match run(cli.command).await {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -22,13 +22,11 @@ use mooncake_store::ReplicateConfig;
 #[derive(clap::Args, Debug, Clone, Default, serde::Serialize)]
 pub struct ConnArgs {
     /// Master RPC address.
-    #[arg(long)]
-    #[serde(rename = "master_server_addr")]
-    pub master: Option<String>,
+    #[arg(long = "master", value_name = "ADDR")]
+    pub master_server_addr: Option<String>,
     /// Metadata connection string.
-    #[arg(long)]
-    #[serde(rename = "metadata_server")]
-    pub metadata: Option<String>,
+    #[arg(long = "metadata", value_name = "URL")]
+    pub metadata_server: Option<String>,
     /// This process's Transfer Engine address (`host` or `host:port`).
     #[arg(long)]
     pub local_hostname: Option<String>,

@@ -38,7 +38,7 @@ pub struct Args {
     #[arg(long)]
     #[serde(skip)]
     pub config: Option<std::path::PathBuf>,
-    /// Bytes this process contributes to the pool (`4GB`, `512MiB`, ...; 1GiB if unset).
+    /// Bytes this process contributes to the pool (`4GB`, `512MiB`, ...).
     #[arg(long = "global_segment_size", alias = "global-segment-size", value_name = "SIZE", value_parser = parse_size)]
     pub global_segment_size: Option<u64>,
     /// Staging buffer for dummies' plain-bytes put/get.
@@ -50,8 +50,7 @@ pub struct Args {
         alias = "master-server-address",
         alias = "master"
     )]
-    #[serde(rename = "master_server_addr")]
-    pub master_server_address: Option<String>,
+    pub master_server_addr: Option<String>,
     /// Metadata connection string (`http://host:port/metadata`, `etcd://...`,
     /// `P2PHANDSHAKE`).
     #[arg(
@@ -76,11 +75,19 @@ impl Args {
     /// The store client's settings: defaults, then the file, the
     /// environment, the flags.
     pub fn client_config(&self) -> anyhow::Result<ClientConfig> {
-        let base = ClientConfig {
-            global_segment_size: 1 << 30,
-            ..ClientConfig::default()
-        };
-        Ok(ClientConfig::load(&base, self.config.as_deref(), self)?)
+        Ok(ClientConfig::load(
+            &defaults(),
+            self.config.as_deref(),
+            self,
+        )?)
+    }
+}
+
+/// A real client's defaults: the store client's, with a 1 GiB segment.
+pub fn defaults() -> ClientConfig {
+    ClientConfig {
+        global_segment_size: 1 << 30,
+        ..ClientConfig::default()
     }
 }
 

@@ -20,37 +20,37 @@ pub struct Args {
     /// `host` or `host:port` to serve on (port 0: pick a free one).
     #[arg(long)]
     pub local_hostname: Option<String>,
-    /// Metadata connection string (`P2PHANDSHAKE`, `http://..`, `etcd://..`, `redis://..`)
-    /// [default: P2PHANDSHAKE].
-    #[arg(long)]
-    #[serde(rename = "metadata_server")]
-    pub metadata: Option<String>,
+    /// Metadata connection string (`P2PHANDSHAKE`, `http://..`, `etcd://..`, `redis://..`).
+    #[arg(long = "metadata", value_name = "URL")]
+    pub metadata_server: Option<String>,
     /// Size of the served buffer (e.g. 64MiB, 1GiB, 4096).
     #[arg(long, default_value = "64MiB", value_name = "SIZE", value_parser = parse_size_usize)]
     #[serde(skip)]
     pub size: usize,
     /// Enabled transports, comma-separated (tcp,shm).
-    #[arg(long, value_delimiter = ',')]
-    #[serde(rename = "protocols")]
-    pub protocol: Option<Vec<Protocol>>,
+    #[arg(long = "protocol", value_name = "PROTOCOL", value_delimiter = ',')]
+    pub protocols: Option<Vec<Protocol>>,
     /// Cluster token peers must present.
-    #[arg(long)]
-    #[serde(rename = "cluster_token")]
-    pub token: Option<String>,
+    #[arg(long = "token", value_name = "TOKEN")]
+    pub cluster_token: Option<String>,
     /// TOML file with a TransferEngineConfig.
     #[arg(long)]
     #[serde(skip)]
     pub config: Option<PathBuf>,
 }
 
-/// Defaults (with `P2PHANDSHAKE` metadata) < `--config` < environment < flags.
-fn build_config(args: &Args) -> anyhow::Result<TransferEngineConfig> {
-    let base = TransferEngineConfig {
+/// A segment's defaults: the engine's, with `P2PHANDSHAKE` metadata.
+pub fn defaults() -> TransferEngineConfig {
+    TransferEngineConfig {
         metadata_server: mooncake_metadata::P2P_HANDSHAKE.into(),
         ..Default::default()
-    };
+    }
+}
+
+/// [`defaults`] < `--config` < environment < flags.
+fn build_config(args: &Args) -> anyhow::Result<TransferEngineConfig> {
     Ok(TransferEngineConfig::load(
-        &base,
+        &defaults(),
         args.config.as_deref(),
         args,
     )?)
