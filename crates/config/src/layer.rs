@@ -295,6 +295,49 @@ fn merge(base: &mut Table, over: Table) {
     }
 }
 
+/// Serde for a field whose type parses itself from a string (`FromStr`, with its aliases and
+/// case rules), so files, variables and flags accept the same spellings:
+/// `#[serde(deserialize_with = "mooncake_config::layer::from_str")]`.
+pub fn from_str<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    let s = <String as serde::Deserialize>::deserialize(d)?;
+    s.parse().map_err(serde::de::Error::custom)
+}
+
+/// [`from_str`] for an `Option` field that may also be written as a number
+/// (`cache_tokens = 1000`, `MOONCAKE_ROUTER_CACHE_TOKENS=1000`):
+/// `#[serde(default, deserialize_with = "mooncake_config::layer::opt_from_str")]`.
+pub fn opt_from_str<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum Repr {
+        U(u64),
+        I(i64),
+        F(f64),
+        S(String),
+    }
+    let text = match <Option<Repr> as serde::Deserialize>::deserialize(d)? {
+        None => return Ok(None),
+        Some(Repr::U(n)) => n.to_string(),
+        Some(Repr::I(n)) => n.to_string(),
+        Some(Repr::F(x)) => x.to_string(),
+        Some(Repr::S(s)) => s,
+    };
+    text.trim()
+        .parse()
+        .map(Some)
+        .map_err(serde::de::Error::custom)
+}
+
 /// An environment value as the type the field has in the defaults.
 fn typed(default: Option<&Value>, v: &str) -> Result<Value, String> {
     let t = v.trim();
@@ -311,13 +354,15 @@ fn typed(default: Option<&Value>, v: &str) -> Result<Value, String> {
         Some(Value::Float(_)) => {
             Value::Float(t.parse().map_err(|_| "expected a number".to_string())?)
         }
+        // Comma-separated; empty entries are kept (`tcp://a,,tcp://c`), an empty value is [].
+        Some(Value::Array(_)) if t.is_empty() => Value::Array(Vec::new()),
         Some(Value::Array(items)) => Value::Array(
             t.split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(|s| typed(items.first(), s))
+                .map(|s| typed(items.first(), s.trim()))
                 .collect::<Result<_, _>>()?,
         ),
+        // Strings, and fields with no value in the defaults (an unset `Option`: a numeric one
+        // reads strings with [`from_str`]).
         _ => Value::String(v.to_string()),
     })
 }
