@@ -104,12 +104,7 @@ impl Layers {
         T: Serialize + DeserializeOwned + Default,
         F: Serialize + ?Sized,
     {
-        let text = read(file)?;
-        self.load_str(
-            text.as_ref().map(|(n, t)| (n.as_str(), t.as_str())),
-            env,
-            flags,
-        )
+        self.load_over(&T::default(), file, env, flags)
     }
 
     /// [`Layers::load`] with the file's `(name, text)` given.
