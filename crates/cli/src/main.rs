@@ -2,11 +2,19 @@
 //!
 //! Each subcommand lives in its own module under `cmd/` and exposes
 //! `Args` (its flags) and `async fn run(Args) -> anyhow::Result<()>`;
-//! this file only wires them together and sets up logging.
+//! this file only wires them together, sets up logging and prints errors.
+//!
+//! A failed command prints one line on stderr, `error: <what failed>: <why>` (the causes
+//! joined on one line, no backtrace) and exits 1; a bad flag is clap's own message (exit 2).
+//! Logs go to stderr: INFO by default, WARN for `mooncake client` (whose output is the
+//! answer); `-v` raises it (INFO, then DEBUG, TRACE), `MOONCAKE_LOG` / `RUST_LOG` override.
 
 mod cmd;
+#[cfg(test)]
+mod flag_units;
+mod help_defaults;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -15,6 +23,9 @@ use clap::{Parser, Subcommand};
     about = "Mooncake in Rust: a KVCache-centric platform for disaggregated LLM serving"
 )]
 struct Cli {
+    /// More log output (-v: info, -vv: debug, -vvv: trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
     #[command(subcommand)]
     command: Command,
 }
@@ -70,11 +81,19 @@ enum BenchCommand {
     Failover(cmd::bench_failover::Args),
 }
 
-fn init_tracing() {
+fn init_tracing(cli: &Cli) {
     use tracing_subscriber::EnvFilter;
+    // The client's output is its answer; its logs are noise unless asked for.
+    let quiet = matches!(cli.command, Command::Client(_));
+    let level = match (cli.verbose, quiet) {
+        (0, true) => "warn",
+        (0, false) | (1, _) => "info",
+        (2, _) => "debug",
+        _ => "trace",
+    };
     let filter = EnvFilter::try_from_env("MOONCAKE_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+        .unwrap_or_else(|_| EnvFilter::new(level));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -82,10 +101,37 @@ fn init_tracing() {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    init_tracing();
-    let cli = Cli::parse();
-    match cli.command {
+async fn main() -> std::process::ExitCode {
+    let matches = help_defaults::add(Cli::command()).get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    init_tracing(&cli);
+    match run(cli.command).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", one_line(&e));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and its causes on one line, never a backtrace; a cause whose text its parent
+/// already includes (`thiserror`'s `"{0}"` with `#[source]`) is not repeated.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            if !line.is_empty() {
+                line.push_str(": ");
+            }
+            line.push_str(&text);
+        }
+    }
+    line
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Up(a) => cmd::up::run(a).await,
         Command::Master(a) => cmd::master::run(a).await,
         Command::MetadataServer(a) => cmd::metadata_server::run(a).await,
@@ -106,5 +152,20 @@ async fn main() -> anyhow::Result<()> {
         Command::StoreNode(a) => cmd::store_node::run(a).await,
         Command::RealClient(a) => cmd::real_client::run(a).await,
         Command::P2p(a) => cmd::p2p::run(a).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn errors_print_on_one_line_without_repeats() {
+        // As a thiserror `"cannot bind rpc: {0}"` with `#[source]` prints.
+        let e = anyhow::anyhow!("Address already in use")
+            .context("cannot bind rpc: Address already in use")
+            .context("starting the master");
+        assert_eq!(
+            super::one_line(&e),
+            "starting the master: cannot bind rpc: Address already in use"
+        );
     }
 }

@@ -1,7 +1,8 @@
 //! [`MasterConfig`]: every knob of the master, with the reference's `mooncake_master` flag
-//! names. Sources, later ones winning: defaults, a TOML file ([`MasterConfig::from_toml_file`]),
-//! environment variables `MOONCAKE_MASTER_<NAME>` ([`MasterConfig::apply_env`]), command-line
-//! flags (the CLI calls [`MasterConfig::set`] with the same names).
+//! names. [`MasterConfig::load`] assembles it through the workspace's one configuration layer
+//! (`mooncake_config::layer`): defaults, a TOML file, environment variables
+//! `MOONCAKE_MASTER_<NAME>`, command-line flags (the CLI's flag struct, same names), later
+//! ones winning.
 
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -14,6 +15,7 @@ pub enum AllocationStrategy {
     #[default]
     Random,
     /// The segment with the largest free fraction (balances fill).
+    #[serde(alias = "free-ratio-first")]
     FreeRatioFirst,
 }
 
@@ -34,14 +36,14 @@ impl std::str::FromStr for AllocationStrategy {
 /// A configuration value that could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("unknown master option {0:?}")]
-    Unknown(String),
     #[error("invalid value for {0}: {1}")]
     Invalid(String, String),
     #[error("reading config file {0}: {1}")]
     Io(String, std::io::Error),
     #[error("parsing config file {0}: {1}")]
     Toml(String, String),
+    #[error(transparent)]
+    Layer(#[from] mooncake_config::ConfigError),
 }
 
 /// Configuration of the master. Field names are the reference's flag names.
@@ -79,7 +81,9 @@ pub struct MasterConfig {
     pub http_metadata_server_host: String,
     /// A put_start not ended or revoked within this many seconds is released.
     pub put_start_discard_timeout_sec: u64,
-    /// Largest piece (bytes); larger objects are striped across segments.
+    /// Largest piece (bytes, or a size such as `"16MiB"`); larger objects are striped
+    /// across segments.
+    #[serde(with = "mooncake_config::units::serde_size")]
     pub max_slice_size: u64,
     /// Period of the background ticker (expiry, eviction), milliseconds.
     pub tick_interval_ms: u64,
@@ -134,120 +138,35 @@ impl Default for MasterConfig {
     }
 }
 
-/// Names accepted by [`MasterConfig::set`] (and as `MOONCAKE_MASTER_<NAME>` upper-cased).
-pub const OPTION_NAMES: [&str; 24] = [
-    "rpc_address",
-    "rpc_port",
-    "metrics_host",
-    "metrics_port",
-    "eviction_high_watermark_ratio",
-    "eviction_ratio",
-    "default_kv_lease_ttl",
-    "default_kv_soft_pin_ttl",
-    "allow_evict_soft_pinned_objects",
-    "client_ttl",
-    "allocation_strategy",
-    "enable_http_metadata_server",
-    "http_metadata_server_port",
-    "http_metadata_server_host",
-    "put_start_discard_timeout_sec",
-    "max_slice_size",
-    "tick_interval_ms",
-    "snapshot_dir",
-    "snapshot_interval_ops",
-    "enable_ha",
-    "etcd_endpoints",
-    "cluster_id",
-    "ha_lease_ttl_sec",
-    "advertise_address",
-];
-
 pub use mooncake_store_protocol::leader::split_endpoints;
 
-/// Parse a boolean the way gflags does (`true/false`, `1/0`, `yes/no`, `t/f`, `y/n`).
-pub fn parse_bool(v: &str) -> Option<bool> {
-    match v.trim().to_ascii_lowercase().as_str() {
-        "true" | "1" | "yes" | "t" | "y" | "on" => Some(true),
-        "false" | "0" | "no" | "f" | "n" | "off" => Some(false),
-        _ => None,
-    }
-}
-
-fn num<T: std::str::FromStr>(name: &str, v: &str) -> Result<T, ConfigError> {
-    v.trim()
-        .parse()
-        .map_err(|_| ConfigError::Invalid(name.into(), format!("{v:?} is not a valid number")))
-}
+/// Where the master's settings come from: `MOONCAKE_MASTER_<NAME>` (the reference's master
+/// has flags only, so there are no other variable names).
+pub const LAYERS: mooncake_config::Layers = mooncake_config::Layers {
+    component: "MASTER",
+    aliases: &[],
+};
 
 impl MasterConfig {
+    /// Defaults < `file` (TOML) < `env` (`MOONCAKE_MASTER_<NAME>`; pass `std::env::vars()`) <
+    /// `flags` (a struct of `Option`s named as the fields, `None` meaning not given), then
+    /// [`MasterConfig::validate`].
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        flags: &impl Serialize,
+    ) -> Result<Self, ConfigError> {
+        let c: MasterConfig = LAYERS.load(file, env, flags)?;
+        c.validate()?;
+        Ok(c)
+    }
+
     /// Parse a TOML document (keys = field names; unknown keys are an error).
     pub fn from_toml_str(s: &str) -> Result<Self, ConfigError> {
         let c: MasterConfig =
             toml::from_str(s).map_err(|e| ConfigError::Toml("<string>".into(), e.to_string()))?;
         c.validate()?;
         Ok(c)
-    }
-
-    /// Load a TOML file.
-    pub fn from_toml_file(path: &Path) -> Result<Self, ConfigError> {
-        let s = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError::Io(path.display().to_string(), e))?;
-        toml::from_str::<MasterConfig>(&s)
-            .map_err(|e| ConfigError::Toml(path.display().to_string(), e.to_string()))
-            .and_then(|c| c.validate().map(|_| c))
-    }
-
-    /// Set one option by its reference name from a string.
-    pub fn set(&mut self, name: &str, v: &str) -> Result<(), ConfigError> {
-        let boolean = |v: &str| {
-            parse_bool(v)
-                .ok_or_else(|| ConfigError::Invalid(name.into(), format!("{v:?} is not a boolean")))
-        };
-        match name {
-            "rpc_address" => self.rpc_address = v.to_string(),
-            "rpc_port" => self.rpc_port = num(name, v)?,
-            "metrics_host" => self.metrics_host = v.to_string(),
-            "metrics_port" => self.metrics_port = num(name, v)?,
-            "eviction_high_watermark_ratio" => self.eviction_high_watermark_ratio = num(name, v)?,
-            "eviction_ratio" => self.eviction_ratio = num(name, v)?,
-            "default_kv_lease_ttl" => self.default_kv_lease_ttl = num(name, v)?,
-            "default_kv_soft_pin_ttl" => self.default_kv_soft_pin_ttl = num(name, v)?,
-            "allow_evict_soft_pinned_objects" => self.allow_evict_soft_pinned_objects = boolean(v)?,
-            "client_ttl" => self.client_ttl = num(name, v)?,
-            "allocation_strategy" => self.allocation_strategy = v.parse()?,
-            "enable_http_metadata_server" => self.enable_http_metadata_server = boolean(v)?,
-            "http_metadata_server_port" => self.http_metadata_server_port = num(name, v)?,
-            "http_metadata_server_host" => self.http_metadata_server_host = v.to_string(),
-            "put_start_discard_timeout_sec" => self.put_start_discard_timeout_sec = num(name, v)?,
-            "max_slice_size" => self.max_slice_size = num(name, v)?,
-            "tick_interval_ms" => self.tick_interval_ms = num(name, v)?,
-            "snapshot_dir" => self.snapshot_dir = v.to_string(),
-            "snapshot_interval_ops" => self.snapshot_interval_ops = num(name, v)?,
-            "enable_ha" => self.enable_ha = boolean(v)?,
-            "etcd_endpoints" => self.etcd_endpoints = v.to_string(),
-            "cluster_id" => self.cluster_id = v.to_string(),
-            "ha_lease_ttl_sec" => self.ha_lease_ttl_sec = num(name, v)?,
-            "advertise_address" => self.advertise_address = v.to_string(),
-            other => return Err(ConfigError::Unknown(other.into())),
-        }
-        Ok(())
-    }
-
-    /// Apply `MOONCAKE_MASTER_<NAME>` variables from `vars` (pass `std::env::vars()`).
-    pub fn apply_env(
-        &mut self,
-        vars: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<(), ConfigError> {
-        for (k, v) in vars {
-            let Some(rest) = k.strip_prefix("MOONCAKE_MASTER_") else {
-                continue;
-            };
-            let name = rest.to_ascii_lowercase();
-            if OPTION_NAMES.contains(&name.as_str()) {
-                self.set(&name, &v)?;
-            }
-        }
-        Ok(())
     }
 
     /// The etcd endpoints of `etcd_endpoints`, split on `;` and `,`.
@@ -311,32 +230,65 @@ mod tests {
     use super::*;
 
     #[test]
-    fn toml_env_and_set() {
-        let mut c = MasterConfig::from_toml_str(
-            "rpc_port = 6000\nallocation_strategy = \"free_ratio_first\"\neviction_ratio = 0.1\n",
+    fn file_env_flags() {
+        let dir =
+            std::env::temp_dir().join(format!("mooncake-master-layer-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("m.toml");
+        std::fs::write(
+            &path,
+            "rpc_port = 6000\nallocation_strategy = \"free_ratio_first\"\neviction_ratio = 0.1\nmax_slice_size = \"4MiB\"\n",
         )
         .unwrap();
+        let env = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        #[derive(Serialize)]
+        struct Flags {
+            client_ttl: Option<u64>,
+            rpc_port: Option<u16>,
+        }
+        let no_flags = Flags {
+            client_ttl: None,
+            rpc_port: None,
+        };
+        let c = MasterConfig::load(Some(&path), env(&[]), &no_flags).unwrap();
         assert_eq!(c.rpc_port, 6000);
         assert_eq!(c.allocation_strategy, AllocationStrategy::FreeRatioFirst);
+        assert_eq!(c.max_slice_size, 4 << 20);
         assert_eq!(c.metrics_port, 9003);
-        c.apply_env([
-            ("MOONCAKE_MASTER_RPC_PORT".to_string(), "7000".to_string()),
-            (
-                "MOONCAKE_MASTER_ENABLE_HTTP_METADATA_SERVER".into(),
-                "true".into(),
-            ),
-            ("OTHER".into(), "x".into()),
-        ])
+        let c = MasterConfig::load(
+            Some(&path),
+            env(&[
+                ("MOONCAKE_MASTER_RPC_PORT", "7000"),
+                ("MOONCAKE_MASTER_ENABLE_HTTP_METADATA_SERVER", "true"),
+                ("MOONCAKE_MASTER_CLIENT_TTL", "20"),
+                ("MOONCAKE_MASTER_HTTP", "not a master option"),
+                ("OTHER", "x"),
+            ]),
+            &Flags {
+                client_ttl: Some(30),
+                rpc_port: None,
+            },
+        )
         .unwrap();
-        assert_eq!(c.rpc_port, 7000);
+        assert_eq!((c.rpc_port, c.client_ttl), (7000, 30));
         assert!(c.enable_http_metadata_server);
-        assert!(c.set("client_ttl", "abc").is_err());
-        assert!(c.set("nope", "1").is_err());
+        assert!(MasterConfig::load(
+            None,
+            env(&[("MOONCAKE_MASTER_CLIENT_TTL", "abc")]),
+            &no_flags
+        )
+        .is_err());
+        assert!(
+            MasterConfig::load(None, env(&[("MOONCAKE_MASTER_CLIENT_TTL", "0")]), &no_flags)
+                .is_err()
+        );
         assert!(MasterConfig::from_toml_str("bogus = 1").is_err());
         assert!(MasterConfig::from_toml_str("eviction_ratio = 2.0").is_err());
-        for n in OPTION_NAMES {
-            let v = toml::to_string(&MasterConfig::default()).unwrap();
-            assert!(v.contains(n), "{n} missing from serialized config");
-        }
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -21,7 +21,6 @@ mod p2p;
 mod pool;
 mod pybuf;
 mod runtime;
-mod size;
 mod store;
 
 use pyo3::prelude::*;

@@ -1,11 +1,12 @@
 //! [`RouterConfig`]: every setting of `mooncake router`, one typed struct.
 //!
-//! Sources, later winning: defaults, a TOML file (`--config`: router keys at
+//! Sources, later winning ([`RouterConfig::load`], the workspace's one configuration layer
+//! `mooncake_config::layer`): defaults, a TOML file (`--config`: router keys at
 //! the top level, the cost model in `[model]` / `[hardware]` sections — the
 //! same sections `mooncake sim --config` reads), environment variables
 //! `MOONCAKE_ROUTER_<KEY>` (upper-case key; lists comma-separated), flags.
 //! Values are validated once ([`RouterConfig::validate`]); a bad value is a
-//! typed error naming the key.
+//! typed error naming the key or its source.
 
 use crate::cluster::LiveClusterConfig;
 use crate::prompt::{CHARS_PER_TOKEN, DEFAULT_BLOCK_CHARS, DEFAULT_MAX_TOKENS};
@@ -17,8 +18,14 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::str::FromStr;
 
-/// Prefix of the environment variables [`RouterConfig::apply_env`] reads.
-pub const ENV_PREFIX: &str = "MOONCAKE_ROUTER_";
+/// Where the router's settings come from: `MOONCAKE_ROUTER_<KEY>`.
+pub const LAYERS: mooncake_config::Layers = mooncake_config::Layers {
+    component: "ROUTER",
+    aliases: &[mooncake_config::Alias::new(
+        "MOONCAKE_ROUTER_WORKER",
+        "workers",
+    )],
+};
 
 /// A configuration problem.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +54,9 @@ pub enum ConfigError {
         /// What is wrong.
         message: String,
     },
+    /// A value from the environment or a flag that does not read as its key's type.
+    #[error(transparent)]
+    Layer(#[from] mooncake_config::ConfigError),
 }
 
 fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
@@ -91,6 +101,7 @@ pub struct RouterConfig {
     /// Bind port (0 = any free port).
     pub port: u16,
     /// Disaggregated (prefill + decode instances) or colocated (workers).
+    #[serde(deserialize_with = "mooncake_config::layer::from_str")]
     pub mode: ServeMode,
     /// Prefill instances' base URLs (`http://host:port`).
     pub prefill: Vec<String>,
@@ -99,8 +110,10 @@ pub struct RouterConfig {
     /// Colocated mode: the engines' base URLs.
     pub workers: Vec<String>,
     /// Scheduling policy (the simulator's names).
+    #[serde(deserialize_with = "mooncake_config::layer::from_str")]
     pub policy: PolicyName,
     /// Admission control after the policy: none, early, predictive.
+    #[serde(deserialize_with = "mooncake_config::layer::from_str")]
     pub admission: AdmissionMode,
     /// Reject when the decode memory share would exceed this.
     pub admission_threshold: f64,
@@ -114,8 +127,10 @@ pub struct RouterConfig {
     pub default_max_tokens: u32,
     /// Tokens each prefill instance's approximate cache holds (default: the
     /// cost model's KV capacity of one node).
+    #[serde(deserialize_with = "mooncake_config::layer::opt_from_str")]
     pub cache_tokens: Option<u64>,
     /// Eviction policy of the approximate caches: lru, lfu, length-aware.
+    #[serde(deserialize_with = "mooncake_config::layer::from_str")]
     pub cache_policy: PolicyKind,
     /// Seconds a failed instance is skipped.
     pub backoff_secs: f64,
@@ -189,25 +204,6 @@ impl Default for RouterConfig {
     }
 }
 
-fn parse<T: FromStr>(key: &str, value: &str) -> Result<T, ConfigError>
-where
-    T::Err: std::fmt::Display,
-{
-    value
-        .trim()
-        .parse()
-        .map_err(|e: T::Err| invalid(key, format!("`{value}`: {e}")))
-}
-
-fn list(value: &str) -> Vec<String> {
-    value
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(String::from)
-        .collect()
-}
-
 impl RouterConfig {
     /// Parses a TOML document: router keys at the top level, optional
     /// `[model]` / `[hardware]` cost-model sections.
@@ -242,58 +238,32 @@ impl RouterConfig {
         Self::from_toml_str(&text, &p)
     }
 
-    /// Sets one key from its string form (env and flags use this).
-    pub fn set(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
-        let key = key.to_ascii_lowercase().replace('-', "_");
-        let k = key.as_str();
-        match k {
-            "host" => self.host = value.trim().to_string(),
-            "port" => self.port = parse(k, value)?,
-            "mode" => self.mode = parse(k, value)?,
-            "prefill" => self.prefill = list(value),
-            "decode" => self.decode = list(value),
-            "workers" | "worker" => self.workers = list(value),
-            "policy" => self.policy = parse(k, value)?,
-            "admission" => self.admission = parse(k, value)?,
-            "admission_threshold" => self.admission_threshold = parse(k, value)?,
-            "slo_ttft" => self.slo_ttft = parse(k, value)?,
-            "slo_tbt" => self.slo_tbt = parse(k, value)?,
-            "block_chars" => self.block_chars = parse(k, value)?,
-            "default_max_tokens" => self.default_max_tokens = parse(k, value)?,
-            "cache_tokens" => self.cache_tokens = Some(parse(k, value)?),
-            "cache_policy" => self.cache_policy = parse(k, value)?,
-            "backoff_secs" => self.backoff_secs = parse(k, value)?,
-            "connect_timeout_secs" => self.connect_timeout_secs = parse(k, value)?,
-            "prefill_timeout_secs" => self.prefill_timeout_secs = parse(k, value)?,
-            "calibrate" => self.calibrate = parse(k, value)?,
-            "seed" => self.seed = parse(k, value)?,
-            "kv_events" => {
-                self.kv_events = value.split(',').map(|v| v.trim().to_string()).collect()
-            }
-            "kv_replay" => {
-                self.kv_replay = value.split(',').map(|v| v.trim().to_string()).collect()
-            }
-            "block_size" => self.block_size = parse(k, value)?,
-            "hash_algo" => self.hash_algo = value.trim().to_string(),
-            "hash_seed" => self.hash_seed = value.to_string(),
-            "probe_secs" => self.probe_secs = parse(k, value)?,
-            "max_model_len" => self.max_model_len = parse(k, value)?,
-            _ => return Err(invalid(k, "unknown key")),
-        }
-        Ok(())
+    /// Defaults < `file` < `env` (`MOONCAKE_ROUTER_<KEY>`; pass `std::env::vars()`) <
+    /// `flags` (a struct of `Option`s named as the keys), validated.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        flags: &impl Serialize,
+    ) -> Result<Self, ConfigError> {
+        let base = match file {
+            Some(p) => Self::from_file(p)?,
+            None => Self::default(),
+        };
+        let mut cfg: RouterConfig = LAYERS.load_over(&base, None, env, flags)?;
+        // The cost model sections come from the file only.
+        cfg.cost = base.cost;
+        cfg.validate()?;
+        Ok(cfg)
     }
 
-    /// Applies `MOONCAKE_ROUTER_<KEY>` variables from `vars` (other
-    /// variables are ignored; an unknown router key is an error).
+    /// Applies `MOONCAKE_ROUTER_<KEY>` variables from `vars` (others are ignored).
     pub fn apply_env<I: IntoIterator<Item = (String, String)>>(
         &mut self,
         vars: I,
     ) -> Result<(), ConfigError> {
-        for (name, value) in vars {
-            if let Some(key) = name.strip_prefix(ENV_PREFIX) {
-                self.set(key, &value)?;
-            }
-        }
+        let cost = std::mem::take(&mut self.cost);
+        *self = LAYERS.apply_env(&*self, vars)?;
+        self.cost = cost;
         Ok(())
     }
 
@@ -495,12 +465,40 @@ mod tests {
         .unwrap();
         assert_eq!(cfg.policy, PolicyName::Dynamo);
         assert_eq!(cfg.decode, vec!["http://x:1", "http://y:2"]);
-        cfg.set("slo-ttft", "7").unwrap();
-        assert_eq!(cfg.slo_ttft, 7.0);
+        #[derive(Serialize)]
+        struct Flags {
+            slo_ttft: Option<f64>,
+            cache_tokens: Option<u64>,
+        }
+        let flags = Flags {
+            slo_ttft: Some(7.0),
+            cache_tokens: None,
+        };
+        let dir = std::env::temp_dir().join(format!("mooncake-router-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("r.toml");
+        std::fs::write(&path, text).unwrap();
+        let env = [
+            ("MOONCAKE_ROUTER_POLICY", "Dynamo"),
+            ("MOONCAKE_ROUTER_SLO_TTFT", "6"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+        let cfg = RouterConfig::load(Some(&path), env, &flags).unwrap();
+        let _ = std::fs::remove_dir_all(dir);
+        assert_eq!(cfg.slo_ttft, 7.0, "flag over env");
+        assert_eq!(cfg.policy, PolicyName::Dynamo, "FromStr spellings from env");
+        assert_eq!(
+            cfg.cost.hardware.tflops_per_gpu, 989.0,
+            "the file's cost model kept"
+        );
         cfg.validate().unwrap();
         let cc = cfg.cluster_config().unwrap();
         assert_eq!(cc.block_tokens, 512);
         assert_eq!(cc.slo.ttft_s, 7.0);
+        let mut c = RouterConfig::default();
+        c.apply_env([("MOONCAKE_ROUTER_KV_EVENTS".into(), "tcp://a:1,".into())])
+            .unwrap();
+        assert_eq!(c.kv_events, ["tcp://a:1", ""], "empty entries kept");
     }
 
     #[test]
@@ -516,21 +514,32 @@ mod tests {
         );
         cfg.prefill = vec!["http://a:1".into()];
         cfg.validate().unwrap();
-        assert!(cfg.set("policy", "fastest").is_err());
-        assert!(cfg.set("nope", "1").is_err());
-        assert!(cfg.set("port", "99999").is_err());
-        cfg.set("mode", "colocated").unwrap();
+        let env = |k: &str, v: &str| [(k.to_string(), v.to_string())];
+        assert!(cfg
+            .clone()
+            .apply_env(env("MOONCAKE_ROUTER_POLICY", "fastest"))
+            .is_err());
+        assert!(cfg
+            .clone()
+            .apply_env(env("MOONCAKE_ROUTER_PORT", "99999"))
+            .is_err());
+        cfg.apply_env(env("MOONCAKE_ROUTER_MODE", "colocated"))
+            .unwrap();
         assert!(
             matches!(cfg.validate(), Err(ConfigError::Invalid { key, .. }) if key == "prefill")
         );
         cfg.prefill.clear();
         cfg.decode.clear();
-        cfg.set("worker", "http://w1,http://w2").unwrap();
+        cfg.apply_env(env("MOONCAKE_ROUTER_WORKER", "http://w1,http://w2"))
+            .unwrap();
         cfg.validate().unwrap();
         assert_eq!(cfg.prefill_urls(), cfg.decode_urls());
         assert!(cfg.cluster_config().unwrap().colocated);
-        assert!(cfg.set("mode", "sideways").is_err());
-        cfg.set("slo_tbt", "0").unwrap();
+        assert!(cfg
+            .clone()
+            .apply_env(env("MOONCAKE_ROUTER_MODE", "sideways"))
+            .is_err());
+        cfg.apply_env(env("MOONCAKE_ROUTER_SLO_TBT", "0")).unwrap();
         assert!(cfg.validate().is_err());
         assert!(matches!(
             RouterConfig::from_toml_str("polcy = 1", "x"),

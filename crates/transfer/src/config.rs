@@ -1,6 +1,6 @@
-//! Engine configuration: one typed struct, loadable from TOML/JSON (serde),
-//! environment (`MC_*`, the reference's names) and flags (the CLI maps flags
-//! onto the fields).
+//! Engine configuration: one typed struct, assembled by the workspace's one
+//! configuration layer ([`LAYERS`], `mooncake_config::layer`): defaults < TOML file <
+//! environment (`MC_*`, the reference's names, and `MOONCAKE_TRANSFER_<FIELD>`) < flags.
 //!
 //! Invariants: `0 < slice_size <= 1 GiB` (one tcp frame), `connections_per_peer > 0` (checked by
 //! [`TransferEngineConfig::validate`], which `TransferEngine::start` calls).
@@ -9,13 +9,14 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
+use mooncake_config::Alias;
 use serde::{Deserialize, Serialize};
 
 use crate::TransferError;
 
 /// A transport protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "lowercase", try_from = "String")]
 pub enum Protocol {
     /// Any host: one-sided READ/WRITE served by the target's RPC port.
     Tcp,
@@ -59,6 +60,13 @@ impl fmt::Display for Protocol {
     }
 }
 
+impl TryFrom<String> for Protocol {
+    type Error = TransferError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
 impl FromStr for Protocol {
     type Err = TransferError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -97,6 +105,22 @@ impl FromStr for Opcode {
     }
 }
 
+/// Where the engine's settings come from (the workspace's one configuration layer):
+/// `MOONCAKE_TRANSFER_<FIELD>` and the reference's `MC_*` names.
+pub const LAYERS: mooncake_config::Layers = mooncake_config::Layers {
+    component: "TRANSFER",
+    aliases: &[
+        Alias::new("MC_METADATA_SERVER", "metadata_server"),
+        Alias::new("MC_LOCAL_HOSTNAME", "local_hostname"),
+        Alias::new("MC_PROTOCOL", "protocols"),
+        Alias::new("MC_CLUSTER_TOKEN", "cluster_token"),
+        Alias::new("MC_SLICE_SIZE", "slice_size"),
+        Alias::new("MC_RETRY_COUNT", "retry_count"),
+        Alias::with_unit("MC_TRANSFER_TIMEOUT", "transfer_timeout", "s"),
+        Alias::new("MC_CONNECTIONS_PER_PEER", "connections_per_peer"),
+    ],
+};
+
 /// Configuration of one [`TransferEngine`](crate::TransferEngine).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -112,17 +136,19 @@ pub struct TransferEngineConfig {
     pub protocols: Vec<Protocol>,
     /// When set, peers must present the same token to connect.
     pub cluster_token: Option<String>,
-    /// Requests longer than this are split into slices spread over connections.
+    /// Requests longer than this are split into slices spread over connections
+    /// (bytes, or a size string such as `"1MiB"`).
+    #[serde(with = "mooncake_config::units::serde_size")]
     pub slice_size: usize,
     /// Retries of a failed slice (on another connection or transport).
     pub retry_count: u32,
     /// Deadline of one request, from submission to completion.
-    #[serde(with = "duration_ms")]
+    #[serde(with = "mooncake_config::units::serde_duration_ms")]
     pub transfer_timeout: Duration,
     /// Pooled tcp connections per peer.
     pub connections_per_peer: usize,
     /// Timeout for connecting to a peer (and for the handshake).
-    #[serde(with = "duration_ms")]
+    #[serde(with = "mooncake_config::units::serde_duration_ms")]
     pub connect_timeout: Duration,
     /// RDMA devices to use (the reference's `device_name`, e.g. `mlx5_0,mlx5_1`);
     /// empty: `MC_RDMA_DEVICES`, else every device with an active port.
@@ -168,61 +194,34 @@ impl TransferEngineConfig {
         Ok(())
     }
 
-    /// Apply the reference's environment variables where set:
-    /// `MC_METADATA_SERVER`, `MC_LOCAL_HOSTNAME`, `MC_PROTOCOL`,
-    /// `MC_CLUSTER_TOKEN`, `MC_SLICE_SIZE`, `MC_RETRY_COUNT`,
-    /// `MC_TRANSFER_TIMEOUT` (seconds), `MC_CONNECTIONS_PER_PEER`.
+    /// Apply the environment over these settings: the reference's variables
+    /// `MC_METADATA_SERVER`, `MC_LOCAL_HOSTNAME`, `MC_PROTOCOL`, `MC_CLUSTER_TOKEN`,
+    /// `MC_SLICE_SIZE`, `MC_RETRY_COUNT`, `MC_TRANSFER_TIMEOUT` (seconds),
+    /// `MC_CONNECTIONS_PER_PEER`, and `MOONCAKE_TRANSFER_<FIELD>` for every field (which win);
+    /// see [`LAYERS`].
     pub fn apply_env(&mut self) -> Result<(), TransferError> {
-        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        let num = |k: &str, v: String| {
-            v.parse::<u64>()
-                .map_err(|_| TransferError::InvalidConfig(format!("{k}={v:?} is not a number")))
-        };
-        if let Some(v) = var("MC_METADATA_SERVER") {
-            self.metadata_server = v;
-        }
-        if let Some(v) = var("MC_LOCAL_HOSTNAME") {
-            self.local_hostname = v;
-        }
-        if let Some(v) = var("MC_PROTOCOL") {
-            self.protocols = Protocol::parse_list(&v)?;
-        }
-        if let Some(v) = var("MC_CLUSTER_TOKEN") {
-            self.cluster_token = Some(v);
-        }
-        if let Some(v) = var("MC_SLICE_SIZE") {
-            self.slice_size = num("MC_SLICE_SIZE", v)? as usize;
-        }
-        if let Some(v) = var("MC_RETRY_COUNT") {
-            self.retry_count = num("MC_RETRY_COUNT", v)? as u32;
-        }
-        if let Some(v) = var("MC_TRANSFER_TIMEOUT") {
-            self.transfer_timeout = Duration::from_secs(num("MC_TRANSFER_TIMEOUT", v)?);
-        }
-        if let Some(v) = var("MC_CONNECTIONS_PER_PEER") {
-            self.connections_per_peer = num("MC_CONNECTIONS_PER_PEER", v)? as usize;
-        }
+        *self = LAYERS
+            .apply_env(&*self, std::env::vars())
+            .map_err(|e| TransferError::InvalidConfig(e.to_string()))?;
         Ok(())
+    }
+
+    /// `base` (the caller's defaults; `&Self::default()` for none) < `file` (TOML) <
+    /// environment (as [`TransferEngineConfig::apply_env`]) < `flags` (a struct of `Option`s
+    /// named as the fields).
+    pub fn load(
+        base: &Self,
+        file: Option<&std::path::Path>,
+        flags: &impl Serialize,
+    ) -> Result<Self, TransferError> {
+        LAYERS
+            .load_over(base, file, std::env::vars(), flags)
+            .map_err(|e| TransferError::InvalidConfig(e.to_string()))
     }
 
     /// Load from a TOML document (missing fields take their defaults).
     pub fn from_toml(text: &str) -> Result<Self, TransferError> {
         toml::from_str(text).map_err(|e| TransferError::InvalidConfig(e.to_string()))
-    }
-}
-
-/// Durations as integer milliseconds in configuration files.
-mod duration_ms {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(d.as_millis() as u64)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        Ok(Duration::from_millis(u64::deserialize(d)?))
     }
 }
 
@@ -245,6 +244,29 @@ mod tests {
         assert_eq!(c.protocols, vec![Protocol::Tcp]);
         assert_eq!(c.transfer_timeout, Duration::from_millis(1500));
         assert_eq!(c.slice_size, TransferEngineConfig::default().slice_size);
+        let env = [
+            ("MC_PROTOCOL", "TCP,rdma"),
+            ("MC_TRANSFER_TIMEOUT", "2"),
+            ("MC_SLICE_SIZE", "64KiB"),
+            ("MC_RETRY_COUNT", "1"),
+            ("MOONCAKE_TRANSFER_RETRY_COUNT", "5"),
+            ("MC_CLUSTER_TOKEN", "t"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+        let e = LAYERS.apply_env(&c, env).unwrap();
+        assert_eq!(e.protocols, vec![Protocol::Tcp, Protocol::Rdma]);
+        assert_eq!(
+            e.transfer_timeout,
+            Duration::from_secs(2),
+            "MC_TRANSFER_TIMEOUT is seconds"
+        );
+        assert_eq!(e.slice_size, 64 << 10);
+        assert_eq!(e.retry_count, 5, "MOONCAKE_TRANSFER_* wins over MC_*");
+        assert_eq!(e.cluster_token.as_deref(), Some("t"));
+        assert_eq!(
+            e.metadata_server, "P2PHANDSHAKE",
+            "unset variables keep the base"
+        );
         let bad = TransferEngineConfig {
             slice_size: 0,
             ..Default::default()

@@ -22,8 +22,9 @@ use mooncake_store::client_service::{serve, DummyClient};
 use mooncake_store::ReplicateConfig;
 use serde::Serialize;
 
-use super::bench_store::{parse_duration, OwnCluster};
-use super::store_node::parse_size_arg;
+use mooncake_config::{parse_duration, parse_size};
+
+use super::bench_store::OwnCluster;
 
 /// Readers in the parallel rows.
 const PARALLEL: usize = 4;
@@ -32,13 +33,13 @@ const PARALLEL: usize = 4;
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Size of each object read.
-    #[arg(long, default_value = "1MiB", value_parser = parse_size_arg)]
+    #[arg(long, default_value = "1MiB", value_name = "SIZE", value_parser = parse_size)]
     pub value_size: u64,
     /// Objects read round-robin.
     #[arg(long, default_value_t = 64)]
     pub keys: u64,
     /// Time per mode.
-    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    #[arg(long, default_value = "3s", value_name = "DURATION", value_parser = parse_duration)]
     pub duration: Duration,
     /// Master of a running cluster (default: start one).
     #[arg(long, requires = "metadata")]

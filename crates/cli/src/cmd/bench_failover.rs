@@ -23,8 +23,8 @@ use mooncake_store::client::{Client, ClientConfig};
 use mooncake_store::protocol::leader::find_leader;
 use mooncake_store::ReplicateConfig;
 
-use super::bench_store::parse_duration;
-use super::store_node::parse_size_arg;
+use mooncake_config::{parse_duration, parse_size};
+
 use super::up_ha::LocalEtcd;
 
 /// Flags of `mooncake bench failover`.
@@ -37,13 +37,13 @@ pub struct Args {
     #[arg(long, default_value_t = 4)]
     pub clients: usize,
     /// Length of the HA run; the leader is killed halfway.
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_duration)]
     pub duration: Duration,
     /// Length of each HA-off baseline run.
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, default_value = "5s", value_name = "DURATION", value_parser = parse_duration)]
     pub steady: Duration,
     /// Value size.
-    #[arg(long, default_value = "4KiB", value_parser = parse_size_arg)]
+    #[arg(long, default_value = "4KiB", value_name = "SIZE", value_parser = parse_size)]
     pub value_size: u64,
     /// Replicas per put.
     #[arg(long, default_value_t = 1)]
@@ -56,7 +56,7 @@ pub struct Args {
     #[arg(long, default_value_t = 2)]
     pub nodes: usize,
     /// Segment per storage node.
-    #[arg(long, default_value = "512MiB", value_parser = parse_size_arg)]
+    #[arg(long, default_value = "512MiB", value_name = "SIZE", value_parser = parse_size)]
     pub segment_size: u64,
     /// The leader's etcd lease TTL, seconds.
     #[arg(long, default_value_t = 2)]

@@ -14,25 +14,24 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
+use mooncake_config::{format_size, parse_duration, parse_size};
 use mooncake_store::client::{Client, ClientConfig, Region};
 use mooncake_store::ReplicateConfig;
 use mooncake_transfer::ManagedBuffer;
 use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use super::store_node::parse_size_arg;
-
 /// Flags of `mooncake bench store`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Value sizes to measure.
-    #[arg(long, value_delimiter = ',', default_value = "4KiB,64KiB,1MiB,4MiB", value_parser = parse_size_arg)]
+    #[arg(long, value_delimiter = ',', default_value = "4KiB,64KiB,1MiB,4MiB", value_name = "SIZE", value_parser = parse_size)]
     pub value_size: Vec<u64>,
     /// Concurrent clients (each its own engine and master connection).
     #[arg(long, default_value_t = 1)]
     pub clients: usize,
     /// Time per (op, value size).
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = parse_duration)]
     pub duration: Duration,
     /// Operations to measure, in order.
     #[arg(long, value_delimiter = ',', default_value = "put,get,exist")]
@@ -47,7 +46,7 @@ pub struct Args {
     #[arg(long)]
     pub metadata: Option<String>,
     /// Segment of the cluster this bench starts.
-    #[arg(long, default_value = "4GiB", value_parser = parse_size_arg)]
+    #[arg(long, default_value = "4GiB", value_name = "SIZE", value_parser = parse_size)]
     pub segment_size: u64,
     /// Copies per object.
     #[arg(long, default_value_t = 1)]
@@ -85,27 +84,6 @@ pub struct Row {
     pub throughput_gbps: f64,
     pub latency_p50_us: f64,
     pub latency_p99_us: f64,
-}
-
-pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, mult) = if let Some(n) = s.strip_suffix("ms") {
-        (n, 0.001)
-    } else if let Some(n) = s.strip_suffix('s') {
-        (n, 1.0)
-    } else if let Some(n) = s.strip_suffix('m') {
-        (n, 60.0)
-    } else {
-        (s, 1.0)
-    };
-    let v: f64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("invalid duration {s:?}"))?;
-    if !(v.is_finite() && v > 0.0) {
-        return Err(format!("invalid duration {s:?}"));
-    }
-    Ok(Duration::from_secs_f64(v * mult))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -213,7 +191,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             if op != Op::Put && keys.lock().iter().all(|k| k.is_empty()) {
                 prefill(&clients, &keys, &value, &rcfg, run_id, size).await?;
             }
-            pb.set_message(format!("{} {}", op.name(), human(size)));
+            pb.set_message(format!("{} {}", op.name(), format_size(size)));
             let base = phase_no * args.duration.as_millis() as u64;
             let ticker = {
                 let pb = pb.clone();
@@ -469,15 +447,6 @@ fn summarize(op: Op, size: u64, clients: usize, mut lat: Vec<u64>, errors: u64, 
     }
 }
 
-fn human(n: u64) -> String {
-    match n {
-        n if n >= 1 << 30 && n.is_multiple_of(1 << 30) => format!("{}GiB", n >> 30),
-        n if n >= 1 << 20 && n.is_multiple_of(1 << 20) => format!("{}MiB", n >> 20),
-        n if n >= 1 << 10 && n.is_multiple_of(1 << 10) => format!("{}KiB", n >> 10),
-        n => format!("{n}B"),
-    }
-}
-
 fn print_table(rows: &[Row]) {
     println!(
         "{:<6} {:>8} {:>7} {:>10} {:>9} {:>10} {:>10} {:>7}",
@@ -487,7 +456,7 @@ fn print_table(rows: &[Row]) {
         println!(
             "{:<6} {:>8} {:>7} {:>10.0} {:>9.3} {:>10.1} {:>10.1} {:>7}",
             r.op,
-            human(r.value_size),
+            format_size(r.value_size),
             r.clients,
             r.ops_per_s,
             r.throughput_gbps,
@@ -564,15 +533,6 @@ impl OwnCluster {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
-        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
-        assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
-        assert!(parse_duration("x").is_err());
-        assert!(parse_duration("-1s").is_err());
-    }
 
     #[test]
     fn percentiles() {

@@ -13,7 +13,6 @@
 
 mod gpu;
 mod stats;
-mod units;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -26,8 +25,8 @@ use mooncake_transfer::{
     Opcode, Protocol, SegmentHandle, TransferEngine, TransferEngineConfig, TransferRequest,
 };
 
+use mooncake_config::{format_size, parse_duration, parse_size_usize};
 use stats::{gbps, merge, percentile, Report, ThreadStats};
-use units::{format_size, parse_duration, parse_size};
 
 /// What to measure.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,7 +75,7 @@ pub struct Args {
     #[arg(long, value_enum, default_value = "write")]
     pub op: BenchOp,
     /// Bytes per request ("1MiB", "64KiB", "1048576").
-    #[arg(long, default_value = "1MiB", value_parser = parse_size)]
+    #[arg(long, default_value = "1MiB", value_name = "SIZE", value_parser = parse_size_usize)]
     pub block_size: usize,
     /// Requests per batch.
     #[arg(long, default_value_t = 128)]
@@ -85,7 +84,7 @@ pub struct Args {
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
     /// How long to measure ("10s", "500ms").
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = parse_duration)]
     pub duration: Duration,
     /// Print one JSON object instead of the table (no progress bar).
     #[arg(long)]
@@ -104,7 +103,7 @@ pub struct Args {
     pub local_hostname: String,
     /// Size of the target's (and the initiator's) buffer; default: just enough for
     /// every thread's window.
-    #[arg(long, value_parser = parse_size)]
+    #[arg(long, value_name = "SIZE", value_parser = parse_size_usize)]
     pub buffer_size: Option<usize>,
     /// File protocol: the file (or block device) to register as the target segment;
     /// default a fresh file under /var/tmp (a real disk: /tmp may be tmpfs, where
@@ -198,7 +197,7 @@ async fn run_target(args: &Args) -> anyhow::Result<()> {
     eprintln!(
         "target segment {} serving a {} buffer at {:#x}; Ctrl-C or SIGTERM to stop",
         engine.segment_name(),
-        format_size(len),
+        format_size(len as u64),
         buffer.addr()
     );
     // Scripts read this line to learn the segment name.
@@ -335,8 +334,8 @@ async fn drive(
     if win > local_len.min(remote_len) {
         bail!(
             "one batch needs {} but the buffer holds {}",
-            format_size(win),
-            format_size(local_len.min(remote_len))
+            format_size(win as u64),
+            format_size(local_len.min(remote_len) as u64)
         );
     }
     let opcode = match args.op {
@@ -502,7 +501,7 @@ fn print_report(args: &Args, r: &Report) -> anyhow::Result<()> {
         "protocol {} op {} block {} batch {} threads {} mode {}{}",
         r.protocol,
         r.op,
-        format_size(r.block_size),
+        format_size(r.block_size as u64),
         r.batch_size,
         r.threads,
         r.mode,

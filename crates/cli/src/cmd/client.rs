@@ -12,39 +12,32 @@
 use std::io::{Read, Write};
 
 use anyhow::{bail, Context};
-use mooncake_store::client::{Client, ClientConfig};
+use mooncake_store::client::{Client, ClientConfig, ClientError};
 use mooncake_store::ReplicateConfig;
 
-/// How to reach a cluster (shared by `client`, `store-node` and `bench store`).
-#[derive(clap::Args, Debug, Clone)]
+/// How to reach a cluster (shared by `client`, `store-node` and `bench store`): the top
+/// layer of [`ClientConfig::load`], by field name. Unset flags fall back to the environment
+/// (`MASTER_SERVER`, `MC_METADATA_SERVER`, `LOCAL_HOSTNAME`, `PROTOCOL`,
+/// `MOONCAKE_CLIENT_<FIELD>`), then to `ClientConfig`'s defaults (the cluster of `mooncake up`).
+#[derive(clap::Args, Debug, Clone, Default, serde::Serialize)]
 pub struct ConnArgs {
     /// Master RPC address.
-    #[arg(long, env = "MASTER_SERVER", default_value = "127.0.0.1:50051")]
-    pub master: String,
+    #[arg(long = "master", value_name = "ADDR")]
+    pub master_server_addr: Option<String>,
     /// Metadata connection string.
-    #[arg(
-        long,
-        env = "MC_METADATA_SERVER",
-        default_value = "http://127.0.0.1:8080/metadata"
-    )]
-    pub metadata: String,
+    #[arg(long = "metadata", value_name = "URL")]
+    pub metadata_server: Option<String>,
     /// This process's Transfer Engine address (`host` or `host:port`).
-    #[arg(long, env = "LOCAL_HOSTNAME", default_value = "127.0.0.1")]
-    pub local_hostname: String,
+    #[arg(long)]
+    pub local_hostname: Option<String>,
     /// Transport between hosts.
-    #[arg(long, env = "PROTOCOL", default_value = "tcp")]
-    pub protocol: String,
+    #[arg(long)]
+    pub protocol: Option<String>,
 }
 
 impl ConnArgs {
     pub fn config(&self) -> anyhow::Result<ClientConfig> {
-        let mut cfg = ClientConfig::default();
-        cfg.apply_env()?;
-        cfg.master_server_addr = self.master.clone();
-        cfg.metadata_server = self.metadata.clone();
-        cfg.local_hostname = self.local_hostname.clone();
-        cfg.protocol = self.protocol.clone();
-        Ok(cfg)
+        Ok(ClientConfig::load(&ClientConfig::default(), None, self)?)
     }
 }
 
@@ -115,9 +108,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     let mut cfg = args.conn.config()?;
     cfg.global_segment_size = 0;
+    let master = cfg.master_server_addr.clone();
     let client = Client::connect(cfg)
         .await
-        .context("connecting to the store")?;
+        .with_context(|| format!("connecting to the store (master {master}, --master)"))?;
     let result = op(&client, args.op).await;
     client.close().await.ok();
     result
@@ -145,14 +139,20 @@ async fn op(client: &Client, op: Op) -> anyhow::Result<()> {
                 ..ReplicateConfig::default()
             };
             if upsert {
-                client.upsert(&key, &data, &cfg).await?;
+                client
+                    .upsert(&key, &data, &cfg)
+                    .await
+                    .map_err(|e| named(e, &key))?;
             } else {
-                client.put(&key, &data, &cfg).await?;
+                client
+                    .put(&key, &data, &cfg)
+                    .await
+                    .map_err(|e| named(e, &key))?;
             }
             eprintln!("stored {key} ({} bytes)", data.len());
         }
         Op::Get { key, output } => {
-            let v = client.get(&key).await?;
+            let v = client.get(&key).await.map_err(|e| named(e, &key))?;
             match output {
                 Some(path) if path != "-" => {
                     std::fs::write(&path, &v).with_context(|| format!("writing {path}"))?
@@ -171,7 +171,7 @@ async fn op(client: &Client, op: Op) -> anyhow::Result<()> {
             force,
         } => {
             if let Some(k) = key {
-                client.remove(&k, force).await?;
+                client.remove(&k, force).await.map_err(|e| named(e, &k))?;
                 eprintln!("removed {k}");
             } else if let Some(r) = regex {
                 let n = client.remove_by_regex(&r, force).await?;
@@ -186,6 +186,15 @@ async fn op(client: &Client, op: Op) -> anyhow::Result<()> {
         Op::Ls { .. } => unreachable!("handled before connecting"),
     }
     Ok(())
+}
+
+/// A store error about `key`, as one line that names it (`key 'x' not found`).
+fn named(e: ClientError, key: &str) -> anyhow::Error {
+    if e.is_not_found() {
+        anyhow::anyhow!("key '{key}' not found")
+    } else {
+        anyhow::Error::new(e).context(format!("key '{key}'"))
+    }
 }
 
 async fn ls(base: &str, prefix: &str) -> anyhow::Result<()> {

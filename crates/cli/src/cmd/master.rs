@@ -8,89 +8,91 @@
 //! `--snapshot_dir` makes a lone master durable; `--enable_ha --etcd_endpoints
 //! --cluster_id` runs it as one of several masters elected through etcd.
 
-use anyhow::Context;
 use clap::builder::BoolishValueParser;
 use mooncake_master::MasterConfig;
 use mooncake_master::MasterServer;
 use std::path::PathBuf;
 
-/// Flags of `mooncake master` (reference names and spellings).
-#[derive(clap::Args, Debug, Default)]
+/// Flags of `mooncake master` (reference names and spellings). They are the top layer of
+/// [`MasterConfig::load`], by field name: a flag that is not a `MasterConfig` field must be
+/// `#[serde(skip)]`.
+#[derive(clap::Args, Debug, Default, serde::Serialize)]
 pub struct Args {
     /// TOML file with any of the options below (keys = flag names).
     #[arg(long)]
+    #[serde(skip)]
     pub config: Option<PathBuf>,
     /// RPC bind address.
     #[arg(long = "rpc_address")]
     pub rpc_address: Option<String>,
-    /// RPC port [default: 50051].
+    /// RPC port.
     #[arg(long = "rpc_port")]
     pub rpc_port: Option<u16>,
-    /// Evict when used/total exceeds this [default: 0.9].
+    /// Evict when used/total exceeds this.
     #[arg(long = "eviction_high_watermark_ratio")]
     pub eviction_high_watermark_ratio: Option<f64>,
-    /// Fraction of objects evicted per round [default: 0.05].
+    /// Fraction of objects evicted per round.
     #[arg(long = "eviction_ratio")]
     pub eviction_ratio: Option<f64>,
-    /// Lease granted by each get, in ms [default: 5000].
+    /// Lease granted by each get, in ms.
     #[arg(long = "default_kv_lease_ttl")]
     pub default_kv_lease_ttl: Option<u64>,
-    /// Soft-pin duration, in ms [default: 1800000].
+    /// Soft-pin duration, in ms.
     #[arg(long = "default_kv_soft_pin_ttl")]
     pub default_kv_soft_pin_ttl: Option<u64>,
-    /// Allow evicting soft-pinned objects (after all others) [default: true].
+    /// Allow evicting soft-pinned objects (after all others).
     #[arg(long = "allow_evict_soft_pinned_objects", num_args = 0..=1, require_equals = true,
           default_missing_value = "true", value_parser = BoolishValueParser::new())]
     pub allow_evict_soft_pinned_objects: Option<bool>,
-    /// A client silent this many seconds is dead [default: 10].
+    /// A client silent this many seconds is dead.
     #[arg(long = "client_ttl")]
     pub client_ttl: Option<u64>,
-    /// `random` or `free_ratio_first` [default: random].
+    /// `random` or `free_ratio_first`.
     #[arg(long = "allocation_strategy")]
     pub allocation_strategy: Option<String>,
-    /// Serve the HTTP metadata protocol inside the master [default: false].
+    /// Serve the HTTP metadata protocol inside the master.
     #[arg(long = "enable_http_metadata_server", num_args = 0..=1, require_equals = true,
           default_missing_value = "true", value_parser = BoolishValueParser::new())]
     pub enable_http_metadata_server: Option<bool>,
-    /// Port of the embedded metadata server [default: 8080].
+    /// Port of the embedded metadata server.
     #[arg(long = "http_metadata_server_port")]
     pub http_metadata_server_port: Option<u16>,
-    /// Bind address of the embedded metadata server [default: 0.0.0.0].
+    /// Bind address of the embedded metadata server.
     #[arg(long = "http_metadata_server_host")]
     pub http_metadata_server_host: Option<String>,
-    /// Port of /metrics, /health and the admin views [default: 9003].
+    /// Port of /metrics, /health and the admin views.
     #[arg(long = "metrics_port")]
     pub metrics_port: Option<u16>,
-    /// Bind address of the metrics HTTP server [default: 0.0.0.0].
+    /// Bind address of the metrics HTTP server.
     #[arg(long = "metrics_host")]
     pub metrics_host: Option<String>,
-    /// Seconds before an unfinished put_start is released [default: 30].
+    /// Seconds before an unfinished put_start is released.
     #[arg(long = "put_start_discard_timeout_sec")]
     pub put_start_discard_timeout_sec: Option<u64>,
-    /// Largest piece in bytes; larger objects are striped [default: 16777216].
-    #[arg(long = "max_slice_size")]
+    /// Largest piece in bytes; larger objects are striped.
+    #[arg(long = "max_slice_size", value_name = "SIZE", value_parser = mooncake_config::parse_size)]
     pub max_slice_size: Option<u64>,
-    /// Period of expiry/eviction checks in ms [default: 100].
+    /// Period of expiry/eviction checks in ms.
     #[arg(long = "tick_interval_ms")]
     pub tick_interval_ms: Option<u64>,
     /// Durable op-log + snapshots of a lone master in this directory: a restarted master
     /// recovers every acknowledged object [default: none].
     #[arg(long = "snapshot_dir")]
     pub snapshot_dir: Option<String>,
-    /// Ops between two snapshots (op-log compactions) [default: 100000].
+    /// Ops between two snapshots (op-log compactions).
     #[arg(long = "snapshot_interval_ops")]
     pub snapshot_interval_ops: Option<u64>,
-    /// High availability: elect a leader among masters through etcd [default: false].
+    /// High availability: elect a leader among masters through etcd.
     #[arg(long = "enable_ha", num_args = 0..=1, require_equals = true,
           default_missing_value = "true", value_parser = BoolishValueParser::new())]
     pub enable_ha: Option<bool>,
     /// etcd endpoints for HA: `host:port[;host:port]`.
     #[arg(long = "etcd_endpoints")]
     pub etcd_endpoints: Option<String>,
-    /// Master group name in etcd [default: mooncake_cluster].
+    /// Master group name in etcd.
     #[arg(long = "cluster_id")]
     pub cluster_id: Option<String>,
-    /// Leader lease TTL in seconds (failover within about this long) [default: 5].
+    /// Leader lease TTL in seconds (failover within about this long).
     #[arg(long = "ha_lease_ttl_sec")]
     pub ha_lease_ttl_sec: Option<u64>,
     /// RPC address published for clients when leading [default: rpc_address:rpc_port].
@@ -98,18 +100,25 @@ pub struct Args {
     pub advertise_address: Option<String>,
 
     // Reference flags for features not implemented here: accepted, ignored.
+    #[serde(skip)]
     #[arg(long = "enable_gc", hide = true, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub enable_gc: Option<String>,
+    #[serde(skip)]
     #[arg(long = "enable_metric_reporting", hide = true, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub enable_metric_reporting: Option<String>,
+    #[serde(skip)]
     #[arg(long = "rpc_enable_tcp_no_delay", hide = true, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub rpc_enable_tcp_no_delay: Option<String>,
+    #[serde(skip)]
     #[arg(long = "rpc_thread_num", hide = true)]
     pub rpc_thread_num: Option<String>,
+    #[serde(skip)]
     #[arg(long = "rpc_conn_timeout_seconds", hide = true)]
     pub rpc_conn_timeout_seconds: Option<String>,
+    #[serde(skip)]
     #[arg(long = "memory_allocator", hide = true)]
     pub memory_allocator: Option<String>,
+    #[serde(skip)]
     #[arg(long = "root_fs_dir", hide = true)]
     pub root_fs_dir: Option<String>,
 }
@@ -117,76 +126,7 @@ pub struct Args {
 impl Args {
     /// The effective configuration: defaults < file < env < flags.
     pub fn to_config(&self) -> anyhow::Result<MasterConfig> {
-        let mut cfg = match &self.config {
-            Some(p) => MasterConfig::from_toml_file(p)?,
-            None => MasterConfig::default(),
-        };
-        cfg.apply_env(std::env::vars())?;
-        let flags: [(&str, Option<String>); 24] = [
-            ("rpc_address", self.rpc_address.clone()),
-            ("rpc_port", self.rpc_port.map(|v| v.to_string())),
-            (
-                "eviction_high_watermark_ratio",
-                self.eviction_high_watermark_ratio.map(|v| v.to_string()),
-            ),
-            ("eviction_ratio", self.eviction_ratio.map(|v| v.to_string())),
-            (
-                "default_kv_lease_ttl",
-                self.default_kv_lease_ttl.map(|v| v.to_string()),
-            ),
-            (
-                "default_kv_soft_pin_ttl",
-                self.default_kv_soft_pin_ttl.map(|v| v.to_string()),
-            ),
-            (
-                "allow_evict_soft_pinned_objects",
-                self.allow_evict_soft_pinned_objects.map(|v| v.to_string()),
-            ),
-            ("client_ttl", self.client_ttl.map(|v| v.to_string())),
-            ("allocation_strategy", self.allocation_strategy.clone()),
-            (
-                "enable_http_metadata_server",
-                self.enable_http_metadata_server.map(|v| v.to_string()),
-            ),
-            (
-                "http_metadata_server_port",
-                self.http_metadata_server_port.map(|v| v.to_string()),
-            ),
-            (
-                "http_metadata_server_host",
-                self.http_metadata_server_host.clone(),
-            ),
-            ("metrics_port", self.metrics_port.map(|v| v.to_string())),
-            ("metrics_host", self.metrics_host.clone()),
-            (
-                "put_start_discard_timeout_sec",
-                self.put_start_discard_timeout_sec.map(|v| v.to_string()),
-            ),
-            ("max_slice_size", self.max_slice_size.map(|v| v.to_string())),
-            (
-                "tick_interval_ms",
-                self.tick_interval_ms.map(|v| v.to_string()),
-            ),
-            ("snapshot_dir", self.snapshot_dir.clone()),
-            (
-                "snapshot_interval_ops",
-                self.snapshot_interval_ops.map(|v| v.to_string()),
-            ),
-            ("enable_ha", self.enable_ha.map(|v| v.to_string())),
-            ("etcd_endpoints", self.etcd_endpoints.clone()),
-            ("cluster_id", self.cluster_id.clone()),
-            (
-                "ha_lease_ttl_sec",
-                self.ha_lease_ttl_sec.map(|v| v.to_string()),
-            ),
-            ("advertise_address", self.advertise_address.clone()),
-        ];
-        for (name, v) in flags {
-            if let Some(v) = v {
-                cfg.set(name, &v).with_context(|| format!("--{name}"))?;
-            }
-        }
-        cfg.validate()?;
+        let cfg = MasterConfig::load(self.config.as_deref(), std::env::vars(), self)?;
         for (name, v) in [
             ("enable_gc", &self.enable_gc),
             ("enable_metric_reporting", &self.enable_metric_reporting),

@@ -20,7 +20,7 @@ use anyhow::{bail, Context};
 use mooncake_p2p::{P2pConfig, P2pStore, Region, TestHooks};
 use mooncake_transfer::{ManagedBuffer, Protocol, TransferEngine, TransferEngineConfig};
 
-use super::segment::parse_size;
+use mooncake_config::{parse_duration, parse_size_usize};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -53,7 +53,7 @@ pub struct Common {
     #[arg(long, default_value = "tcp")]
     pub protocol: String,
     /// Holder records expire this long after a crash (e.g. 10s, 500ms).
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = parse_duration)]
     pub ttl: Duration,
 }
 
@@ -66,7 +66,7 @@ pub struct ServeArgs {
     #[arg(long)]
     pub name: String,
     /// Largest shard (e.g. 64MiB).
-    #[arg(long, default_value = "64MiB", value_parser = parse_size)]
+    #[arg(long, default_value = "64MiB", value_name = "SIZE", value_parser = parse_size_usize)]
     pub shard_size: usize,
     #[command(flatten)]
     pub common: Common,
@@ -92,7 +92,7 @@ pub struct GetArgs {
     #[arg(long, default_value_t = 2)]
     pub per_holder: usize,
     /// Give up after this long without any progress (naming missing shards).
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_duration)]
     pub stall_timeout: Duration,
     /// No progress bar.
     #[arg(long)]
@@ -122,23 +122,6 @@ pub struct RmArgs {
     pub name: String,
     #[command(flatten)]
     pub common: Common,
-}
-
-/// Parse `10s`, `500ms`, `2m`, or plain seconds.
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: f64 = num.parse().map_err(|_| format!("bad duration {s:?}"))?;
-    let secs = match unit {
-        "" | "s" => n,
-        "ms" => n / 1000.0,
-        "m" => n * 60.0,
-        other => return Err(format!("unknown duration unit {other:?} in {s:?}")),
-    };
-    Duration::try_from_secs_f64(secs).map_err(|e| format!("bad duration {s:?}: {e}"))
 }
 
 async fn start_node(common: &Common, config: P2pConfig) -> anyhow::Result<P2pStore> {
@@ -397,14 +380,6 @@ async fn rm(a: RmArgs) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
-        assert!(parse_duration("3h").is_err());
-    }
 
     #[test]
     fn part_names_stay_inside_the_directory() {

@@ -13,59 +13,61 @@ use anyhow::Context;
 use mooncake_store::client::{Client, ClientConfig};
 use mooncake_store::client_service::{serve, DEFAULT_PORT};
 
-use super::store_node::{parse_size_arg, wait_for_shutdown};
+use mooncake_config::parse_size;
+
+use super::store_node::wait_for_shutdown;
 
 /// Flags of `mooncake real-client` (the reference's standalone client's
-/// names; the dashed spellings work too). Precedence: built-in defaults <
-/// `--config` file < environment < flags.
-#[derive(clap::Args, Debug)]
+/// names; the dashed spellings work too): the top layer of [`ClientConfig::load`], by field
+/// name. Precedence: built-in defaults (a 1 GiB segment) < `--config` file < environment
+/// (`MOONCAKE_CLIENT_<FIELD>`, `MOONCAKE_MASTER`, `MC_METADATA_SERVER`, `LOCAL_HOSTNAME`,
+/// `MOONCAKE_PROTOCOL`, ...) < flags.
+#[derive(clap::Args, Debug, serde::Serialize)]
 pub struct Args {
     /// Address the dummy-client service listens on (keep it loopback: dummies
     /// share memory with this process, so they must run on this host).
     #[arg(long, default_value = "127.0.0.1")]
+    #[serde(skip)]
     pub host: String,
     /// Port of the dummy-client service.
     #[arg(long, default_value_t = DEFAULT_PORT)]
+    #[serde(skip)]
     pub port: u16,
     /// Store client settings as TOML (the fields of `ClientConfig`:
     /// `master_server_addr`, `metadata_server`, `global_segment_size = "4GB"`, ...).
     #[arg(long)]
+    #[serde(skip)]
     pub config: Option<std::path::PathBuf>,
-    /// Bytes this process contributes to the pool (`4GB`, `512MiB`, ...) [default: 1GiB].
-    #[arg(long = "global_segment_size", alias = "global-segment-size", value_parser = parse_size_arg)]
+    /// Bytes this process contributes to the pool (`4GB`, `512MiB`, ...).
+    #[arg(long = "global_segment_size", alias = "global-segment-size", value_name = "SIZE", value_parser = parse_size)]
     pub global_segment_size: Option<u64>,
-    /// Staging buffer for dummies' plain-bytes put/get [default: 64MiB].
-    #[arg(long = "local_buffer_size", alias = "local-buffer-size", value_parser = parse_size_arg)]
+    /// Staging buffer for dummies' plain-bytes put/get.
+    #[arg(long = "local_buffer_size", alias = "local-buffer-size", value_name = "SIZE", value_parser = parse_size)]
     pub local_buffer_size: Option<u64>,
-    /// Master RPC address [default: 127.0.0.1:50051].
+    /// Master RPC address.
     #[arg(
         long = "master_server_address",
         alias = "master-server-address",
-        alias = "master",
-        env = "MOONCAKE_MASTER"
+        alias = "master"
     )]
-    pub master_server_address: Option<String>,
+    pub master_server_addr: Option<String>,
     /// Metadata connection string (`http://host:port/metadata`, `etcd://...`,
-    /// `P2PHANDSHAKE`) [default: http://127.0.0.1:8080/metadata].
+    /// `P2PHANDSHAKE`).
     #[arg(
         long = "metadata_server",
         alias = "metadata-server",
-        alias = "metadata",
-        env = "MC_METADATA_SERVER"
+        alias = "metadata"
     )]
     pub metadata_server: Option<String>,
-    /// This process's Transfer Engine address (`host` or `host:port`) [default: 127.0.0.1].
-    #[arg(
-        long = "local_hostname",
-        alias = "local-hostname",
-        env = "LOCAL_HOSTNAME"
-    )]
+    /// This process's Transfer Engine address (`host` or `host:port`).
+    #[arg(long = "local_hostname", alias = "local-hostname")]
     pub local_hostname: Option<String>,
-    /// Transport between hosts [default: tcp].
-    #[arg(long, env = "MOONCAKE_PROTOCOL")]
+    /// Transport between hosts.
+    #[arg(long)]
     pub protocol: Option<String>,
     /// RDMA device names (accepted for compatibility; ignored without RDMA).
     #[arg(long = "device_name", alias = "device-name", default_value = "")]
+    #[serde(skip)]
     pub device_name: String,
 }
 
@@ -73,34 +75,19 @@ impl Args {
     /// The store client's settings: defaults, then the file, the
     /// environment, the flags.
     pub fn client_config(&self) -> anyhow::Result<ClientConfig> {
-        let mut cfg = match &self.config {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("reading {}", path.display()))?;
-                ClientConfig::from_toml(&text)?
-            }
-            None => ClientConfig {
-                global_segment_size: 1 << 30,
-                ..ClientConfig::default()
-            },
-        };
-        cfg.apply_env()?;
-        let set = |dst: &mut String, v: &Option<String>| {
-            if let Some(v) = v {
-                dst.clone_from(v);
-            }
-        };
-        set(&mut cfg.master_server_addr, &self.master_server_address);
-        set(&mut cfg.metadata_server, &self.metadata_server);
-        set(&mut cfg.local_hostname, &self.local_hostname);
-        set(&mut cfg.protocol, &self.protocol);
-        if let Some(v) = self.global_segment_size {
-            cfg.global_segment_size = v;
-        }
-        if let Some(v) = self.local_buffer_size {
-            cfg.local_buffer_size = v;
-        }
-        Ok(cfg)
+        Ok(ClientConfig::load(
+            &defaults(),
+            self.config.as_deref(),
+            self,
+        )?)
+    }
+}
+
+/// A real client's defaults: the store client's, with a 1 GiB segment.
+pub fn defaults() -> ClientConfig {
+    ClientConfig {
+        global_segment_size: 1 << 30,
+        ..ClientConfig::default()
     }
 }
 

@@ -16,10 +16,12 @@ use std::io::Write;
 use std::path::PathBuf;
 
 /// Flags of `mooncake router`.
-#[derive(clap::Args, Debug, Default)]
+/// They are the top layer of [`RouterConfig::load`], by key name.
+#[derive(clap::Args, Debug, Default, serde::Serialize)]
 pub struct Args {
     /// TOML file: router keys (flag names with `_`) and `[model]` / `[hardware]`.
     #[arg(long)]
+    #[serde(skip)]
     pub config: Option<PathBuf>,
     /// disaggregated (prefill + decode instances, two legs per request) or
     /// colocated (workers that prefill and decode) [default: disaggregated].
@@ -27,12 +29,15 @@ pub struct Args {
     pub mode: Option<String>,
     /// A prefill instance's base URL (repeat for several).
     #[arg(long)]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub prefill: Vec<String>,
     /// A decode instance's base URL (repeat for several).
     #[arg(long)]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub decode: Vec<String>,
     /// Colocated mode: an engine's base URL (repeat for several).
     #[arg(long)]
+    #[serde(rename = "workers", skip_serializing_if = "Vec::is_empty")]
     pub worker: Vec<String>,
     /// Scheduling policy: mooncake, mooncake-local, dynamo, sglang, cache-aware,
     /// load-only, least-loaded, round-robin, random [default: mooncake].
@@ -82,9 +87,11 @@ pub struct Args {
     /// KV-event ZMQ PUB endpoint of each prefill instance, in order (repeat;
     /// `""` for one without events): its prefix cache becomes exact.
     #[arg(long)]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub kv_events: Vec<String>,
     /// KV-event replay (ROUTER) endpoint of each, in order (repeat).
     #[arg(long)]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub kv_replay: Vec<String>,
     /// Engines' KV block size in tokens [default: 16].
     #[arg(long)]
@@ -106,52 +113,11 @@ pub struct Args {
 impl Args {
     /// The effective configuration: defaults < file < env < flags.
     pub fn to_config(&self) -> anyhow::Result<RouterConfig> {
-        let mut cfg = match &self.config {
-            Some(p) => RouterConfig::from_file(p)?,
-            None => RouterConfig::default(),
-        };
-        cfg.apply_env(std::env::vars())?;
-        let join = |v: &[String]| (!v.is_empty()).then(|| v.join(","));
-        let flags: [(&str, Option<String>); 25] = [
-            ("kv_events", join(&self.kv_events)),
-            ("kv_replay", join(&self.kv_replay)),
-            ("block_size", self.block_size.map(|v| v.to_string())),
-            ("hash_algo", self.hash_algo.clone()),
-            ("hash_seed", self.hash_seed.clone()),
-            ("probe_secs", self.probe_secs.map(|v| v.to_string())),
-            ("max_model_len", self.max_model_len.map(|v| v.to_string())),
-            ("mode", self.mode.clone()),
-            ("prefill", join(&self.prefill)),
-            ("decode", join(&self.decode)),
-            ("workers", join(&self.worker)),
-            ("policy", self.policy.clone()),
-            ("admission", self.admission.clone()),
-            (
-                "admission_threshold",
-                self.admission_threshold.map(|v| v.to_string()),
-            ),
-            ("host", self.host.clone()),
-            ("port", self.port.map(|v| v.to_string())),
-            ("slo_ttft", self.slo_ttft.map(|v| v.to_string())),
-            ("slo_tbt", self.slo_tbt.map(|v| v.to_string())),
-            ("block_chars", self.block_chars.map(|v| v.to_string())),
-            (
-                "default_max_tokens",
-                self.default_max_tokens.map(|v| v.to_string()),
-            ),
-            ("cache_tokens", self.cache_tokens.map(|v| v.to_string())),
-            ("cache_policy", self.cache_policy.clone()),
-            ("backoff_secs", self.backoff_secs.map(|v| v.to_string())),
-            ("calibrate", self.calibrate.map(|v| v.to_string())),
-            ("seed", self.seed.map(|v| v.to_string())),
-        ];
-        for (key, value) in flags {
-            if let Some(v) = value {
-                cfg.set(key, &v)?;
-            }
-        }
-        cfg.validate()?;
-        Ok(cfg)
+        Ok(RouterConfig::load(
+            self.config.as_deref(),
+            std::env::vars(),
+            self,
+        )?)
     }
 }
 

@@ -10,74 +10,50 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
+use mooncake_config::parse_size_usize;
 use mooncake_transfer::{Protocol, TransferEngine, TransferEngineConfig};
 
-/// Flags of this subcommand.
-#[derive(clap::Args, Debug)]
+/// Flags of this subcommand: the top layer of [`TransferEngineConfig::load`], by field name
+/// (a flag that is not an engine setting is `#[serde(skip)]`).
+#[derive(clap::Args, Debug, serde::Serialize)]
 pub struct Args {
     /// `host` or `host:port` to serve on (port 0: pick a free one).
     #[arg(long)]
     pub local_hostname: Option<String>,
     /// Metadata connection string (`P2PHANDSHAKE`, `http://..`, `etcd://..`, `redis://..`).
-    #[arg(long)]
-    pub metadata: Option<String>,
+    #[arg(long = "metadata", value_name = "URL")]
+    pub metadata_server: Option<String>,
     /// Size of the served buffer (e.g. 64MiB, 1GiB, 4096).
-    #[arg(long, default_value = "64MiB", value_parser = parse_size)]
+    #[arg(long, default_value = "64MiB", value_name = "SIZE", value_parser = parse_size_usize)]
+    #[serde(skip)]
     pub size: usize,
     /// Enabled transports, comma-separated (tcp,shm).
-    #[arg(long)]
-    pub protocol: Option<String>,
+    #[arg(long = "protocol", value_name = "PROTOCOL", value_delimiter = ',')]
+    pub protocols: Option<Vec<Protocol>>,
     /// Cluster token peers must present.
-    #[arg(long)]
-    pub token: Option<String>,
+    #[arg(long = "token", value_name = "TOKEN")]
+    pub cluster_token: Option<String>,
     /// TOML file with a TransferEngineConfig.
     #[arg(long)]
+    #[serde(skip)]
     pub config: Option<PathBuf>,
 }
 
-/// Parse `64MiB`, `1GiB`, `512KiB`, `4k`, `1000`.
-pub(crate) fn parse_size(s: &str) -> Result<usize, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: usize = num.parse().map_err(|_| format!("bad size {s:?}"))?;
-    let mult: usize = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kib" | "kb" => 1 << 10,
-        "m" | "mib" | "mb" => 1 << 20,
-        "g" | "gib" | "gb" => 1 << 30,
-        other => return Err(format!("unknown size unit {other:?} in {s:?}")),
-    };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("size {s:?} overflows"))
+/// A segment's defaults: the engine's, with `P2PHANDSHAKE` metadata.
+pub fn defaults() -> TransferEngineConfig {
+    TransferEngineConfig {
+        metadata_server: mooncake_metadata::P2P_HANDSHAKE.into(),
+        ..Default::default()
+    }
 }
 
+/// [`defaults`] < `--config` < environment < flags.
 fn build_config(args: &Args) -> anyhow::Result<TransferEngineConfig> {
-    let mut config = match &args.config {
-        Some(p) => {
-            let text =
-                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-            TransferEngineConfig::from_toml(&text)?
-        }
-        None => TransferEngineConfig {
-            metadata_server: mooncake_metadata::P2P_HANDSHAKE.into(),
-            ..Default::default()
-        },
-    };
-    config.apply_env()?;
-    if let Some(h) = &args.local_hostname {
-        config.local_hostname = h.clone();
-    }
-    if let Some(m) = &args.metadata {
-        config.metadata_server = m.clone();
-    }
-    if let Some(p) = &args.protocol {
-        config.protocols = Protocol::parse_list(p)?;
-    }
-    if let Some(t) = &args.token {
-        config.cluster_token = Some(t.clone());
-    }
-    Ok(config)
+    Ok(TransferEngineConfig::load(
+        &defaults(),
+        args.config.as_deref(),
+        args,
+    )?)
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {
@@ -118,14 +94,29 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_size;
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct T {
+        #[command(flatten)]
+        a: Args,
+    }
 
     #[test]
-    fn sizes() {
-        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
-        assert_eq!(parse_size("4k"), Ok(4096));
-        assert_eq!(parse_size("1000"), Ok(1000));
-        assert!(parse_size("12XB").is_err());
-        assert!(parse_size("MiB").is_err());
+    fn flags_overlay_the_engine_config() {
+        let a = T::try_parse_from(["segment", "--protocol", "tcp", "--token", "k"])
+            .unwrap()
+            .a;
+        let c = build_config(&a).unwrap();
+        assert_eq!(c.protocols, vec![Protocol::Tcp]);
+        assert_eq!(c.cluster_token.as_deref(), Some("k"));
+        assert_eq!(c.metadata_server, mooncake_metadata::P2P_HANDSHAKE);
+        let a = T::try_parse_from(["segment", "--metadata", "http://h/metadata"])
+            .unwrap()
+            .a;
+        let c = build_config(&a).unwrap();
+        assert_eq!(c.metadata_server, "http://h/metadata");
+        assert_eq!(c.slice_size, TransferEngineConfig::default().slice_size);
     }
 }

@@ -8,7 +8,8 @@
 use std::io::Write;
 
 use anyhow::Context;
-use mooncake_store::client::{parse_size, Client};
+use mooncake_config::parse_size;
+use mooncake_store::client::Client;
 
 use super::client::ConnArgs;
 
@@ -18,12 +19,8 @@ pub struct Args {
     #[command(flatten)]
     pub conn: ConnArgs,
     /// Bytes to contribute to the pool (`1GiB`, `512MB`, ...).
-    #[arg(long, default_value = "1GiB", value_parser = parse_size_arg)]
+    #[arg(long, default_value = "1GiB", value_name = "SIZE", value_parser = parse_size)]
     pub segment_size: u64,
-}
-
-pub(crate) fn parse_size_arg(s: &str) -> Result<u64, String> {
-    parse_size(s).map_err(|e| e.to_string())
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {

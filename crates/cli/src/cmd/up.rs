@@ -20,7 +20,9 @@ use mooncake_master::MasterConfig;
 use mooncake_master::MasterServer;
 use mooncake_store::client::{Client, ClientConfig};
 
-use super::store_node::{parse_size_arg, wait_for_shutdown};
+use mooncake_config::{format_size, parse_size, NoFlags};
+
+use super::store_node::wait_for_shutdown;
 
 /// Cap of the default segment size.
 const DEFAULT_SEGMENT_CAP: u64 = 4 << 30;
@@ -41,7 +43,7 @@ pub struct Args {
     #[arg(long, default_value_t = 9003)]
     pub metrics_port: u16,
     /// Segment of the storage node (default: min(25% of MemAvailable, 4 GiB); 0: no node).
-    #[arg(long, value_parser = parse_size_arg)]
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub segment_size: Option<u64>,
     /// Master settings (TOML with the reference's option names); flags above win.
     #[arg(long)]
@@ -82,6 +84,31 @@ pub fn parse_ready(line: &str) -> Option<Ready> {
     })
 }
 
+/// Fail early, naming the port and the flag that moves it, when a fixed port is taken
+/// (the servers' own bind error would only say "address in use").
+fn check_ports_free(args: &Args) -> anyhow::Result<()> {
+    let ports = [
+        (args.rpc_port, "master RPC", "--rpc-port"),
+        (args.metadata_port, "metadata server", "--metadata-port"),
+        (args.metrics_port, "metrics / status", "--metrics-port"),
+    ];
+    for (port, what, flag) in ports {
+        if port == 0 {
+            continue;
+        }
+        if let Err(e) = std::net::TcpListener::bind((args.host.as_str(), port)) {
+            if e.kind() == std::io::ErrorKind::AddrInUse {
+                anyhow::bail!(
+                    "port {port} ({what}) on {} is already in use: choose another with \
+                     {flag} <PORT> (0 picks a free one), or stop what holds it",
+                    args.host
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 /// `MemAvailable` from /proc/meminfo, in bytes.
 fn mem_available() -> Option<u64> {
     let s = std::fs::read_to_string("/proc/meminfo").ok()?;
@@ -100,11 +127,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(n) = args.ha {
         return super::up_ha::run(args, n).await;
     }
-    let mut cfg = match &args.config {
-        Some(p) => MasterConfig::from_toml_file(p)?,
-        None => MasterConfig::default(),
-    };
-    cfg.apply_env(std::env::vars())?;
+    check_ports_free(&args)?;
+    // Master settings: defaults < --config < MOONCAKE_MASTER_*; up's own flags below win.
+    let mut cfg = MasterConfig::load(args.config.as_deref(), std::env::vars(), &NoFlags {})?;
     cfg.rpc_address = args.host.clone();
     cfg.rpc_port = args.rpc_port;
     cfg.metrics_host = args.host.clone();
@@ -135,7 +160,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             writeln!(
                 out,
                 "  storage segment: {segment}, {}",
-                human_bytes(segment_size)
+                format_size(segment_size)
             )?;
         }
         writeln!(out)?;
@@ -200,14 +225,6 @@ pub(crate) async fn start_storage_node(
         .context("starting the storage node")?;
     let segment = node.segment_name().to_string();
     Ok((Some(node), segment))
-}
-
-pub(crate) fn human_bytes(n: u64) -> String {
-    if n >= 1 << 30 {
-        format!("{:.1} GiB", n as f64 / (1u64 << 30) as f64)
-    } else {
-        format!("{:.0} MiB", n as f64 / (1u64 << 20) as f64)
-    }
 }
 
 #[cfg(test)]

@@ -16,7 +16,9 @@ use mooncake_master::MasterConfig;
 use mooncake_master::MasterServer;
 
 use super::store_node::wait_for_shutdown;
-use super::up::{default_segment_size, human_bytes, start_storage_node, Args};
+use mooncake_config::{format_size, NoFlags};
+
+use super::up::{default_segment_size, start_storage_node, Args};
 
 /// The `etcd` binary: `MOONCAKE_ETCD_BIN`, else the first `etcd` on `PATH`.
 pub fn find_etcd() -> anyhow::Result<PathBuf> {
@@ -125,11 +127,7 @@ pub async fn run(args: Args, n: usize) -> anyhow::Result<()> {
         bail!("--ha needs at least one master");
     }
     let etcd = LocalEtcd::start(&args.host).await?;
-    let mut base = match &args.config {
-        Some(p) => MasterConfig::from_toml_file(p)?,
-        None => MasterConfig::default(),
-    };
-    base.apply_env(std::env::vars())?;
+    let mut base = MasterConfig::load(args.config.as_deref(), std::env::vars(), &NoFlags {})?;
     base.enable_ha = true;
     base.etcd_endpoints = etcd.endpoint.clone();
     base.enable_http_metadata_server = false;
@@ -170,7 +168,7 @@ pub async fn run(args: Args, n: usize) -> anyhow::Result<()> {
             writeln!(
                 out,
                 "  storage segment: {segment}, {}",
-                human_bytes(segment_size)
+                format_size(segment_size)
             )?;
         }
         writeln!(out)?;

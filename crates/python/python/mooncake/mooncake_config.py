@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 from dataclasses import asdict, dataclass
 from typing import Any, Dict, Optional
 
@@ -39,27 +38,26 @@ _KNOWN_PROTOCOLS = {
     "tcp", "rdma", "efa", "cxl", "ascend", "musa", "nvlink", "nvlink_intra", "ub", "ubshmem",
     "maca", "sunrise_link", "rpc_only", "hip", "nvmeof", "barex",
 }
-_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "m": 1 << 20, "mb": 1 << 20,
-          "g": 1 << 30, "gb": 1 << 30, "t": 1 << 40, "tb": 1 << 40}
-_SIZE_RE = re.compile(r"^([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*([a-z]*)$")
 _TRUE = {"true", "1", "yes", "on", "enable", "enabled"}
 _FALSE = {"false", "0", "no", "off", "disable", "disabled", ""}
 
 
 def _parse_segment_size(value: Any) -> int:
     """A byte count from an int, a float (truncated) or a string such as "512MB",
-    "1.5 gb", "4096b", "1e9" (binary units); ValueError otherwise."""
+    "1.5 gb", "4096b", "1e9" (binary units, read by the one Rust parser,
+    ``mooncake_config::units``); ValueError otherwise."""
     if isinstance(value, bool):
         raise ValueError(f"Invalid size: {value!r}")
     if isinstance(value, (int, float)):
         return int(value)
     if not isinstance(value, str):
         raise ValueError(f"Invalid size: {value!r}")
-    s = value.strip().lower()
-    m = _SIZE_RE.match(s)
-    if not s or not m or m.group(2) not in _UNITS:
-        raise ValueError(f"Invalid size: {value!r}")
-    return int(float(m.group(1)) * _UNITS[m.group(2)])
+    from mooncake._mooncake import parse_size
+
+    try:
+        return parse_size(value)
+    except ValueError:
+        raise ValueError(f"Invalid size: {value!r}") from None
 
 
 def _parse_bool(value: Any, name: str) -> bool:

@@ -102,7 +102,7 @@ fn pool_size_from_env() -> Result<usize, String> {
         return Ok(0);
     }
     match std::env::var("MOONCAKE_ENGINE_POOL_SIZE") {
-        Ok(v) if !v.trim().is_empty() => crate::size::parse_size(&v)
+        Ok(v) if !v.trim().is_empty() => mooncake_config::parse_size(&v)
             .map(|n| n as usize)
             .map_err(|e| format!("MOONCAKE_ENGINE_POOL_SIZE: {e}")),
         _ => Ok(DEFAULT_POOL_SIZE),

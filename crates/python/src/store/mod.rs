@@ -94,7 +94,7 @@ fn pin_conflict(py: Python<'_>, what: &str, rc: &ReplicateConfig) -> bool {
 fn size_arg(v: &Bound<'_, PyAny>, name: &str) -> Result<u64, String> {
     if let Ok(s) = v.downcast::<PyString>() {
         let s = s.to_cow().map_err(|e| e.to_string())?;
-        return crate::size::parse_size(&s).map_err(|e| format!("{name}: {e}"));
+        return mooncake_config::parse_size(&s).map_err(|e| format!("{name}: {e}"));
     }
     v.extract::<u64>()
         .map_err(|_| format!("{name} must be a non-negative int or a size string, got {v}"))

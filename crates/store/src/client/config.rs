@@ -1,17 +1,36 @@
 //! [`ClientConfig`]: the store client's settings, with the reference's names
 //! (`local_hostname`, `metadata_server`, `global_segment_size`,
 //! `local_buffer_size`, `protocol`, `master_server_addr`), loadable from TOML
-//! or a JSON/dict-like map; sizes accept `"16MB"`, `"4 GiB"` or plain integers.
+//! or a JSON/dict-like map; sizes and durations as `mooncake_config::units` reads them
+//! (`"16MB"`, `"4 GiB"`, `"5s"`) or plain integers (bytes, milliseconds).
 
 use std::time::Duration;
 
+use mooncake_config::Alias;
 use mooncake_transfer::{Protocol, TransferEngineConfig};
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Serialize};
 
 use super::error::{ClientError, Result};
 
+/// Where a store client's settings come from (the workspace's one configuration layer):
+/// `MOONCAKE_CLIENT_<FIELD>` and the reference's names `MASTER_SERVER` / `MOONCAKE_MASTER`,
+/// `MC_METADATA_SERVER`, `PROTOCOL` / `MOONCAKE_PROTOCOL`, `LOCAL_HOSTNAME`,
+/// `DEFAULT_KV_LEASE_TTL` (ms).
+pub const LAYERS: mooncake_config::Layers = mooncake_config::Layers {
+    component: "CLIENT",
+    aliases: &[
+        Alias::new("MASTER_SERVER", "master_server_addr"),
+        Alias::new("MOONCAKE_MASTER", "master_server_addr"),
+        Alias::new("MC_METADATA_SERVER", "metadata_server"),
+        Alias::new("PROTOCOL", "protocol"),
+        Alias::new("MOONCAKE_PROTOCOL", "protocol"),
+        Alias::new("LOCAL_HOSTNAME", "local_hostname"),
+        Alias::with_unit("DEFAULT_KV_LEASE_TTL", "lease_ttl", "ms"),
+    ],
+};
+
 /// Settings of one store client.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default)]
 pub struct ClientConfig {
     /// `host` or `host:port` of this client's Transfer Engine (port 0 / absent: free port).
@@ -26,24 +45,24 @@ pub struct ClientConfig {
     /// default; off forces `protocol` even on one host, for measurements).
     pub same_host_shm: bool,
     /// Bytes this client contributes to the pool (0: none).
-    #[serde(deserialize_with = "de_size")]
+    #[serde(with = "mooncake_config::units::serde_size")]
     pub global_segment_size: u64,
     /// Bytes of the registered staging buffer for put/get on plain memory (0: none).
-    #[serde(deserialize_with = "de_size")]
+    #[serde(with = "mooncake_config::units::serde_size")]
     pub local_buffer_size: u64,
     /// The master's `default_kv_lease_ttl`: a read that takes longer is retried,
     /// because the object may have been replaced under it.
-    #[serde(with = "ms")]
+    #[serde(with = "mooncake_config::units::serde_duration_ms")]
     pub lease_ttl: Duration,
     /// Touch every page of the mounted segment at mount time, so puts never
     /// pay first-touch page faults (memory is committed up front, like pinned
     /// RDMA registrations).
     pub prefault_segment: bool,
     /// Deadline of one master RPC.
-    #[serde(with = "ms")]
+    #[serde(with = "mooncake_config::units::serde_duration_ms")]
     pub rpc_timeout: Duration,
     /// Deadline of one transfer request.
-    #[serde(with = "ms")]
+    #[serde(with = "mooncake_config::units::serde_duration_ms")]
     pub transfer_timeout: Duration,
 }
 
@@ -71,30 +90,24 @@ impl ClientConfig {
         toml::from_str(s).map_err(|e| ClientError::InvalidParams(format!("client config: {e}")))
     }
 
-    /// Apply the reference's environment variables where set: `MASTER_SERVER`,
-    /// `MC_METADATA_SERVER`, `PROTOCOL`, `LOCAL_HOSTNAME`,
-    /// `DEFAULT_KV_LEASE_TTL` (ms).
+    /// Apply the environment over these settings (see [`LAYERS`]).
     pub fn apply_env(&mut self) -> Result<()> {
-        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        if let Some(v) = var("MASTER_SERVER") {
-            self.master_server_addr = v;
-        }
-        if let Some(v) = var("MC_METADATA_SERVER") {
-            self.metadata_server = v;
-        }
-        if let Some(v) = var("PROTOCOL") {
-            self.protocol = v;
-        }
-        if let Some(v) = var("LOCAL_HOSTNAME") {
-            self.local_hostname = v;
-        }
-        if let Some(v) = var("DEFAULT_KV_LEASE_TTL") {
-            let ms: u64 = v.parse().map_err(|_| {
-                ClientError::InvalidParams(format!("DEFAULT_KV_LEASE_TTL={v:?} is not a number"))
-            })?;
-            self.lease_ttl = Duration::from_millis(ms);
-        }
+        *self = LAYERS
+            .apply_env(&*self, std::env::vars())
+            .map_err(|e| ClientError::InvalidParams(e.to_string()))?;
         Ok(())
+    }
+
+    /// `base` (the caller's defaults) < `file` (TOML) < environment (see [`LAYERS`]) <
+    /// `flags` (a struct of `Option`s named as the fields).
+    pub fn load(
+        base: &Self,
+        file: Option<&std::path::Path>,
+        flags: &impl Serialize,
+    ) -> Result<Self> {
+        LAYERS
+            .load_over(base, file, std::env::vars(), flags)
+            .map_err(|e| ClientError::InvalidParams(e.to_string()))
     }
 
     pub(crate) fn validate(&self) -> Result<()> {
@@ -141,77 +154,9 @@ impl ClientConfig {
     }
 }
 
-/// Parse a size: an integer byte count, or a number with a unit
-/// (`K`/`KB`/`KiB`, `M`.., `G`.., `T`..; powers of 1024, as the reference),
-/// spaces allowed (`"16 MB"`). Percentages are refused.
-pub fn parse_size(s: &str) -> Result<u64> {
-    let t = s.trim();
-    let bad = || ClientError::InvalidParams(format!("invalid size {s:?}"));
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let unit = unit.trim().to_ascii_lowercase();
-    let mult: u64 = match unit.as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        "t" | "tb" | "tib" => 1 << 40,
-        _ => return Err(bad()),
-    };
-    if num.is_empty() {
-        return Err(bad());
-    }
-    if let Ok(n) = num.parse::<u64>() {
-        return n.checked_mul(mult).ok_or_else(bad);
-    }
-    let f: f64 = num.parse().map_err(|_| bad())?;
-    let v = f * mult as f64;
-    if !v.is_finite() || v < 0.0 || v > u64::MAX as f64 {
-        return Err(bad());
-    }
-    Ok(v as u64)
-}
-
-fn de_size<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<u64, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum SizeRepr {
-        N(u64),
-        S(String),
-    }
-    match SizeRepr::deserialize(d)? {
-        SizeRepr::N(n) => Ok(n),
-        SizeRepr::S(s) => parse_size(&s).map_err(serde::de::Error::custom),
-    }
-}
-
-mod ms {
-    use serde::{Deserialize, Deserializer};
-    use std::time::Duration;
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        Ok(Duration::from_millis(u64::deserialize(d)?))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("4096").unwrap(), 4096);
-        assert_eq!(parse_size("16MB").unwrap(), 16 << 20);
-        assert_eq!(parse_size("16 MB").unwrap(), 16 << 20);
-        assert_eq!(parse_size("4KiB").unwrap(), 4096);
-        assert_eq!(parse_size("1.5GB").unwrap(), 3 << 29);
-        assert!(parse_size("50%").is_err());
-        assert!(parse_size("").is_err());
-        assert!(parse_size("MB").is_err());
-        assert!(parse_size("99999999999999T").is_err());
-    }
 
     #[test]
     fn toml_with_string_sizes() {
@@ -223,6 +168,18 @@ mod tests {
         assert_eq!(c.local_buffer_size, 1024);
         assert_eq!(c.lease_ttl, Duration::from_millis(200));
         assert_eq!(c.master_server_addr, "10.0.0.1:50051");
+        let env = [
+            ("MASTER_SERVER", "a:1"),
+            ("MOONCAKE_MASTER", "b:2"),
+            ("DEFAULT_KV_LEASE_TTL", "300"),
+            ("MOONCAKE_CLIENT_GLOBAL_SEGMENT_SIZE", "2GiB"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+        let e = LAYERS.apply_env(&c, env).unwrap();
+        assert_eq!(e.master_server_addr, "b:2", "the later alias wins");
+        assert_eq!(e.lease_ttl, Duration::from_millis(300));
+        assert_eq!(e.global_segment_size, 2 << 30);
+        assert_eq!(e.local_buffer_size, 1024, "unset: kept");
         let e = c.engine_config().unwrap();
         assert!(e.protocols.contains(&Protocol::Shm));
     }

@@ -36,7 +36,7 @@ mod range;
 mod session;
 mod staging;
 
-pub use config::{parse_size, ClientConfig};
+pub use config::ClientConfig;
 pub use error::{
     to_return_code, ClientError, Result, CODE_BUFFER_OVERFLOW, CODE_INTERNAL, CODE_INVALID_PARAMS,
     CODE_INVALID_READ, CODE_TRANSFER_FAIL, CODE_UNAVAILABLE,
