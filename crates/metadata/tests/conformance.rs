@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use mooncake_metadata::http::server::MetadataServer;
 use mooncake_metadata::redis::{RedisOptions, RedisWatchMode};
-use mooncake_metadata::testing::{free_port, EtcdServer, RedisServer};
+use mooncake_testkit::{free_port, EtcdServer, RedisServer};
 use mooncake_metadata::{
     connect, EmbeddedMetadata, MetadataError, MetadataStore, RedisMetadata, WatchEvent,
 };

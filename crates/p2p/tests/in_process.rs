@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use mooncake_metadata::testing::EtcdServer;
+use mooncake_testkit::EtcdServer;
 use mooncake_p2p::{P2pConfig, P2pError, P2pStore, Region};
 use mooncake_transfer::{ManagedBuffer, Protocol, TransferEngine, TransferEngineConfig};
 
@@ -205,7 +205,7 @@ async fn futures_join(
 
 #[tokio::test]
 async fn metadata_down_is_a_clear_error() {
-    let port = mooncake_metadata::testing::free_port().unwrap();
+    let port = mooncake_testkit::free_port().unwrap();
     let engine = TransferEngine::start(TransferEngineConfig {
         metadata_server: "embedded".into(),
         ..Default::default()
@@ -237,7 +237,7 @@ async fn metadata_down_is_a_clear_error() {
 /// Redis has no leases here: records expire by their wall-clock deadline.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_records_of_a_crashed_holder_expire() {
-    let redis = mooncake_metadata::testing::RedisServer::start().expect("redis");
+    let redis = mooncake_testkit::RedisServer::start().expect("redis");
     let meta = redis.conn_string();
     let (seed, seed_engine) = node(&meta).await;
     let a = seed_engine.allocate_managed_buffer(1 << 20).await.unwrap();
