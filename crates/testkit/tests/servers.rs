@@ -1,4 +1,4 @@
-//! The test harness itself: servers are really gone after drop, and a
+//! The etcd/redis starters: servers are really gone after drop, and a
 //! missing binary is a loud error naming the setup script. Runs in its own
 //! process (its own test binary) because it changes environment variables.
 
