@@ -6,8 +6,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use mooncake_testkit::EtcdServer;
 use mooncake_p2p::{P2pConfig, P2pError, P2pStore, Region};
+use mooncake_testkit::EtcdServer;
 use mooncake_transfer::{ManagedBuffer, Protocol, TransferEngine, TransferEngineConfig};
 
 fn config() -> P2pConfig {

@@ -31,7 +31,10 @@ pub fn fnv(data: &[u8]) -> u64 {
 pub fn tagged_value(key: &str, version: u64, len: usize) -> Vec<u8> {
     assert!(len >= 64, "a tagged value needs at least 64 bytes");
     let mut v = vec![0u8; len];
-    let payload = pattern(len - 32, fnv(key.as_bytes()) ^ version.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    let payload = pattern(
+        len - 32,
+        fnv(key.as_bytes()) ^ version.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+    );
     v[24..len - 8].copy_from_slice(&payload);
     v[0..8].copy_from_slice(&fnv(key.as_bytes()).to_le_bytes());
     v[8..16].copy_from_slice(&version.to_le_bytes());

@@ -7,6 +7,7 @@
 //! | [`ready`]   | parsing the one-line JSON READY announcement every server prints     |
 //! | [`wait`]    | bounded, condition-based waits (never a sleep as synchronisation)    |
 //! | [`net`]     | free loopback ports                                                  |
+//! | [`netns`]   | network namespaces on a bridge, shaped and cut links (multi-host tests) |
 //! | [`http`]    | a blocking HTTP GET for health and admin views                       |
 //! | [`servers`] | real `etcd` and `redis-server` processes                             |
 //! | [`cluster`] | a local store cluster: `mooncake up` (master + metadata) and storage nodes |
@@ -34,6 +35,7 @@ pub mod cluster;
 pub mod data;
 pub mod http;
 pub mod net;
+pub mod netns;
 pub mod proc;
 pub mod ready;
 pub mod servers;

@@ -9,7 +9,10 @@ use std::net::{Ipv4Addr, TcpListener};
 
 /// A loopback TCP port free at the time of the call.
 pub fn free_port() -> std::io::Result<u16> {
-    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
-        .local_addr()?
-        .port())
+    free_port_on(&Ipv4Addr::LOCALHOST.to_string())
+}
+
+/// A TCP port of `host` (an address of this machine) free at the time of the call.
+pub fn free_port_on(host: &str) -> std::io::Result<u16> {
+    Ok(TcpListener::bind((host, 0))?.local_addr()?.port())
 }

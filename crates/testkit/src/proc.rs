@@ -51,7 +51,21 @@ impl Proc {
 
     /// Spawn `cmd` (its stdio is replaced: stdin closed, stdout read here,
     /// stderr captured). Panics when it cannot be started.
-    pub fn spawn(mut cmd: Command) -> Proc {
+    pub fn spawn(cmd: Command) -> Proc {
+        Self::spawn_stdin(cmd, Stdio::null())
+    }
+
+    /// [`Proc::spawn`] with a pipe to the child's stdin, taken with [`Proc::stdin`].
+    pub fn spawn_with_stdin(cmd: Command) -> Proc {
+        Self::spawn_stdin(cmd, Stdio::piped())
+    }
+
+    /// The pipe to the child's stdin ([`Proc::spawn_with_stdin`] only; once).
+    pub fn stdin(&mut self) -> Option<std::process::ChildStdin> {
+        self.child.stdin.take()
+    }
+
+    fn spawn_stdin(mut cmd: Command, stdin: Stdio) -> Proc {
         let name = std::iter::once(cmd.get_program())
             .chain(cmd.get_args().take(1))
             .map(|s| s.to_string_lossy().into_owned())
@@ -62,7 +76,7 @@ impl Proc {
             .tempfile()
             .expect("a temporary file for the child's stderr");
         let mut child = cmd
-            .stdin(Stdio::null())
+            .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(stderr.reopen().expect("reopen the stderr file"))
             .process_group(0)
@@ -121,7 +135,10 @@ impl Proc {
         let start = Instant::now();
         loop {
             let left = limit.saturating_sub(start.elapsed());
-            match self.lines.recv_timeout(left.min(Duration::from_millis(200))) {
+            match self
+                .lines
+                .recv_timeout(left.min(Duration::from_millis(200)))
+            {
                 Ok(line) => {
                     self.seen.push(line.clone());
                     if pred(&line) {
@@ -268,7 +285,8 @@ mod tests {
 
     #[test]
     fn ready_skips_human_lines_and_stderr_is_captured() {
-        let mut p = sh(r#"echo hello; echo oops >&2; echo '{"ready":"x","pid":7,"port":9}'; sleep 30"#);
+        let mut p =
+            sh(r#"echo hello; echo oops >&2; echo '{"ready":"x","pid":7,"port":9}'; sleep 30"#);
         let r = p.ready(Duration::from_secs(10));
         assert_eq!((r.component.as_str(), r.u64("port")), ("x", 9));
         assert_eq!(p.stdout_seen()[0], "hello");
@@ -285,16 +303,18 @@ mod tests {
     #[test]
     fn drop_kills_the_whole_process_group() {
         let mut p = sh("sleep 30 & echo $!; wait");
-        let grandchild: i32 = p.next_line(Duration::from_secs(10)).unwrap().parse().unwrap();
+        let grandchild: i32 = p
+            .next_line(Duration::from_secs(10))
+            .unwrap()
+            .parse()
+            .unwrap();
         drop(p);
         // Gone, or a zombie waiting for init to reap it.
         let alive = || {
             std::fs::read_to_string(format!("/proc/{grandchild}/stat"))
                 .is_ok_and(|s| s.rsplit(") ").next().is_some_and(|r| !r.starts_with('Z')))
         };
-        crate::wait::wait_until("the grandchild to go", Duration::from_secs(10), || {
-            !alive()
-        });
+        crate::wait::wait_until("the grandchild to go", Duration::from_secs(10), || !alive());
     }
 
     #[test]
@@ -308,7 +328,9 @@ mod tests {
     fn terminate_returns_the_exit_status() {
         let mut p = sh("trap 'exit 0' TERM; echo up; while :; do sleep 0.05; done");
         p.next_line(Duration::from_secs(10)).unwrap();
-        let st = p.terminate(Duration::from_secs(10)).expect("exits on SIGTERM");
+        let st = p
+            .terminate(Duration::from_secs(10))
+            .expect("exits on SIGTERM");
         assert!(st.success());
     }
 }

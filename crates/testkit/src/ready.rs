@@ -108,6 +108,8 @@ mod tests {
     #[test]
     #[should_panic(expected = "no string \"rpc\"")]
     fn a_missing_field_names_itself() {
-        Ready::parse(r#"{"ready":"master","pid":1}"#).unwrap().str("rpc");
+        Ready::parse(r#"{"ready":"master","pid":1}"#)
+            .unwrap()
+            .str("rpc");
     }
 }

@@ -48,7 +48,8 @@ pub enum HarnessError {
     },
 }
 
-fn find_binary(name: &'static str, env: &'static str) -> Result<PathBuf, HarnessError> {
+/// The binary `name`: `$env` when set, else `/usr/bin/<name>`, else the first on `$PATH`.
+pub fn find_binary(name: &'static str, env: &'static str) -> Result<PathBuf, HarnessError> {
     if let Some(p) = std::env::var_os(env).map(PathBuf::from) {
         return if p.is_file() {
             Ok(p)

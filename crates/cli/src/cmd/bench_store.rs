@@ -509,7 +509,12 @@ impl OwnCluster {
     pub(crate) async fn start(segment: u64) -> anyhow::Result<OwnCluster> {
         let mut cmd = std::process::Command::new(std::env::current_exe()?);
         cmd.args(["up", "--rpc-port", "0", "--metadata-port", "0"])
-            .args(["--metrics-port", "0", "--segment-size", &segment.to_string()])
+            .args([
+                "--metrics-port",
+                "0",
+                "--segment-size",
+                &segment.to_string(),
+            ])
             .arg("--quiet");
         // Spawning and awaiting READY block (bounded: 60 s); panics carry the
         // child's stderr and come back here as an error.

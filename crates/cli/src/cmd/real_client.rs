@@ -7,7 +7,6 @@
 //! Prints one line `READY service=<host:port> segment=<host:port> size=<bytes>`
 //! on stdout once it serves, so scripts and tests can wait for it.
 
-
 use anyhow::Context;
 use mooncake_store::client::{Client, ClientConfig};
 use mooncake_store::client_service::{serve, DEFAULT_PORT};

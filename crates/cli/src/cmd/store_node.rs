@@ -5,7 +5,6 @@
 //! Prints one line `READY segment=<host:port> size=<bytes>` on stdout once the
 //! segment is mounted, so scripts and tests can wait for it.
 
-
 use anyhow::Context;
 use mooncake_store::client::{parse_size, Client};
 
