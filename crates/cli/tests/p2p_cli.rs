@@ -38,7 +38,7 @@ fn make_files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     vec![(pa, a), (pb, b)]
 }
 
-fn seeder(meta: &str, files: &[(PathBuf, Vec<u8>)], dir: &Path) -> (Proc, String) {
+fn seeder(meta: &str, files: &[(PathBuf, Vec<u8>)]) -> (Proc, String) {
     let mut args = vec!["p2p", "serve", "--name", "ckpt", "--shard-size", "256KiB"];
     args.extend(["--metadata", meta, "--ttl", "2s"]);
     for (p, _) in files {
@@ -88,7 +88,7 @@ async fn eight_readers_finish_from_each_other_after_the_seeder_is_killed() {
     let meta = etcd.conn_string();
     let store = mooncake_metadata::connect(&meta).await.unwrap();
     let files = make_files(dir.path());
-    let (mut seed, seed_seg) = seeder(&meta, &files, dir.path());
+    let (mut seed, seed_seg) = seeder(&meta, &files);
 
     let slow = [("MOONCAKE_P2P_TEST_SHARD_DELAY_MS", "60")];
     let flags = [
@@ -163,7 +163,7 @@ async fn shards_nobody_has_are_named_when_the_seeder_dies_early() {
     let meta = etcd.conn_string();
     let store = mooncake_metadata::connect(&meta).await.unwrap();
     let files = make_files(dir.path());
-    let (mut seed, seed_seg) = seeder(&meta, &files, dir.path());
+    let (mut seed, seed_seg) = seeder(&meta, &files);
     let slow = [("MOONCAKE_P2P_TEST_SHARD_DELAY_MS", "150")];
     let flags = ["--parallel", "1", "--stall-timeout", "3s"];
     let mut readers: Vec<Proc> = (0..2)
@@ -200,7 +200,7 @@ async fn a_holder_serving_corrupt_shards_is_detected_and_avoided() {
     let etcd = EtcdServer::start().expect("etcd");
     let meta = etcd.conn_string();
     let files = make_files(dir.path());
-    let (_seed, seed_seg) = seeder(&meta, &files, dir.path());
+    let (_seed, seed_seg) = seeder(&meta, &files);
     // This holder flips a byte of every shard after verifying it.
     let mut bad = reader(
         &meta,
@@ -239,7 +239,7 @@ async fn bad_input_gets_one_clear_line() {
     let etcd = EtcdServer::start().expect("etcd");
     let meta = etcd.conn_string();
     let files = make_files(dir.path());
-    let (_seed, _) = seeder(&meta, &files, dir.path());
+    let (_seed, _) = seeder(&meta, &files);
 
     let run = |args: &[&str]| {
         let out = Command::new(BIN)
