@@ -42,17 +42,7 @@ fn region(b: &ManagedBuffer) -> Region {
     }
 }
 
-fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
+use mooncake_testkit::pattern;
 
 fn contents(b: &ManagedBuffer) -> Vec<u8> {
     let mut v = vec![0; b.len()];
