@@ -1,19 +1,10 @@
 //! `mooncake metadata-server` as a real process: it prints its address, serves
 //! the reference's protocol to our client, and exits cleanly on SIGTERM.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-/// Kills the child on drop so a failing test leaves no server behind.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use mooncake_testkit::Proc;
 
 #[tokio::test]
 async fn serves_metadata_and_stops_on_sigterm() {
@@ -36,22 +27,9 @@ async fn serves_metadata_and_stops_on_sigterm() {
     );
 
     // SIGTERM: a clean exit with status 0.
-    // SAFETY: kill(2) on our own child's pid; no memory is involved.
-    let rc = unsafe { libc::kill(child.0.id() as libc::pid_t, libc::SIGTERM) };
-    assert_eq!(rc, 0);
-    let status = {
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(s) = child.0.try_wait().unwrap() {
-                break s;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "no exit after SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    };
+    let status = child
+        .terminate(Duration::from_secs(30))
+        .expect("exits on SIGTERM");
     assert!(status.success(), "{status:?}");
     let after = store.get("mooncake/ram/x").await;
     assert!(
@@ -63,35 +41,19 @@ async fn serves_metadata_and_stops_on_sigterm() {
     );
 }
 
-/// Start `mooncake metadata-server` with `extra` flags; returns the guard and
-/// the announced connection string.
-fn start(extra: &[&str]) -> (Guard, String) {
-    let mut child = Guard(
-        Command::new(env!("CARGO_BIN_EXE_mooncake"))
-            .args(["metadata-server", "--port", "0"])
-            .args(extra)
-            .env_remove("MC_CLUSTER_TOKEN")
-            .env_remove("MOONCAKE_CLUSTER_TOKEN_FILE")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn mooncake metadata-server"),
-    );
-    let stdout = child.0.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let url = loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("metadata-server announces its address");
-        if let Some(url) = line.strip_prefix("metadata connection string: ") {
-            break url.to_string();
-        }
-    };
+/// Start `mooncake metadata-server` with `extra` flags; returns it and the
+/// connection string of its READY line.
+fn start(extra: &[&str]) -> (Proc, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mooncake"));
+    cmd.args(["metadata-server", "--port", "0"])
+        .args(extra)
+        .env_remove("MC_CLUSTER_TOKEN")
+        .env_remove("MOONCAKE_CLUSTER_TOKEN_FILE");
+    let mut child = Proc::spawn(cmd);
+    let url = child
+        .ready(Duration::from_secs(60))
+        .str("metadata")
+        .to_string();
     (child, url)
 }
 

@@ -8,101 +8,23 @@
 //! holder records in etcd to pick the moment to kill.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::Receiver;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use mooncake_metadata::testing::{free_port, EtcdServer};
 use mooncake_metadata::SharedMetadata;
+use mooncake_testkit::{free_port, pattern, EtcdServer, Proc};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mooncake");
 
-/// A child killed (SIGKILL) and reaped on drop; stdout lines on a channel,
-/// stderr in a file.
-struct Proc {
-    child: Child,
-    lines: Receiver<String>,
-    stderr: PathBuf,
-}
-
-impl Proc {
-    fn spawn(args: &[&str], env: &[(&str, &str)], dir: &Path, tag: &str) -> Proc {
-        let stderr = dir.join(format!("{tag}.stderr"));
-        let mut cmd = Command::new(BIN);
-        cmd.args(args)
-            .env("MOONCAKE_LOG", "warn")
-            .env_remove("RUST_BACKTRACE")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&stderr).unwrap());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("spawn mooncake");
-        let out = child.stdout.take().unwrap();
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for l in BufReader::new(out).lines().map_while(Result::ok) {
-                let _ = tx.send(l);
-            }
-        });
-        Proc {
-            child,
-            lines,
-            stderr,
-        }
-    }
-
-    /// The first stdout line, parsed as JSON (bounded wait).
-    fn json(&self, limit: Duration) -> serde_json::Value {
-        let line = self.lines.recv_timeout(limit).unwrap_or_else(|_| {
-            panic!(
-                "no JSON line within {limit:?}; stderr:\n{}",
-                std::fs::read_to_string(&self.stderr).unwrap_or_default()
-            )
-        });
-        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
-    }
-
-    fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// Exit status and stderr, waiting at most `limit`.
-    fn finish(&mut self, limit: Duration) -> (std::process::ExitStatus, String) {
-        let start = Instant::now();
-        loop {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                return (st, std::fs::read_to_string(&self.stderr).unwrap());
-            }
-            assert!(
-                start.elapsed() < limit,
-                "process still running after {limit:?}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
-fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+/// `mooncake ARGS` with extra environment (killed on drop; stderr captured).
+fn spawn(args: &[&str], env: &[(&str, &str)]) -> Proc {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .envs(env.iter().copied())
+        .env("MOONCAKE_LOG", "warn")
+        .env_remove("RUST_BACKTRACE");
+    Proc::spawn(cmd)
 }
 
 /// Two files making an object of 32 shards of 256 KiB.
@@ -116,16 +38,16 @@ fn make_files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     vec![(pa, a), (pb, b)]
 }
 
-fn seeder(meta: &str, files: &[(PathBuf, Vec<u8>)], dir: &Path) -> (Proc, String) {
+fn seeder(meta: &str, files: &[(PathBuf, Vec<u8>)]) -> (Proc, String) {
     let mut args = vec!["p2p", "serve", "--name", "ckpt", "--shard-size", "256KiB"];
     args.extend(["--metadata", meta, "--ttl", "2s"]);
     for (p, _) in files {
         args.push(p.to_str().unwrap());
     }
-    let p = Proc::spawn(&args, &[], dir, "seeder");
-    let ready = p.json(Duration::from_secs(60));
-    assert_eq!(ready["shards"], 32, "{ready}");
-    let seg = ready["segment"].as_str().unwrap().to_string();
+    let mut p = spawn(&args, &[]);
+    let ready = p.ready(Duration::from_secs(60));
+    assert_eq!(ready.u64("shards"), 32, "{ready:?}");
+    let seg = ready.str("segment").to_string();
     (p, seg)
 }
 
@@ -134,7 +56,7 @@ fn reader(meta: &str, dir: &Path, i: usize, env: &[(&str, &str)], extra: &[&str]
     let mut args = vec!["p2p", "get", "ckpt", "--quiet", "-o", out.to_str().unwrap()];
     args.extend(["--metadata", meta, "--ttl", "2s"]);
     args.extend(extra);
-    Proc::spawn(&args, env, dir, &format!("reader{i}"))
+    spawn(&args, env)
 }
 
 fn check_copy(dir: &Path, i: usize, files: &[(PathBuf, Vec<u8>)]) {
@@ -166,7 +88,7 @@ async fn eight_readers_finish_from_each_other_after_the_seeder_is_killed() {
     let meta = etcd.conn_string();
     let store = mooncake_metadata::connect(&meta).await.unwrap();
     let files = make_files(dir.path());
-    let (mut seed, seed_seg) = seeder(&meta, &files, dir.path());
+    let (mut seed, seed_seg) = seeder(&meta, &files);
 
     let slow = [("MOONCAKE_P2P_TEST_SHARD_DELAY_MS", "60")];
     let flags = [
@@ -201,7 +123,7 @@ async fn eight_readers_finish_from_each_other_after_the_seeder_is_killed() {
 
     let mut from_peers = 0u64;
     for (i, r) in readers.iter_mut().enumerate() {
-        let rep = r.json(Duration::from_secs(60));
+        let rep = r.json_line(Duration::from_secs(60));
         assert_eq!(rep["bytes"], 8 << 20, "{rep}");
         let sources = rep["sources"].as_object().unwrap();
         from_peers += sources
@@ -241,7 +163,7 @@ async fn shards_nobody_has_are_named_when_the_seeder_dies_early() {
     let meta = etcd.conn_string();
     let store = mooncake_metadata::connect(&meta).await.unwrap();
     let files = make_files(dir.path());
-    let (mut seed, seed_seg) = seeder(&meta, &files, dir.path());
+    let (mut seed, seed_seg) = seeder(&meta, &files);
     let slow = [("MOONCAKE_P2P_TEST_SHARD_DELAY_MS", "150")];
     let flags = ["--parallel", "1", "--stall-timeout", "3s"];
     let mut readers: Vec<Proc> = (0..2)
@@ -261,7 +183,7 @@ async fn shards_nobody_has_are_named_when_the_seeder_dies_early() {
     }
     seed.kill9();
     for r in &mut readers {
-        let (status, stderr) = r.finish(Duration::from_secs(60));
+        let (status, stderr) = (r.wait(Duration::from_secs(60)), r.stderr());
         assert!(!status.success(), "reader succeeded without a seeder");
         assert!(
             stderr.contains("no live holder has shard(s)") && stderr.contains("of 32"),
@@ -278,16 +200,16 @@ async fn a_holder_serving_corrupt_shards_is_detected_and_avoided() {
     let etcd = EtcdServer::start().expect("etcd");
     let meta = etcd.conn_string();
     let files = make_files(dir.path());
-    let (_seed, seed_seg) = seeder(&meta, &files, dir.path());
+    let (_seed, seed_seg) = seeder(&meta, &files);
     // This holder flips a byte of every shard after verifying it.
-    let bad = reader(
+    let mut bad = reader(
         &meta,
         dir.path(),
         99,
         &[("MOONCAKE_P2P_TEST_CORRUPT", "1")],
         &["--keep-serving"],
     );
-    let bad_seg = bad.json(Duration::from_secs(60))["segment"]
+    let bad_seg = bad.json_line(Duration::from_secs(60))["segment"]
         .as_str()
         .unwrap()
         .to_string();
@@ -295,7 +217,7 @@ async fn a_holder_serving_corrupt_shards_is_detected_and_avoided() {
         .map(|i| reader(&meta, dir.path(), i, &[], &[]))
         .collect();
     for (i, r) in readers.iter_mut().enumerate() {
-        let rep = r.json(Duration::from_secs(60));
+        let rep = r.json_line(Duration::from_secs(60));
         check_copy(dir.path(), i, &files);
         assert!(
             rep["sources"].get(&bad_seg).is_none(),
@@ -317,7 +239,7 @@ async fn bad_input_gets_one_clear_line() {
     let etcd = EtcdServer::start().expect("etcd");
     let meta = etcd.conn_string();
     let files = make_files(dir.path());
-    let (_seed, _) = seeder(&meta, &files, dir.path());
+    let (_seed, _) = seeder(&meta, &files);
 
     let run = |args: &[&str]| {
         let out = Command::new(BIN)

@@ -8,204 +8,47 @@
 //! prints a SKIP line and passes.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::Receiver;
+use std::process::Command;
 use std::time::{Duration, Instant};
+
+use mooncake_testkit::netns::Lan;
+use mooncake_testkit::Proc;
 
 const BIN: &str = env!("CARGO_BIN_EXE_mooncake");
 const HOSTS: usize = 4;
+const LIMIT: Duration = Duration::from_secs(60);
 
-fn sh(args: &[&str]) -> bool {
-    Command::new(args[0])
-        .args(&args[1..])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-}
-
-fn must(args: &[&str]) {
-    assert!(sh(args), "failed: {}", args.join(" "));
-}
-
-/// Namespaces, bridge and processes of one test; all removed on drop.
-struct Net {
-    tag: String,
-    net: String,
-    children: Vec<Child>,
-}
-
-impl Net {
-    fn ns(&self, i: usize) -> String {
-        format!("p2pt{}-{i}", self.tag)
-    }
-    fn bridge(&self) -> String {
-        format!("p2ptb{}", self.tag)
-    }
-    fn ip(&self, i: usize) -> String {
-        format!("{}.{}", self.net, 10 + i)
-    }
-
-    /// None (after a SKIP line) where namespaces cannot be made.
-    fn create() -> Option<Net> {
-        let pid = std::process::id();
-        let tag = format!("{}", pid % 100_000);
-        let probe = format!("p2ptp{tag}");
-        if !sh(&["ip", "netns", "add", &probe]) {
-            eprintln!("SKIP: cannot create network namespaces here (needs root and iproute2)");
-            return None;
-        }
-        sh(&["ip", "netns", "del", &probe]);
-        let net = Net {
-            tag,
-            net: format!("10.202.{}", pid % 250),
-            children: Vec::new(),
-        };
-        let br = net.bridge();
-        must(&["ip", "link", "add", &br, "type", "bridge"]);
-        must(&[
-            "ip",
-            "addr",
-            "add",
-            &format!("{}.1/24", net.net),
-            "dev",
-            &br,
-        ]);
-        must(&["ip", "link", "set", &br, "up"]);
-        for i in 0..HOSTS {
-            let ns = net.ns(i);
-            let (outer, inner) = (
-                format!("p2ptv{}-{i}", net.tag),
-                format!("p2pti{}-{i}", net.tag),
-            );
-            must(&["ip", "netns", "add", &ns]);
-            must(&[
-                "ip", "link", "add", &outer, "type", "veth", "peer", "name", &inner,
-            ]);
-            must(&["ip", "link", "set", &inner, "netns", &ns]);
-            must(&["ip", "-n", &ns, "link", "set", &inner, "name", "eth0"]);
-            must(&[
-                "ip",
-                "-n",
-                &ns,
-                "addr",
-                "add",
-                &format!("{}/24", net.ip(i)),
-                "dev",
-                "eth0",
-            ]);
-            must(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
-            must(&["ip", "-n", &ns, "link", "set", "eth0", "up"]);
-            must(&["ip", "link", "set", &outer, "master", &br, "up"]);
-            let tbf = [
-                "root", "tbf", "rate", "100mbit", "burst", "256kb", "latency", "50ms",
-            ];
-            let mut up = vec![
-                "ip", "netns", "exec", &ns, "tc", "qdisc", "add", "dev", "eth0",
-            ];
-            up.extend(tbf);
-            must(&up);
-            let mut down = vec!["tc", "qdisc", "add", "dev", &outer];
-            down.extend(tbf);
-            must(&down);
-        }
-        Some(net)
-    }
-
-    fn spawn(
-        &mut self,
-        host: Option<usize>,
-        args: &[&str],
-        env: &[(&str, &str)],
-        log: &Path,
-    ) -> Receiver<String> {
-        let mut cmd = match host {
-            Some(i) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", &self.ns(i), BIN]);
-                c
-            }
-            None => Command::new(BIN),
-        };
-        cmd.args(args)
-            .env("MOONCAKE_LOG", "warn")
-            .env_remove("RUST_BACKTRACE")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(log).unwrap());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("spawn");
-        let out = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for l in BufReader::new(out).lines().map_while(Result::ok) {
-                let _ = tx.send(l);
-            }
-        });
-        self.children.push(child);
-        rx
-    }
-}
-
-impl Drop for Net {
-    fn drop(&mut self) {
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        for i in 0..HOSTS {
-            // Deleting the outer end removes the pair at once (a deleted
-            // namespace's devices go away only when the kernel gets to it).
-            sh(&["ip", "link", "del", &format!("p2ptv{}-{i}", self.tag)]);
-            sh(&["ip", "netns", "del", &self.ns(i)]);
-        }
-        sh(&["ip", "link", "del", &self.bridge()]);
-    }
-}
-
-fn line(rx: &Receiver<String>, what: &str, log: &Path) -> serde_json::Value {
-    let l = rx
-        .recv_timeout(Duration::from_secs(60))
-        .unwrap_or_else(|_| {
-            panic!(
-                "no line from {what} within 60 s; log:\n{}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            )
-        });
-    match serde_json::from_str(&l) {
-        Ok(v) => v,
-        Err(_) => serde_json::Value::String(l),
-    }
+/// `mooncake ARGS` in host `host`'s namespace (or this one), killed on drop.
+fn spawn(lan: &Lan, host: Option<usize>, args: &[&str], env: &[(&str, &str)]) -> Proc {
+    let mut cmd = match host {
+        Some(i) => lan.command(i, BIN),
+        None => Command::new(BIN),
+    };
+    cmd.args(args)
+        .envs(env.iter().copied())
+        .env("MOONCAKE_LOG", "warn")
+        .env_remove("RUST_BACKTRACE");
+    Proc::spawn(cmd)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readers_on_other_hosts_finish_after_the_seeders_link_is_cut() {
-    let Some(mut net) = Net::create() else { return };
+    let Some(net) = Lan::create(HOSTS, Some("100mbit")) else {
+        eprintln!("SKIP: cannot create network namespaces here (needs root and iproute2)");
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
 
     // Metadata server on the bridge address (reachable from every host).
-    let host = format!("{}.1", net.net);
-    let rx = net.spawn(
+    let host = net.gateway();
+    let mut meta_server = spawn(
+        &net,
         None,
         &["metadata-server", "--host", &host, "--port", "0"],
         &[],
-        &d.join("meta.log"),
     );
-    let meta = loop {
-        let l = line(&rx, "metadata-server", &d.join("meta.log"));
-        if let Some(url) = l
-            .as_str()
-            .and_then(|s| s.strip_prefix("metadata connection string: "))
-        {
-            break url.to_string();
-        }
-    };
+    let meta = meta_server.ready(LIMIT).str("metadata").to_string();
 
     // 8 MiB in 32 shards: about 0.7 s per copy at 100 Mbit/s.
     let data: Vec<u8> = (0..8u32 << 20)
@@ -214,7 +57,8 @@ async fn readers_on_other_hosts_finish_after_the_seeders_link_is_cut() {
     let file = d.join("model.bin");
     std::fs::write(&file, &data).unwrap();
     let seed_ip = net.ip(0);
-    let seed_rx = net.spawn(
+    let mut seed = spawn(
+        &net,
         Some(0),
         &[
             "p2p",
@@ -232,16 +76,15 @@ async fn readers_on_other_hosts_finish_after_the_seeders_link_is_cut() {
             "2s",
         ],
         &[],
-        &d.join("seed.log"),
     );
-    let ready = line(&seed_rx, "seeder", &d.join("seed.log"));
-    let seed_seg = ready["segment"].as_str().unwrap().to_string();
+    let seed_seg = seed.ready(LIMIT).str("segment").to_string();
 
     let mut readers = Vec::new();
     for i in 1..HOSTS {
         let out = d.join(format!("out{i}"));
         let ip = net.ip(i);
-        let rx = net.spawn(
+        let reader = spawn(
+            &net,
             Some(i),
             &[
                 "p2p",
@@ -261,9 +104,8 @@ async fn readers_on_other_hosts_finish_after_the_seeders_link_is_cut() {
                 "30s",
             ],
             &[("MC_TRANSFER_TIMEOUT", "2")],
-            &d.join(format!("r{i}.log")),
         );
-        readers.push((i, rx));
+        readers.push((i, reader));
     }
 
     // Cut the seeder off once every shard has a holder among the readers.
@@ -291,10 +133,10 @@ async fn readers_on_other_hosts_finish_after_the_seeders_link_is_cut() {
         assert!(start.elapsed() < Duration::from_secs(60), "no progress");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    must(&["ip", "-n", &net.ns(0), "link", "set", "eth0", "down"]);
+    net.link(0, false);
 
-    for (i, rx) in &readers {
-        let rep = line(rx, "reader", &d.join(format!("r{i}.log")));
+    for (i, reader) in &mut readers {
+        let rep = reader.json_line(LIMIT);
         assert_eq!(rep["bytes"], 8 << 20, "{rep}");
         let got = std::fs::read(d.join(format!("out{i}")).join("model.bin")).unwrap();
         assert!(got == data, "reader {i}: copy differs");

@@ -5,59 +5,29 @@
 //! decode engine (502), and the Prometheus counters.
 
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// A `mooncake` child process, killed on drop.
+/// A `mooncake` server child (killed on drop) and the URL of its READY line.
 struct Proc {
-    child: Child,
+    _proc: mooncake_testkit::Proc,
     url: String,
 }
 
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts `mooncake ARGS` and waits (bounded) for the `listening on URL` line.
+/// Starts `mooncake ARGS` and waits (bounded) for its READY line.
 fn spawn(args: &[&str]) -> Proc {
     spawn_env(args, &[])
 }
 
 /// [`spawn`] with extra environment variables.
 fn spawn_env(args: &[&str], env: &[(&str, &str)]) -> Proc {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mooncake"))
-        .args(args)
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mooncake"));
+    cmd.args(args)
         .envs(env.iter().copied())
-        .env("MOONCAKE_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn mooncake");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let mut proc = Proc {
-        child,
-        url: String::new(),
-    };
-    let line = rx
-        .recv_timeout(Duration::from_secs(60))
-        .unwrap_or_else(|_| panic!("`mooncake {}` announces its address", args.join(" ")));
-    let at = line.find("http://").expect("a URL in the announcement");
-    proc.url = line[at..]
-        .split_whitespace()
-        .next()
-        .expect("URL")
-        .to_string();
-    proc
+        .env("MOONCAKE_LOG", "warn");
+    let mut proc = mooncake_testkit::Proc::spawn(cmd);
+    let url = proc.ready(Duration::from_secs(60)).str("url").to_string();
+    Proc { _proc: proc, url }
 }
 
 fn engine(role: &str, time_scale: &str) -> Proc {

@@ -24,8 +24,8 @@
 //! dropped.
 //!
 //! [`http::server`] holds the HTTP metadata server (standalone, or as an
-//! `axum::Router` mounted by another server); the `testing` feature adds
-//! the `testing` module, which starts real etcd and redis servers for tests.
+//! `axum::Router` mounted by another server). Tests start real etcd and redis
+//! servers with `mooncake-testkit`.
 
 mod error;
 pub use error::MetadataError;
@@ -87,8 +87,6 @@ mod embedded;
 pub mod etcd;
 pub mod http;
 pub mod redis;
-#[cfg(feature = "testing")]
-pub mod testing;
 pub mod watch;
 
 pub use conn::{parse as parse_connection_string, ConnSpec};

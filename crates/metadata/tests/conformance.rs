@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use mooncake_metadata::http::server::MetadataServer;
 use mooncake_metadata::redis::{RedisOptions, RedisWatchMode};
-use mooncake_metadata::testing::{free_port, EtcdServer, RedisServer};
 use mooncake_metadata::{
     connect, EmbeddedMetadata, MetadataError, MetadataStore, RedisMetadata, WatchEvent,
 };
+use mooncake_testkit::{free_port, EtcdServer, RedisServer};
 
 fn etcd() -> EtcdServer {
     EtcdServer::start().unwrap_or_else(|e| panic!("{e}"))

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use mooncake_metadata::etcd::{EtcdClient, EtcdOptions, PutIfAbsent};
-use mooncake_metadata::testing::EtcdServer;
+use mooncake_testkit::EtcdServer;
 
 fn etcd() -> EtcdServer {
     EtcdServer::start().unwrap_or_else(|e| panic!("{e}"))

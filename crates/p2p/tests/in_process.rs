@@ -6,8 +6,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use mooncake_metadata::testing::EtcdServer;
 use mooncake_p2p::{P2pConfig, P2pError, P2pStore, Region};
+use mooncake_testkit::EtcdServer;
 use mooncake_transfer::{ManagedBuffer, Protocol, TransferEngine, TransferEngineConfig};
 
 fn config() -> P2pConfig {
@@ -42,17 +42,7 @@ fn region(b: &ManagedBuffer) -> Region {
     }
 }
 
-fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
+use mooncake_testkit::pattern;
 
 fn contents(b: &ManagedBuffer) -> Vec<u8> {
     let mut v = vec![0; b.len()];
@@ -205,7 +195,7 @@ async fn futures_join(
 
 #[tokio::test]
 async fn metadata_down_is_a_clear_error() {
-    let port = mooncake_metadata::testing::free_port().unwrap();
+    let port = mooncake_testkit::free_port().unwrap();
     let engine = TransferEngine::start(TransferEngineConfig {
         metadata_server: "embedded".into(),
         ..Default::default()
@@ -237,7 +227,7 @@ async fn metadata_down_is_a_clear_error() {
 /// Redis has no leases here: records expire by their wall-clock deadline.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_records_of_a_crashed_holder_expire() {
-    let redis = mooncake_metadata::testing::RedisServer::start().expect("redis");
+    let redis = mooncake_testkit::RedisServer::start().expect("redis");
     let meta = redis.conn_string();
     let (seed, seed_engine) = node(&meta).await;
     let a = seed_engine.allocate_managed_buffer(1 << 20).await.unwrap();

@@ -21,11 +21,7 @@ use tokio::task::JoinSet;
 const BS: u32 = 16;
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    mooncake_testkit::free_port().unwrap()
 }
 
 struct Engine {
@@ -128,18 +124,11 @@ async fn until(
     what: &str,
     f: impl Fn(&[Value]) -> bool,
 ) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    mooncake_testkit::wait_for_async(what, Duration::from_secs(20), || async {
         let s = status(c, router).await;
-        if f(s["prefill"].as_array().unwrap()) {
-            return s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}: {s:#}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        f(s["prefill"].as_array().unwrap()).then_some(s)
+    })
+    .await
 }
 
 fn text(prefix: &str, n_tokens: usize, tail: &str) -> String {
@@ -504,14 +493,13 @@ async fn interoperates_with_a_pyzmq_msgspec_publisher() {
     }
     let (pp, rp) = (free_port(), free_port());
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/vllm_pub.py");
-    let mut child = tokio::process::Command::new("python3")
-        .args([script, &pp.to_string(), &rp.to_string(), "8"])
-        .stdout(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut cmd = std::process::Command::new("python3");
+    cmd.args([script, &pp.to_string(), &rp.to_string(), "8"]);
+    let mut child = mooncake_testkit::Proc::spawn(cmd);
     // The batch is published before we subscribe: only replay brings it.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    child.line_where(Duration::from_secs(20), "the publisher's batch", |l| {
+        l.starts_with("hashes")
+    });
     let index = std::sync::Arc::new(parking_lot::Mutex::new(PrefixIndex::new(Some(
         BlockHasher::new(HashAlgo::Sha256, BS, DEFAULT_SEED),
     ))));
@@ -537,5 +525,5 @@ async fn interoperates_with_a_pyzmq_msgspec_publisher() {
     }
     assert_eq!(index.lock().stream_stats("vllm")[&0].hash_mismatches, 0);
     sub.abort();
-    let _ = child.kill().await;
+    drop(child);
 }

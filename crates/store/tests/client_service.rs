@@ -6,14 +6,11 @@
 
 mod cluster_common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use cluster_common::{
-    check_tagged, mooncake_bin, tagged_value, wait_for, Cluster, MasterOpts, Proc,
-};
+use cluster_common::Clients;
+
 use mooncake_store::client::{ClientError, Region};
 use mooncake_store::client_service::shm::SharedPool;
 use mooncake_store::client_service::wire::{
@@ -22,6 +19,7 @@ use mooncake_store::client_service::wire::{
 use mooncake_store::client_service::{serve, DummyClient, CONNECTIONS};
 use mooncake_store::protocol::frame::{decode_payload, encode_frame, read_frame};
 use mooncake_store::{ErrorCode, ReplicateConfig};
+use mooncake_testkit::{check_tagged, tagged_value, wait_for_async, Cluster, MasterOpts, Proc};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
@@ -66,7 +64,7 @@ fn read(addr: usize, len: usize) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dummy_forwards_every_operation_and_is_released_on_disconnect() {
-    let cluster = Cluster::start(0, 0, opts()).await;
+    let cluster = Cluster::start(0, 0, opts());
     let real = cluster.client_with(64 << 20, 16 << 20).await;
     let buffers_before = real.engine().local_descriptor().buffers.len();
     let service = serve(real.clone(), "127.0.0.1:0").await.unwrap();
@@ -154,7 +152,7 @@ async fn dummy_forwards_every_operation_and_is_released_on_disconnect() {
 
     // Removal.
     // Unforced: refused while a read's lease lasts, then done.
-    wait_for("the lease on \"a\" to end", WAIT, || async {
+    wait_for_async("the lease on \"a\" to end", WAIT, || async {
         match dummy.remove("a", false).await {
             Ok(()) => Some(()),
             Err(e) if e.master_code() == Some(ErrorCode::ObjectHasLease) => None,
@@ -175,7 +173,7 @@ async fn dummy_forwards_every_operation_and_is_released_on_disconnect() {
 
     // Disconnect: the pool is unregistered and unmapped; the service goes on.
     dummy.close().await;
-    wait_for("the pool to be released", WAIT, || async {
+    wait_for_async("the pool to be released", WAIT, || async {
         (service.attached_pools() == 0 && service.sessions() == 0).then_some(())
     })
     .await;
@@ -190,7 +188,7 @@ async fn dummy_forwards_every_operation_and_is_released_on_disconnect() {
         Ok(6)
     );
     drop(again);
-    wait_for("the second pool to be released", WAIT, || async {
+    wait_for_async("the second pool to be released", WAIT, || async {
         (service.attached_pools() == 0).then_some(())
     })
     .await;
@@ -243,7 +241,7 @@ impl Raw {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_typed_errors_and_change_nothing() {
-    let cluster = Cluster::start(0, 0, opts()).await;
+    let cluster = Cluster::start(0, 0, opts());
     let real = cluster.client_with(32 << 20, 4 << 20).await;
     real.put("k", &tagged_value("k", 1, 4096), &rc())
         .await
@@ -383,7 +381,7 @@ async fn bad_requests_get_typed_errors_and_change_nothing() {
         raw.reply().await,
         Err(WireError::Master(ErrorCode::FrameTooLarge))
     );
-    wait_for("the pool to be released", WAIT, || async {
+    wait_for_async("the pool to be released", WAIT, || async {
         (service.attached_pools() == 0 && service.sessions() == 0).then_some(())
     })
     .await;
@@ -396,41 +394,25 @@ async fn bad_requests_get_typed_errors_and_change_nothing() {
 /// `mooncake real-client` as its own process; the dummy in this process.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_client_process_serves_dummies() {
-    let cluster = Cluster::start(0, 0, opts()).await;
-    let mut child = Command::new(mooncake_bin())
-        .args(["real-client", "--host", "127.0.0.1", "--port", "0"])
-        .args(["--master_server_address", &cluster.master_addr])
-        .args(["--metadata_server", &cluster.metadata])
-        .args([
-            "--global_segment_size",
-            "32MiB",
-            "--local_buffer_size",
-            "8MiB",
-        ])
-        .env("MOONCAKE_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawning mooncake real-client");
-    let stdout = child.stdout.take().unwrap();
-    let mut proc = Proc {
-        child,
-        name: "real-client".into(),
-    };
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let line = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("READY line");
-    assert!(line.starts_with("READY "), "{line}");
-    let service = line
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("service="))
-        .expect("service= in READY")
+    let cluster = Cluster::start(0, 0, opts());
+    let mut proc = Proc::mooncake(&[
+        "real-client",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--master_server_address",
+        &cluster.master_addr,
+        "--metadata_server",
+        &cluster.metadata,
+        "--global_segment_size",
+        "32MiB",
+        "--local_buffer_size",
+        "8MiB",
+    ]);
+    let service = proc
+        .ready(Duration::from_secs(30))
+        .str("service")
         .to_string();
 
     let d1 = DummyClient::connect(&service, 4 << 20).await.unwrap();
@@ -466,7 +448,7 @@ async fn real_client_process_serves_dummies() {
 /// lands in its own buffer of the shared pool.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_calls_share_the_connections() {
-    let cluster = Cluster::start(0, 0, opts()).await;
+    let cluster = Cluster::start(0, 0, opts());
     let real = cluster.client_with(64 << 20, 16 << 20).await;
     let service = serve(real.clone(), "127.0.0.1:0").await.unwrap();
     let addr = service.local_addr().to_string();
@@ -499,7 +481,7 @@ async fn concurrent_calls_share_the_connections() {
     }
     assert_eq!(dummy.remove_all(true).await.unwrap(), 60);
     dummy.close().await;
-    wait_for("every connection's pool to be released", WAIT, || async {
+    wait_for_async("every connection's pool to be released", WAIT, || async {
         (service.attached_pools() == 0 && service.sessions() == 0).then_some(())
     })
     .await;
@@ -510,7 +492,7 @@ async fn concurrent_calls_share_the_connections() {
 /// staging ranges are reused across calls.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_plain_values_move_through_the_staging_area() {
-    let cluster = Cluster::start(0, 0, opts()).await;
+    let cluster = Cluster::start(0, 0, opts());
     let real = cluster.client_with(128 << 20, 4 << 20).await;
     let service = serve(real.clone(), "127.0.0.1:0").await.unwrap();
     let addr = service.local_addr().to_string();

@@ -1,13 +1,11 @@
 //! `mooncake up` with its own storage node, driven by `mooncake client`
 //! processes from a terminal's point of view; then SIGTERM stops it cleanly.
 
-mod cluster_common;
-
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use cluster_common::{mooncake_bin, Proc};
+use mooncake_testkit::{mooncake_bin, Proc};
 
 fn client(master: &str, metadata: &str, args: &[&str], stdin: Option<&[u8]>) -> (bool, Vec<u8>) {
     let mut child = Command::new(mooncake_bin())
@@ -30,47 +28,25 @@ fn client(master: &str, metadata: &str, args: &[&str], stdin: Option<&[u8]>) -> 
 
 #[test]
 fn up_serves_terminal_clients_and_stops_on_sigterm() {
-    let mut child = Command::new(mooncake_bin())
-        .args([
-            "up",
-            "--rpc-port",
-            "0",
-            "--metadata-port",
-            "0",
-            "--metrics-port",
-            "0",
-        ])
-        .args(["--segment-size", "64MiB"])
-        .env("MOONCAKE_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut up = Proc {
-        child,
-        name: "up".into(),
-    };
-    let mut banner = String::new();
-    let mut ready = None;
-    for line in BufReader::new(stdout).lines() {
-        let line = line.unwrap();
-        if line.starts_with("READY ") {
-            ready = Some(line);
-            break;
-        }
-        banner.push_str(&line);
-        banner.push('\n');
-    }
-    let ready = ready.expect("READY line");
-    let field = |n: &str| {
-        ready
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix(n))
-            .unwrap()
-            .to_string()
-    };
-    let (master, metadata, status) = (field("master="), field("metadata="), field("status="));
+    let mut up = Proc::mooncake(&[
+        "up",
+        "--rpc-port",
+        "0",
+        "--metadata-port",
+        "0",
+        "--metrics-port",
+        "0",
+        "--segment-size",
+        "64MiB",
+    ]);
+    let ready = up.ready(Duration::from_secs(60));
+    let banner = up.stdout_seen().join("\n");
+    let (master, metadata, status) = (
+        ready.str("master"),
+        ready.str("metadata"),
+        ready.str("status"),
+    );
+    let (master, metadata, status) = (master.to_string(), metadata.to_string(), status.to_string());
     assert!(
         banner.contains(&master) && banner.contains("MooncakeDistributedStore"),
         "{banner}"
@@ -110,22 +86,8 @@ fn up_serves_terminal_clients_and_stops_on_sigterm() {
     );
 
     // SIGTERM: clean shutdown, exit status 0, within a bounded time.
-    let pid = up.child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let start = Instant::now();
-    loop {
-        if let Some(st) = up.child.try_wait().unwrap() {
-            assert!(st.success(), "mooncake up exited with {st}");
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "mooncake up ignored SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let st = up
+        .terminate(Duration::from_secs(20))
+        .expect("mooncake up stops on SIGTERM");
+    assert!(st.success(), "mooncake up exited with {st}");
 }

@@ -8,13 +8,15 @@ mod cluster_common;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use cluster_common::{check_tagged, tagged_value, Cluster, MasterOpts};
+use cluster_common::Clients;
+
 use mooncake_store::{ErrorCode, ReplicateConfig};
+use mooncake_testkit::{check_tagged, tagged_value, Cluster, MasterOpts};
 use rand::{Rng, SeedableRng};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_writers_and_readers_see_only_whole_objects() {
-    let cluster = Cluster::start(3, 64 << 20, MasterOpts::default()).await;
+    let cluster = Cluster::start(3, 64 << 20, MasterOpts::default());
     let clients = [
         cluster.client().await,
         cluster.client().await,

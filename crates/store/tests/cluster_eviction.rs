@@ -6,8 +6,10 @@ mod cluster_common;
 
 use std::time::Duration;
 
-use cluster_common::{check_tagged, tagged_value, wait_for, Cluster, MasterOpts};
+use cluster_common::Clients;
+
 use mooncake_store::{ErrorCode, ReplicateConfig};
+use mooncake_testkit::{check_tagged, tagged_value, wait_for_async, Cluster, MasterOpts};
 
 const MIB: usize = 1 << 20;
 
@@ -19,7 +21,7 @@ async fn eviction_spares_leased_and_soft_pinned_objects() {
         ..MasterOpts::default()
     };
     let pool = 64 * MIB;
-    let cluster = Cluster::start(1, pool as u64, opts).await;
+    let cluster = Cluster::start(1, pool as u64, opts);
     let client = cluster.client().await;
     let plain = ReplicateConfig::default();
     let pinned = ReplicateConfig {
@@ -64,7 +66,7 @@ async fn eviction_spares_leased_and_soft_pinned_objects() {
     // overshoot between ticks; it must come back under within a few ticks.
     let keys: Vec<String> = (0..(3 * pool / MIB)).map(|i| format!("fill-{i}")).collect();
     let limit = (pool as f64 * cluster.opts.high_watermark) as usize / MIB + 1;
-    let live = wait_for(
+    let live = wait_for_async(
         "eviction to bring the pool under the watermark",
         Duration::from_secs(10),
         || {
@@ -106,7 +108,7 @@ async fn pool_full_of_pinned_objects_refuses_puts_cleanly() {
         ..MasterOpts::default()
     };
     let pool = 32 * MIB;
-    let cluster = Cluster::start(1, pool as u64, opts).await;
+    let cluster = Cluster::start(1, pool as u64, opts);
     let client = cluster.client().await;
     let pinned = ReplicateConfig {
         with_soft_pin: true,

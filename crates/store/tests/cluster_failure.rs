@@ -6,8 +6,10 @@ mod cluster_common;
 
 use std::time::{Duration, Instant};
 
-use cluster_common::{check_tagged, tagged_value, wait_for, Cluster, MasterOpts};
+use cluster_common::Clients;
+
 use mooncake_store::ReplicateConfig;
+use mooncake_testkit::{check_tagged, tagged_value, wait_for_async, Cluster, MasterOpts};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_nine_storage_node() {
@@ -15,7 +17,7 @@ async fn kill_nine_storage_node() {
         client_ttl_s: 2,
         ..MasterOpts::default()
     };
-    let mut cluster = Cluster::start(3, 64 << 20, opts).await;
+    let mut cluster = Cluster::start(3, 64 << 20, opts);
     let client = cluster.client().await;
     let len = 200_000;
     let mut keys = Vec::new();
@@ -66,7 +68,7 @@ async fn kill_nine_storage_node() {
     // Until the master notices, reads of lost objects fail; they never return bytes
     // other than the object's own.
     let ttl = Duration::from_secs(cluster.opts.client_ttl_s);
-    wait_for(
+    wait_for_async(
         "the master to drop the dead node",
         ttl * 3 + Duration::from_secs(2),
         || {

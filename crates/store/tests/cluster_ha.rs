@@ -14,18 +14,21 @@
 
 mod cluster_common;
 
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cluster_common::{check_tagged, mooncake_bin, tagged_value, wait_for, Proc};
+use cluster_common::Clients;
+
 use mooncake_metadata::etcd::{EtcdClient, EtcdOptions};
-use mooncake_metadata::testing::{free_port, EtcdServer};
 use mooncake_store::client::{Client, ClientConfig};
 use mooncake_store::protocol::leader::find_leader;
 use mooncake_store::protocol::{ErrorCode, MasterClient};
 use mooncake_store::ReplicateConfig;
+use mooncake_testkit::netns::Lan;
+use mooncake_testkit::servers::find_binary;
+use mooncake_testkit::{check_tagged, tagged_value, wait_for_async as wait_for, Proc};
+use mooncake_testkit::{free_port, store_node as node, EtcdServer};
 
 /// A `mooncake master` process and its ports.
 struct Master {
@@ -59,17 +62,8 @@ impl Master {
     }
 
     fn start(args: &[String]) -> Proc {
-        let child = Command::new(mooncake_bin())
-            .args(args)
-            .env("MOONCAKE_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("spawning mooncake master");
-        Proc {
-            child,
-            name: "master".into(),
-        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Proc::mooncake(&args)
     }
 
     /// kill -9 and start again with the same flags (same ports and directory).
@@ -78,56 +72,10 @@ impl Master {
         self.proc = Self::start(&self.args);
     }
 
-    fn pid(&self) -> i32 {
-        self.proc.child.id() as i32
-    }
-
     async fn get(&self, path: &str) -> Option<String> {
         let url = format!("http://127.0.0.1:{}{path}", self.http_port);
         reqwest::get(&url).await.ok()?.text().await.ok()
     }
-}
-
-fn node(master: &str, metadata: &str, size: u64) -> (Proc, String) {
-    let mut child = Command::new(mooncake_bin())
-        .arg("store-node")
-        .args(["--master", master, "--metadata", metadata])
-        .args(["--segment-size", &size.to_string()])
-        .env(
-            "MOONCAKE_LOG",
-            std::env::var("HA_TEST_NODE_LOG").unwrap_or_else(|_| "warn".into()),
-        )
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawning store-node");
-    let out = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        let mut sent = false;
-        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
-            if !sent && line.starts_with("READY ") {
-                let _ = tx.send(line);
-                sent = true;
-            }
-        }
-    });
-    let line = rx
-        .recv_timeout(Duration::from_secs(40))
-        .expect("store-node READY within 40 s");
-    let seg = line
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("segment="))
-        .unwrap()
-        .to_string();
-    (
-        Proc {
-            child,
-            name: "node".into(),
-        },
-        seg,
-    )
 }
 
 async fn client(master: &str, metadata: &str) -> Client {
@@ -155,13 +103,6 @@ fn etcd_or_skip() -> Option<EtcdServer> {
             eprintln!("SKIP: no etcd to test master HA against: {e}");
             None
         }
-    }
-}
-
-fn signal(pid: i32, sig: i32) {
-    // SAFETY: plain kill(2) on a child process we started.
-    unsafe {
-        libc::kill(pid, sig);
     }
 }
 
@@ -413,7 +354,7 @@ async fn paused_leader_is_fenced_after_a_successor_takes_over() {
     let old_rpc = ha.masters[old].rpc.clone();
     let direct = MasterClient::connect(&old_rpc).await.unwrap();
 
-    signal(ha.masters[old].pid(), libc::SIGSTOP);
+    ha.masters[old].proc.signal(libc::SIGSTOP);
     let etcd = ha.etcd_client();
     let new_rpc = wait_for("a successor", Duration::from_secs(20), || async {
         let (l, _) = find_leader(&etcd, &ha.cluster_id).await.ok()??;
@@ -428,7 +369,7 @@ async fn paused_leader_is_fenced_after_a_successor_takes_over() {
     )
     .await
     .unwrap();
-    signal(ha.masters[old].pid(), libc::SIGCONT);
+    ha.masters[old].proc.signal(libc::SIGCONT);
     // The woken leader must not accept a write, not even one already queued to it.
     let r = direct
         .put_start("fenced", 4096, &ReplicateConfig::default())
@@ -479,117 +420,38 @@ async fn ha_master_without_etcd_stands_by_and_refuses() {
     c.ping().await.unwrap();
 }
 
-/// A network namespace with a veth link to the host, removed on drop.
-struct Netns {
-    name: String,
-    host_if: String,
-    host_ip: String,
-    ns_ip: String,
-}
-
-impl Netns {
-    fn create() -> Option<Netns> {
-        let id = std::process::id();
-        let name = format!("mcha{id}");
-        let host_if = format!("mch{}", id % 100_000);
-        let ns_if = format!("mcn{}", id % 100_000);
-        let (a, b) = (100 + (id / 250) % 100, id % 250);
-        let host_ip = format!("10.{a}.{b}.1");
-        let ns_ip = format!("10.{a}.{b}.2");
-        let ip = |args: &[&str]| {
-            Command::new("ip")
-                .args(args)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        };
-        if !ip(&["netns", "add", &name]) {
-            return None;
-        }
-        let ns = Netns {
-            name: name.clone(),
-            host_if: host_if.clone(),
-            host_ip: host_ip.clone(),
-            ns_ip: ns_ip.clone(),
-        };
-        let ok = ip(&[
-            "link", "add", &host_if, "type", "veth", "peer", "name", &ns_if,
-        ]) && ip(&["link", "set", &ns_if, "netns", &name])
-            && ip(&["addr", "add", &format!("{host_ip}/30"), "dev", &host_if])
-            && ip(&["link", "set", &host_if, "up"])
-            && ip(&[
-                "-n",
-                &name,
-                "addr",
-                "add",
-                &format!("{ns_ip}/30"),
-                "dev",
-                &ns_if,
-            ])
-            && ip(&["-n", &name, "link", "set", &ns_if, "up"])
-            && ip(&["-n", &name, "link", "set", "lo", "up"]);
-        ok.then_some(ns)
-    }
-
-    fn link(&self, up: bool) {
-        let state = if up { "up" } else { "down" };
-        let ok = Command::new("ip")
-            .args(["link", "set", &self.host_if, state])
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "ip link set {} {state}", self.host_if);
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.host_if])
-            .status();
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_partitioned_from_etcd_is_replaced_and_fenced() {
-    let Some(ns) = Netns::create() else {
+    let Some(lan) = Lan::create(1, None) else {
         eprintln!("SKIP: cannot create network namespaces here (needs CAP_NET_ADMIN)");
         return;
     };
-    let Ok(etcd_bin) = which("etcd") else {
+    let Ok(etcd_bin) = find_binary("etcd", "MOONCAKE_ETCD_BIN") else {
         eprintln!("SKIP: no etcd binary");
         return;
     };
     // etcd on the host side of the link, reachable from the namespace.
     let dir = tempfile::tempdir().unwrap();
     let (cport, pport) = (free_port().unwrap(), free_port().unwrap());
-    let client_urls = format!("http://127.0.0.1:{cport},http://{}:{cport}", ns.host_ip);
+    let client_urls = format!("http://127.0.0.1:{cport},http://{}:{cport}", lan.gateway());
     let peer = format!("http://127.0.0.1:{pport}");
-    let etcd_proc = Proc {
-        child: Command::new(etcd_bin)
-            .args(["--name", "ha-part", "--data-dir"])
-            .arg(dir.path().join("data"))
-            .args(["--listen-client-urls", &client_urls])
-            .args([
-                "--advertise-client-urls",
-                &format!("http://127.0.0.1:{cport}"),
-            ])
-            .args([
-                "--listen-peer-urls",
-                &peer,
-                "--initial-advertise-peer-urls",
-                &peer,
-            ])
-            .args(["--initial-cluster", &format!("ha-part={peer}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-        name: "etcd".into(),
-    };
+    let mut etcd_cmd = std::process::Command::new(etcd_bin);
+    etcd_cmd
+        .args(["--name", "ha-part", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .args(["--listen-client-urls", &client_urls])
+        .args([
+            "--advertise-client-urls",
+            &format!("http://127.0.0.1:{cport}"),
+        ])
+        .args([
+            "--listen-peer-urls",
+            &peer,
+            "--initial-advertise-peer-urls",
+            &peer,
+        ])
+        .args(["--initial-cluster", &format!("ha-part={peer}")]);
+    let etcd_proc = Proc::spawn(etcd_cmd);
     let endpoint = format!("127.0.0.1:{cport}");
     let etcd = EtcdClient::new(std::slice::from_ref(&endpoint), EtcdOptions::default()).unwrap();
     wait_for("etcd", Duration::from_secs(20), || async {
@@ -600,28 +462,22 @@ async fn leader_partitioned_from_etcd_is_replaced_and_fenced() {
     // The first leader lives in the namespace.
     let rpc_port = free_port().unwrap();
     let http_port = free_port().unwrap();
-    let inside = Proc {
-        child: Command::new("ip")
-            .args(["netns", "exec", &ns.name])
-            .arg(mooncake_bin())
-            .args([
-                "master".to_string(),
-                format!("--rpc_address={}", ns.ns_ip),
-                format!("--rpc_port={rpc_port}"),
-                format!("--metrics_host={}", ns.ns_ip),
-                format!("--metrics_port={http_port}"),
-                "--enable_ha".into(),
-                format!("--etcd_endpoints={}:{cport}", ns.host_ip),
-                format!("--cluster_id={cluster}"),
-                "--ha_lease_ttl_sec=2".into(),
-            ])
-            .env("MOONCAKE_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-        name: "master-in-netns".into(),
-    };
-    let inside_rpc = format!("{}:{rpc_port}", ns.ns_ip);
+    let mut inside_cmd = lan.command(0, mooncake_testkit::mooncake_bin());
+    inside_cmd
+        .args([
+            "master".to_string(),
+            format!("--rpc_address={}", lan.ip(0)),
+            format!("--rpc_port={rpc_port}"),
+            format!("--metrics_host={}", lan.ip(0)),
+            format!("--metrics_port={http_port}"),
+            "--enable_ha".into(),
+            format!("--etcd_endpoints={}:{cport}", lan.gateway()),
+            format!("--cluster_id={cluster}"),
+            "--ha_lease_ttl_sec=2".into(),
+        ])
+        .env("MOONCAKE_LOG", "warn");
+    let inside = Proc::spawn(inside_cmd);
+    let inside_rpc = format!("{}:{rpc_port}", lan.ip(0));
     wait_for(
         "the namespaced master to lead",
         Duration::from_secs(30),
@@ -650,7 +506,7 @@ async fn leader_partitioned_from_etcd_is_replaced_and_fenced() {
     .unwrap();
     let direct = MasterClient::connect(&inside_rpc).await.unwrap();
 
-    ns.link(false);
+    lan.link(0, false);
     let t = Instant::now();
     let new_rpc = wait_for(
         "a leader outside the partition",
@@ -669,7 +525,7 @@ async fn leader_partitioned_from_etcd_is_replaced_and_fenced() {
     )
     .await
     .unwrap();
-    ns.link(true);
+    lan.link(0, true);
     // Healed: the old leader must refuse writes (its lease lapsed while cut off).
     let r = direct
         .put_start("fenced", 4096, &ReplicateConfig::default())
@@ -690,56 +546,37 @@ async fn leader_partitioned_from_etcd_is_replaced_and_fenced() {
     drop(etcd_proc);
 }
 
-fn which(name: &str) -> Result<std::path::PathBuf, ()> {
-    if let Some(p) = std::env::var_os("MOONCAKE_ETCD_BIN") {
-        return Ok(p.into());
-    }
-    std::env::var_os("PATH")
-        .iter()
-        .flat_map(std::env::split_paths)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-        .ok_or(())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_ha_starts_an_etcd_backed_cluster() {
-    if which("etcd").is_err() {
+    if find_binary("etcd", "MOONCAKE_ETCD_BIN").is_err() {
         eprintln!("SKIP: no etcd binary for `mooncake up --ha`");
         return;
     }
-    let mut child = Command::new(mooncake_bin())
-        .args(["up", "--ha", "2", "--rpc-port", "0", "--metrics-port", "0"])
-        .args(["--metadata-port", "0", "--segment-size", "32MiB", "--quiet"])
-        .env("MOONCAKE_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let out = child.stdout.take().unwrap();
-    let up = Proc {
-        child,
-        name: "up --ha".into(),
-    };
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
-            if line.starts_with("READY ") {
-                let _ = tx.send(line);
-            }
-        }
-    });
-    let line = rx.recv_timeout(Duration::from_secs(60)).expect("READY");
-    let field = |n: &str| {
-        line.split_whitespace()
-            .find_map(|w| w.strip_prefix(n))
-            .unwrap()
-            .to_string()
-    };
-    let (master, metadata) = (field("master="), field("metadata="));
-    assert!(master.starts_with("etcd://"), "{line}");
-    let c = client(&master, &metadata).await;
+    let mut up = Proc::mooncake(&[
+        "up",
+        "--ha",
+        "2",
+        "--rpc-port",
+        "0",
+        "--metrics-port",
+        "0",
+        "--metadata-port",
+        "0",
+        "--segment-size",
+        "32MiB",
+        "--quiet",
+    ]);
+    let ready = up.ready(Duration::from_secs(60));
+    let (master, metadata) = (ready.str("master"), ready.str("metadata"));
+    assert_eq!(
+        ready
+            .get("masters")
+            .and_then(|m| m.as_array())
+            .map(Vec::len),
+        Some(2)
+    );
+    assert!(master.starts_with("etcd://"), "{ready:?}");
+    let c = client(master, metadata).await;
     c.put(
         "k",
         &tagged_value("k", 1, 4096),
@@ -750,27 +587,21 @@ async fn up_ha_starts_an_etcd_backed_cluster() {
     assert_eq!(check_tagged("k", &c.get("k").await.unwrap()), Ok(1));
     assert!(c.master().term() > 0);
     // SIGTERM: `up` stops its masters and its etcd.
-    let mut up = up;
-    signal(up.child.id() as i32, libc::SIGTERM);
-    let t = Instant::now();
-    while up.child.try_wait().unwrap().is_none() && t.elapsed() < Duration::from_secs(15) {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     assert!(
-        up.child.try_wait().unwrap().is_some(),
+        up.terminate(Duration::from_secs(15)).is_some(),
         "up --ha exits on SIGTERM"
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn put_whose_target_died_is_placed_again() {
-    use cluster_common::{Cluster, MasterOpts};
+    use mooncake_testkit::{Cluster, MasterOpts};
     // A long client_ttl: the dead node stays in the pool (and gets chosen) throughout.
     let opts = MasterOpts {
         client_ttl_s: 30,
         ..MasterOpts::default()
     };
-    let mut cluster = Cluster::start(3, 16 << 20, opts).await;
+    let mut cluster = Cluster::start(3, 16 << 20, opts);
     let c = cluster.client().await;
     cluster.nodes[0].proc.kill9();
     let (mut ok, mut failed) = (0, 0);

@@ -4,9 +4,11 @@
 
 mod cluster_common;
 
-use cluster_common::{Cluster, MasterOpts};
+use cluster_common::Clients;
+
 use mooncake_store::client::{Client, ClientConfig, ClientError, RangeRead, Region};
 use mooncake_store::{ErrorCode, ReplicateConfig};
+use mooncake_testkit::{Cluster, MasterOpts};
 
 const FILL: u8 = 0xEE;
 
@@ -18,7 +20,7 @@ fn value(len: usize) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ranges_across_stripes_and_bad_ranges() {
-    let cluster = Cluster::start(2, 64 << 20, MasterOpts::default()).await;
+    let cluster = Cluster::start(2, 64 << 20, MasterOpts::default());
     let client = cluster.client().await;
     // 40 MiB with the master's 16 MiB max slice: three stripes.
     let len = 40usize << 20;
@@ -151,7 +153,7 @@ async fn a_range_read_longer_than_the_lease_keeps_it_alive() {
         lease_ttl_ms: 50,
         ..MasterOpts::default()
     };
-    let cluster = Cluster::start(2, 96 << 20, opts).await;
+    let cluster = Cluster::start(2, 96 << 20, opts);
     // Over tcp (not same-host shared memory, which would be a memcpy).
     let client = Client::connect(ClientConfig {
         local_hostname: "127.0.0.1".into(),

@@ -6,9 +6,11 @@ mod cluster_common;
 
 use std::collections::HashSet;
 
-use cluster_common::{check_tagged, tagged_value, Cluster, MasterOpts};
+use cluster_common::Clients;
+
 use mooncake_store::client::Region;
 use mooncake_store::{ErrorCode, ReplicateConfig};
+use mooncake_testkit::{check_tagged, tagged_value, Cluster, MasterOpts};
 
 fn rc(n: u32) -> ReplicateConfig {
     ReplicateConfig {
@@ -19,7 +21,7 @@ fn rc(n: u32) -> ReplicateConfig {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_one_two_three_on_distinct_nodes() {
-    let cluster = Cluster::start(3, 64 << 20, MasterOpts::default()).await;
+    let cluster = Cluster::start(3, 64 << 20, MasterOpts::default());
     let client = cluster.client().await;
     let nodes: HashSet<&str> = cluster.nodes.iter().map(|n| n.segment.as_str()).collect();
     for n in 1..=3u32 {
@@ -69,7 +71,7 @@ async fn replicas_one_two_three_on_distinct_nodes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn striped_object_spans_nodes_and_reads_back() {
     // 3 x 160 MiB segments; a 300 MiB object cannot fit in one.
-    let cluster = Cluster::start(3, 160 << 20, MasterOpts::default()).await;
+    let cluster = Cluster::start(3, 160 << 20, MasterOpts::default());
     let client = cluster.client().await;
     let len = 300usize << 20;
     let v: Vec<u8> = (0..len)
@@ -114,7 +116,7 @@ async fn striped_object_spans_nodes_and_reads_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zero_copy_and_batch_operations() {
-    let cluster = Cluster::start(3, 64 << 20, MasterOpts::default()).await;
+    let cluster = Cluster::start(3, 64 << 20, MasterOpts::default());
     let client = cluster.client().await;
     let n = 16usize;
     let len = 256 << 10;
@@ -194,7 +196,7 @@ async fn zero_copy_and_batch_operations() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_without_staging_buffer_cannot_put_plain_memory() {
-    let cluster = Cluster::start(1, 32 << 20, MasterOpts::default()).await;
+    let cluster = Cluster::start(1, 32 << 20, MasterOpts::default());
     let client = cluster.client_with(0, 0).await;
     let e = client.put("k", b"value", &rc(1)).await.unwrap_err();
     assert!(e.code() < 0);

@@ -12,14 +12,6 @@ use mooncake_transfer::{FailureReason, Opcode, Protocol, TransferError, Transfer
 
 const MIB: usize = 1 << 20;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn target_killed_mid_batch_fails_within_timeout() {
     let mut child = SegmentProc::p2p("256MiB", &["--protocol", "tcp"]);
@@ -99,7 +91,7 @@ async fn exchange(
 }
 
 async fn restart_reachable(metadata: &str, protocols: &[Protocol]) {
-    let port = free_port();
+    let port = mooncake_testkit::free_port().unwrap();
     let host = format!("127.0.0.1:{port}");
     let args = [
         "--local-hostname",

@@ -8,8 +8,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Command, Stdio};
+use std::io::Read;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -221,12 +221,12 @@ async fn ipc_child_role() {
     eng.shutdown().await;
 }
 
-struct Kill(std::process::Child);
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// The child's stdout from `what` on, in the first line containing it (the
+/// child's harness prints "test ipc_child_role ... " without a newline, so a
+/// marker may come mid-line).
+fn marker(child: &mut mooncake_testkit::Proc, what: &str) -> String {
+    let line = child.line_where(Duration::from_secs(60), what, |l| l.contains(what));
+    line[line.find(what).unwrap()..].to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -235,35 +235,16 @@ async fn cuda_ipc_between_processes() {
         return;
     }
     let Some(e) = gpu() else { return };
-    let mut child = Kill(
-        Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "ipc_child_role",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_ENV, "1")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap(),
-    );
-    let (tx, rx) = std::sync::mpsc::channel();
-    let out = child.0.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        // The child's harness prints "test ipc_child_role ... " without a
-        // newline, so our markers may come mid-line.
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if let Some(at) = line.find("READY ").or_else(|| line.find("CHILD_SUM ")) {
-                let _ = tx.send(line[at..].to_string());
-            }
-        }
-    });
-    let ready = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("child ready");
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args([
+        "--exact",
+        "ipc_child_role",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env(CHILD_ENV, "1");
+    let mut child = mooncake_testkit::Proc::spawn_with_stdin(cmd);
+    let ready = marker(&mut child, "READY ");
     let mut parts = ready.split_whitespace().skip(1);
     let segment = parts.next().unwrap().to_string();
     let remote: u64 = parts.next().unwrap().parse().unwrap();
@@ -292,8 +273,8 @@ async fn cuda_ipc_between_processes() {
     let t0 = Instant::now();
     eng.transfer(&[r(Opcode::Write)]).await.unwrap();
     eprintln!("CUDA IPC: {IPC_LEN} bytes written in {:?}", t0.elapsed());
-    drop(child.0.stdin.take());
-    let sum = rx.recv_timeout(Duration::from_secs(60)).expect("child sum");
+    drop(child.stdin());
+    let sum = marker(&mut child, "CHILD_SUM ");
     let want: u64 = mine.iter().map(|&x| x as u64).sum();
     assert_eq!(sum, format!("CHILD_SUM {want}"), "the child saw our bytes");
     eng.unregister_memory(local.addr()).await.unwrap();

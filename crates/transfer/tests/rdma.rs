@@ -15,11 +15,11 @@
 //! unless `MC_RDMA_TEST_PEER` is set).
 #![cfg(feature = "rdma")]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use mooncake_testkit::Proc;
 use mooncake_transfer::transport::rdma::{device_names, RdmaTransport};
 use mooncake_transfer::transport::Slice;
 use mooncake_transfer::{
@@ -322,49 +322,32 @@ async fn two_nics_one_fails_mid_batch() {
     b.shutdown().await;
 }
 
-/// A peer in its own process (this binary re-executed).
+/// A peer in its own process (this binary re-executed; killed on drop).
 struct Peer {
-    child: Child,
+    _proc: Proc,
     segment: String,
     addr: u64,
 }
 
 impl Peer {
     fn spawn(port: u16, len: usize) -> Peer {
-        let exe = std::env::current_exe().unwrap();
-        let mut child = Command::new(exe)
-            .args(["--exact", "rdma_peer_process", "--ignored", "--nocapture"])
+        let mut cmd = Command::new(std::env::current_exe().unwrap());
+        cmd.args(["--exact", "rdma_peer_process", "--ignored", "--nocapture"])
             .env("MC_RDMA_TEST_PEER", format!("{}:{port}", host()))
-            .env("MC_RDMA_TEST_PEER_LEN", len.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let out = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if let Some(rest) = line.strip_prefix("PEER_READY ") {
-                    let _ = tx.send(rest.to_string());
-                }
-            }
+            .env("MC_RDMA_TEST_PEER_LEN", len.to_string());
+        let mut proc = Proc::spawn(cmd);
+        // The child's harness may print "test rdma_peer_process ... " first,
+        // without a newline: the marker can come mid-line.
+        let line = proc.line_where(Duration::from_secs(60), "PEER_READY", |l| {
+            l.contains("PEER_READY ")
         });
-        let line = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("peer ready within 60 s");
-        let (segment, addr) = line.split_once(' ').unwrap();
+        let rest = &line[line.find("PEER_READY ").unwrap() + "PEER_READY ".len()..];
+        let (segment, addr) = rest.split_once(' ').unwrap();
         Peer {
-            child,
+            _proc: proc,
             segment: segment.into(),
-            addr: addr.parse().unwrap(),
+            addr: addr.trim().parse().unwrap(),
         }
-    }
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -401,11 +384,7 @@ async fn rdma_peer_process() {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind((host().as_str(), 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    mooncake_testkit::net::free_port_on(&host()).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

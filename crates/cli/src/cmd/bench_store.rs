@@ -19,7 +19,6 @@ use mooncake_store::client::{Client, ClientConfig, Region};
 use mooncake_store::ReplicateConfig;
 use mooncake_transfer::ManagedBuffer;
 use serde::Serialize;
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 /// Flags of `mooncake bench store`.
 #[derive(clap::Args, Debug)]
@@ -162,7 +161,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(n) = args.master_memory {
         let pid = own
             .as_ref()
-            .and_then(|c| c.child.id())
+            .map(|c| c.proc.pid())
             .context("--master-memory needs the bench's own cluster")?;
         let r = master_memory(&clients[0], pid, n, args.json).await;
         for c in &clients {
@@ -467,66 +466,45 @@ fn print_table(rows: &[Row]) {
     }
 }
 
-/// A cluster this bench started: a `mooncake up` child holding the segment.
+/// A cluster this bench started: a `mooncake up` child holding the segment
+/// (its process group is killed if the bench fails before [`OwnCluster::stop`]).
 pub(crate) struct OwnCluster {
-    child: tokio::process::Child,
+    proc: mooncake_testkit::Proc,
     pub(crate) master: String,
     pub(crate) metadata: String,
 }
 
 impl OwnCluster {
     pub(crate) async fn start(segment: u64) -> anyhow::Result<OwnCluster> {
-        let exe = std::env::current_exe()?;
-        let mut child = tokio::process::Command::new(exe)
+        let mut cmd = std::process::Command::new(std::env::current_exe()?);
+        cmd.args(["up", "--rpc-port", "0", "--metadata-port", "0"])
             .args([
-                "up",
-                "--rpc-port",
-                "0",
-                "--metadata-port",
-                "0",
                 "--metrics-port",
                 "0",
+                "--segment-size",
+                &segment.to_string(),
             ])
-            .args(["--segment-size", &segment.to_string(), "--quiet"])
-            .stdout(std::process::Stdio::piped())
-            .stdin(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .context("starting `mooncake up`")?;
-        let stdout = child.stdout.take().context("no stdout")?;
-        let mut lines = BufReader::new(stdout).lines();
-        let ready = tokio::time::timeout(Duration::from_secs(60), async {
-            while let Some(l) = lines.next_line().await? {
-                if let Some(r) = super::up::parse_ready(&l) {
-                    return Ok(r);
-                }
+            .arg("--quiet");
+        // Spawning and awaiting READY block (bounded: 60 s); panics carry the
+        // child's stderr and come back here as an error.
+        tokio::task::spawn_blocking(move || {
+            let mut proc = mooncake_testkit::Proc::spawn(cmd);
+            let ready = proc.ready(Duration::from_secs(60));
+            OwnCluster {
+                master: ready.str("master").to_string(),
+                metadata: ready.str("metadata").to_string(),
+                proc,
             }
-            bail!("`mooncake up` exited before it was ready")
         })
         .await
-        .context("`mooncake up` not ready within 60 s")??;
-        // Keep draining stdout so the child never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Ok(OwnCluster {
-            child,
-            master: ready.master,
-            metadata: ready.metadata,
-        })
+        .map_err(|e| anyhow::anyhow!("starting `mooncake up`: {e}"))
     }
 
+    /// SIGTERM (a clean unmount), SIGKILL after 10 s.
     pub(crate) async fn stop(mut self) {
-        if let Some(pid) = self.child.id() {
-            // SAFETY: plain syscall on our own child's pid; no memory involved.
-            unsafe {
-                libc::kill(pid as i32, libc::SIGTERM);
-            }
-        }
-        if tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+        tokio::task::spawn_blocking(move || self.proc.terminate(Duration::from_secs(10)))
             .await
-            .is_err()
-        {
-            self.child.kill().await.ok();
-        }
+            .ok();
     }
 }
 

@@ -8,7 +8,6 @@ use anyhow::Context;
 use mooncake_conductor::cost::CostConfig;
 use mooncake_router::fake_engine::{EngineRole, FakeEngine, FakeEngineConfig, KvEventsConfig};
 use mooncake_router::server::Server;
-use std::io::Write;
 use std::path::PathBuf;
 
 /// Flags of `mooncake fake-engine`.
@@ -104,7 +103,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         args.role,
         server.url()
     );
-    std::io::stdout().flush().ok();
+    super::ready::announce(
+        "fake-engine",
+        serde_json::json!({"url": server.url(), "addr": server.addr().to_string()}),
+    )?;
     super::router::shutdown_signal().await?;
     server.shutdown().await?;
     engine.stop_events().await;

@@ -8,7 +8,6 @@ use anyhow::Context;
 use mooncake_router::indexer::service::{standalone_app, IndexerService, Register};
 use mooncake_router::kv_events::hash::{HashAlgo, DEFAULT_BLOCK_SIZE, DEFAULT_SEED};
 use mooncake_router::server::Server;
-use std::io::Write;
 
 /// Flags of `mooncake indexer`.
 #[derive(clap::Args, Debug)]
@@ -45,7 +44,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("binding {}:{}", args.host, args.port))?;
     let server = Server::spawn(listener, standalone_app(&svc))?;
     println!("mooncake indexer listening on {}", server.url());
-    std::io::stdout().flush().ok();
+    super::ready::announce(
+        "indexer",
+        serde_json::json!({"url": server.url(), "addr": server.addr().to_string()}),
+    )?;
     super::router::shutdown_signal().await?;
     server.shutdown().await?;
     Ok(())

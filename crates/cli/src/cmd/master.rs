@@ -165,6 +165,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(md) = srv.metadata_addr() {
         eprintln!("  metadata  http://{md}/metadata");
     }
+    super::ready::announce(
+        "master",
+        serde_json::json!({
+            "rpc": srv.rpc_addr().to_string(),
+            "http": http.to_string(),
+            "metadata": srv.metadata_addr().map(|md| format!("http://{md}/metadata")),
+        }),
+    )?;
     wait_for_signal().await;
     eprintln!("mooncake master: shutting down");
     srv.shutdown().await;

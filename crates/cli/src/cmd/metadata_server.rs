@@ -85,8 +85,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     };
     println!("mooncake metadata server listening on {addr}");
     println!("metadata connection string: http://{client_addr}/metadata");
-    use std::io::Write as _;
-    std::io::stdout().flush().ok();
+    super::ready::announce(
+        "metadata-server",
+        serde_json::json!({
+            "addr": addr.to_string(),
+            "metadata": format!("http://{client_addr}/metadata"),
+        }),
+    )?;
 
     stop.await?;
     tracing::info!("shutting down the metadata server");

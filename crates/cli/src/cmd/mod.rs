@@ -13,6 +13,7 @@ pub mod info;
 pub mod master;
 pub mod metadata_server;
 pub mod p2p;
+pub mod ready;
 pub mod real_client;
 pub mod router;
 pub mod segment;

@@ -216,13 +216,15 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
             return Err(e.into());
         }
     };
-    let ready = serde_json::json!({
-        "name": manifest.name,
-        "segment": node.node(),
-        "size": manifest.size,
-        "shards": manifest.shards.len(),
-    });
-    println!("{ready}");
+    super::ready::announce(
+        "p2p-serve",
+        serde_json::json!({
+            "name": manifest.name,
+            "segment": node.node(),
+            "size": manifest.size,
+            "shards": manifest.shards.len(),
+        }),
+    )?;
     wait_for_signal().await?;
     stop(&node).await;
     drop(buffers);

@@ -7,8 +7,6 @@
 //! Prints one line `READY service=<host:port> segment=<host:port> size=<bytes>`
 //! on stdout once it serves, so scripts and tests can wait for it.
 
-use std::io::Write;
-
 use anyhow::Context;
 use mooncake_store::client::{Client, ClientConfig};
 use mooncake_store::client_service::{serve, DEFAULT_PORT};
@@ -100,17 +98,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let service = serve(client.clone(), &addr)
         .await
         .with_context(|| format!("listening for dummy clients on {addr}"))?;
-    {
-        let mut out = std::io::stdout().lock();
-        writeln!(
-            out,
-            "READY service={} segment={} size={}",
-            service.local_addr(),
-            client.segment_name(),
-            client.mounted_size()
-        )?;
-        out.flush()?;
-    }
+    super::ready::announce(
+        "real-client",
+        serde_json::json!({
+            "service": service.local_addr().to_string(),
+            "segment": client.segment_name(),
+            "size": client.mounted_size(),
+        }),
+    )?;
     wait_for_shutdown().await;
     tracing::info!("shutting down: closing dummy sessions and unmounting the segment");
     drop(service);

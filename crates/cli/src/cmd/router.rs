@@ -12,7 +12,6 @@
 use anyhow::Context;
 use mooncake_router::config::RouterConfig;
 use mooncake_router::server::{RouterService, Server};
-use std::io::Write;
 use std::path::PathBuf;
 
 /// Flags of `mooncake router`.
@@ -148,7 +147,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         cfg.prefill_urls().len(),
         cfg.decode_urls().len()
     );
-    std::io::stdout().flush().ok();
+    super::ready::announce(
+        "router",
+        serde_json::json!({"url": server.url(), "addr": server.addr().to_string()}),
+    )?;
     tracing::info!(addr = %server.addr(), policy = %cfg.policy, "router started");
     shutdown_signal().await?;
     server.shutdown().await?;

@@ -74,13 +74,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .allocate_managed_buffer(args.size)
         .await
         .context("allocating the segment buffer")?;
-    let ready = serde_json::json!({
-        "segment": engine.segment_name(),
-        "rpc_port": engine.rpc_port(),
-        "buffer_addr": buffer.addr(),
-        "buffer_len": buffer.len(),
-    });
-    println!("{ready}");
+    super::ready::announce(
+        "segment",
+        serde_json::json!({
+            "segment": engine.segment_name(),
+            "rpc_port": engine.rpc_port(),
+            "buffer_addr": buffer.addr(),
+            "buffer_len": buffer.len(),
+        }),
+    )?;
     tracing::info!(
         segment = engine.segment_name(),
         size = args.size,

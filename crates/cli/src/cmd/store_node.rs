@@ -5,8 +5,6 @@
 //! Prints one line `READY segment=<host:port> size=<bytes>` on stdout once the
 //! segment is mounted, so scripts and tests can wait for it.
 
-use std::io::Write;
-
 use anyhow::Context;
 use mooncake_config::parse_size;
 use mooncake_store::client::Client;
@@ -30,16 +28,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let client = Client::connect(cfg)
         .await
         .context("starting the storage node")?;
-    {
-        let mut out = std::io::stdout().lock();
-        writeln!(
-            out,
-            "READY segment={} size={}",
-            client.segment_name(),
-            client.mounted_size()
-        )?;
-        out.flush()?;
-    }
+    super::ready::announce(
+        "store-node",
+        serde_json::json!({
+            "segment": client.segment_name(),
+            "size": client.mounted_size(),
+        }),
+    )?;
     wait_for_shutdown().await;
     tracing::info!("shutting down: unmounting the segment");
     client.close().await?;

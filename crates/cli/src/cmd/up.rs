@@ -7,11 +7,11 @@
 //! address, metadata URL, a Python snippet) and serves until Ctrl-C / SIGTERM,
 //! then unmounts the segment and stops the master.
 //!
-//! The last line printed on stdout is machine-readable:
-//! `READY master=<addr> metadata=<url> status=<url> segment=<name>`
-//! (see [`parse_ready`]), so scripts and `mooncake bench store` can start a
-//! cluster with `--rpc-port 0 --metadata-port 0 --metrics-port 0` and read back
-//! the ports actually bound.
+//! The last line printed on stdout is the READY line ([`super::ready`]):
+//! `{"ready":"up","pid":..,"master":"<addr>","metadata":"<url>","status":"<url>","segment":"<name>"}`,
+//! so scripts and `mooncake bench store` can start a cluster with
+//! `--rpc-port 0 --metadata-port 0 --metrics-port 0` and read back the ports
+//! actually bound.
 
 use std::io::Write;
 
@@ -57,31 +57,6 @@ pub struct Args {
     /// the metadata server.
     #[arg(long, value_name = "N")]
     pub ha: Option<usize>,
-}
-
-/// What `READY` announces.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Ready {
-    pub master: String,
-    pub metadata: String,
-    pub status: String,
-    pub segment: String,
-}
-
-/// Parse the `READY ...` line of `mooncake up`.
-pub fn parse_ready(line: &str) -> Option<Ready> {
-    let rest = line.trim().strip_prefix("READY ")?;
-    let field = |name: &str| {
-        rest.split_whitespace()
-            .find_map(|w| w.strip_prefix(name)?.strip_prefix('='))
-            .map(str::to_string)
-    };
-    Some(Ready {
-        master: field("master")?,
-        metadata: field("metadata")?,
-        status: field("status").unwrap_or_default(),
-        segment: field("segment").unwrap_or_default(),
-    })
 }
 
 /// Fail early, naming the port and the flag that moves it, when a fixed port is taken
@@ -185,12 +160,17 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         writeln!(out)?;
         writeln!(out, "Ctrl-C to stop.")?;
     }
-    writeln!(
-        out,
-        "READY master={master_addr} metadata={metadata} status={status} segment={segment}"
-    )?;
     out.flush()?;
     drop(out);
+    super::ready::announce(
+        "up",
+        serde_json::json!({
+            "master": master_addr,
+            "metadata": metadata,
+            "status": status,
+            "segment": segment,
+        }),
+    )?;
 
     wait_for_shutdown().await;
     tracing::info!("shutting down");
@@ -230,18 +210,6 @@ pub(crate) async fn start_storage_node(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ready_line_round_trips() {
-        let r = parse_ready(
-            "READY master=127.0.0.1:5 metadata=http://127.0.0.1:6/metadata status=http://127.0.0.1:7/ segment=127.0.0.1:9",
-        )
-        .unwrap();
-        assert_eq!(r.master, "127.0.0.1:5");
-        assert_eq!(r.metadata, "http://127.0.0.1:6/metadata");
-        assert_eq!(r.segment, "127.0.0.1:9");
-        assert!(parse_ready("Mooncake store is up.").is_none());
-    }
 
     #[test]
     fn default_segment_is_capped() {

@@ -3,8 +3,8 @@
 //! electing a leader through it, and one storage node. Clients find the leader through
 //! etcd (`etcd://h:p/mooncake_cluster`); transfer descriptors live in the same etcd.
 //!
-//! Prints the same `READY master=.. metadata=.. status=.. segment=..` line as `up`, with
-//! `etcd://` locators. Ctrl-C stops the node, the masters and etcd.
+//! Prints the same READY line as `up` (`"ready":"up"`), with `etcd://` locators, plus
+//! `etcd` (its client endpoint) and `masters` (each master's `rpc` and `http` address). Ctrl-C stops the node, the masters and etcd.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -178,12 +178,28 @@ pub async fn run(args: Args, n: usize) -> anyhow::Result<()> {
         )?;
         writeln!(out, "Ctrl-C to stop.")?;
     }
-    writeln!(
-        out,
-        "READY master={master_addr} metadata={metadata} status={status} segment={segment}"
-    )?;
     out.flush()?;
     drop(out);
+    let each: Vec<serde_json::Value> = masters
+        .iter()
+        .map(|m| {
+            serde_json::json!({
+                "rpc": m.rpc_addr().to_string(),
+                "http": m.http_addr().to_string(),
+            })
+        })
+        .collect();
+    super::ready::announce(
+        "up",
+        serde_json::json!({
+            "master": master_addr,
+            "metadata": metadata,
+            "status": status,
+            "segment": segment,
+            "etcd": etcd.endpoint,
+            "masters": each,
+        }),
+    )?;
     wait_for_shutdown().await;
     if let Some(n) = node {
         n.close().await.ok();

@@ -8,18 +8,8 @@ use tokio::sync::mpsc;
 /// Bound on waiting for one watch event (polling backends poll every 500 ms).
 const EVENT_DEADLINE: Duration = Duration::from_secs(15);
 
-/// Deterministic pseudo-random bytes (xorshift), so failures reproduce.
-pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
+/// Deterministic pseudo-random bytes, so failures reproduce.
+pub use mooncake_testkit::pattern as pseudo_random;
 
 async fn next_event(rx: &mut mpsc::Receiver<WatchEvent>, what: &str) -> WatchEvent {
     match tokio::time::timeout(EVENT_DEADLINE, rx.recv()).await {

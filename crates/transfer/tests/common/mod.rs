@@ -2,39 +2,17 @@
 //! children (killed on drop), start initiator engines, random data.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
+use mooncake_testkit::Proc;
 use mooncake_transfer::{
     ManagedBuffer, Opcode, Protocol, SegmentHandle, TransferEngine, TransferEngineConfig,
     TransferRequest,
 };
-use rand::{RngCore, SeedableRng};
 
-/// `<workspace>/target/debug/mooncake`, built by `cargo build -p mooncake-cli`
-/// (or `$MOONCAKE_BIN` when set).
-pub fn mooncake_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("MOONCAKE_BIN") {
-        return PathBuf::from(p);
-    }
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    let bin = target.join("debug/mooncake");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build -p mooncake-cli` first (scripts/test.sh does)",
-        bin.display()
-    );
-    bin
-}
-
-/// What `mooncake segment` prints when ready.
-#[derive(Debug, Clone, serde::Deserialize)]
+/// What `mooncake segment` announces in its READY line.
+#[derive(Debug, Clone)]
 pub struct Ready {
     pub segment: String,
     pub rpc_port: u16,
@@ -42,47 +20,27 @@ pub struct Ready {
     pub buffer_len: u64,
 }
 
-/// A `mooncake segment` child process; SIGKILLed on drop.
+/// A `mooncake segment` child process (a `mooncake_testkit::Proc`: killed
+/// with its process group on drop).
 pub struct SegmentProc {
-    pub child: Child,
+    pub proc: Proc,
     pub ready: Ready,
 }
 
 impl SegmentProc {
-    /// Spawn `mooncake segment <args>` and wait (bounded) for its ready line.
+    /// Spawn `mooncake segment <args>` and wait (bounded) for its READY line.
     pub fn spawn(args: &[&str]) -> SegmentProc {
-        let mut child = Command::new(mooncake_bin())
-            .arg("segment")
-            .args(args)
-            .env("MOONCAKE_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn mooncake segment");
-        let stdout = child.stdout.take().expect("stdout piped");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(l) => l,
-            Err(_) => {
-                let _ = child.kill();
-                panic!("mooncake segment did not become ready within 30 s");
-            }
+        let mut all = vec!["segment"];
+        all.extend_from_slice(args);
+        let mut proc = Proc::mooncake(&all);
+        let r = proc.ready(Duration::from_secs(30));
+        let ready = Ready {
+            segment: r.str("segment").to_string(),
+            rpc_port: r.u64("rpc_port") as u16,
+            buffer_addr: r.u64("buffer_addr"),
+            buffer_len: r.u64("buffer_len"),
         };
-        let ready: Ready = match serde_json::from_str(line.trim()) {
-            Ok(r) => r,
-            Err(e) => {
-                let _ = child.kill();
-                let status = child.wait();
-                panic!("bad ready line {line:?} ({e}); child exited: {status:?}");
-            }
-        };
-        SegmentProc { child, ready }
+        SegmentProc { proc, ready }
     }
 
     /// Spawn a P2P-handshake segment on a free loopback port.
@@ -100,18 +58,11 @@ impl SegmentProc {
     }
 
     pub fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.proc.kill9();
     }
 
     pub fn is_alive(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-}
-
-impl Drop for SegmentProc {
-    fn drop(&mut self) {
-        self.kill9();
+        self.proc.is_alive()
     }
 }
 
@@ -134,10 +85,9 @@ pub async fn engine(
     .expect("engine starts")
 }
 
+/// Deterministic test bytes (see `mooncake_testkit::pattern`).
 pub fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut v = vec![0u8; len];
-    rand::rngs::StdRng::seed_from_u64(seed).fill_bytes(&mut v);
-    v
+    mooncake_testkit::pattern(len, seed)
 }
 
 pub fn req(

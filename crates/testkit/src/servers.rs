@@ -1,8 +1,6 @@
-//! Real metadata servers for tests (feature `testing`): an `etcd` and a
-//! `redis-server` process on free loopback ports, each with its own temporary
-//! data directory, started and awaited with a bounded deadline, and killed
-//! when dropped. Other crates' tests use them through
-//! `mooncake-metadata = { ..., features = ["testing"] }` in dev-dependencies.
+//! Real metadata servers for tests: an `etcd` and a `redis-server` process on
+//! free loopback ports, each with its own temporary data directory, started
+//! and awaited with a bounded deadline, and killed when dropped.
 //!
 //! A missing binary is an error that names the setup script, never a silent
 //! skip: the test suite needs both servers (`scripts/test.sh` installs them).
@@ -10,12 +8,14 @@
 //! then `/usr/bin`, then `$PATH`.
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
+
+use crate::net::free_port;
 
 /// How long a server may take to become ready.
 pub const READY_DEADLINE: Duration = Duration::from_secs(30);
@@ -48,7 +48,8 @@ pub enum HarnessError {
     },
 }
 
-fn find_binary(name: &'static str, env: &'static str) -> Result<PathBuf, HarnessError> {
+/// The binary `name`: `$env` when set, else `/usr/bin/<name>`, else the first on `$PATH`.
+pub fn find_binary(name: &'static str, env: &'static str) -> Result<PathBuf, HarnessError> {
     if let Some(p) = std::env::var_os(env).map(PathBuf::from) {
         return if p.is_file() {
             Ok(p)
@@ -66,13 +67,6 @@ fn find_binary(name: &'static str, env: &'static str) -> Result<PathBuf, Harness
         .map(|dir| dir.join(name))
         .find(|p| p.is_file())
         .ok_or(HarnessError::MissingBinary { name, env })
-}
-
-/// A loopback port free at the time of the call.
-pub fn free_port() -> std::io::Result<u16> {
-    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
-        .local_addr()?
-        .port())
 }
 
 /// A server process with its data directory and log, killed on drop. Both
@@ -291,7 +285,7 @@ impl EtcdServer {
         format!("127.0.0.1:{}", self.client_port)
     }
 
-    /// `etcd://127.0.0.1:<port>`, for [`crate::connect`].
+    /// `etcd://127.0.0.1:<port>`, for `mooncake_metadata::connect`.
     pub fn conn_string(&self) -> String {
         format!("etcd://{}", self.endpoint())
     }
@@ -386,7 +380,7 @@ impl RedisServer {
         self.port
     }
 
-    /// `redis://127.0.0.1:<port>`, for [`crate::connect`].
+    /// `redis://127.0.0.1:<port>`, for `mooncake_metadata::connect`.
     pub fn conn_string(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }

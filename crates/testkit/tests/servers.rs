@@ -1,8 +1,8 @@
-//! The test harness itself: servers are really gone after drop, and a
+//! The etcd/redis starters: servers are really gone after drop, and a
 //! missing binary is a loud error naming the setup script. Runs in its own
 //! process (its own test binary) because it changes environment variables.
 
-use mooncake_metadata::testing::{EtcdServer, HarnessError, RedisServer};
+use mooncake_testkit::{EtcdServer, HarnessError, RedisServer};
 
 fn alive(pid: u32) -> bool {
     // SAFETY: kill(2) with signal 0 only checks that the process exists.
