@@ -21,8 +21,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::batch::{Batch, BatchId, TransferStatus};
-use crate::buffer::{ManagedBuffer, Mapping};
+use crate::buffer::ManagedBuffer;
 use crate::descriptor::{local_host_id, BufferDesc, SegmentDescriptor};
+use crate::memfd::{self, Memfd};
 use crate::memory::{MemoryRegistry, RegionInfo, ShmExport};
 use crate::segment::{split_host_port, SegmentCache, SegmentHandle, Source};
 use crate::transport::tcp::server::{self, ServerContext};
@@ -336,7 +337,7 @@ impl TransferEngine {
         len: usize,
         location: &str,
         shm: Option<ShmExport>,
-        mapping: Option<Arc<Mapping>>,
+        mapping: Option<Arc<Memfd>>,
     ) -> Result<(), TransferError> {
         let location = if mapping.is_some() {
             location.to_string()
@@ -387,7 +388,7 @@ impl TransferEngine {
                 "managed buffer of 0 bytes".into(),
             ));
         }
-        let mapping = Arc::new(Mapping::create(len)?);
+        let mapping = Arc::new(Memfd::create(memfd::SEGMENT_NAME, len)?);
         let shm = ShmExport {
             pid: std::process::id(),
             fd: mapping.raw_fd(),

@@ -48,6 +48,7 @@ pub mod descriptor;
 mod engine;
 mod error;
 mod exec;
+pub mod memfd;
 pub mod memory;
 mod segment;
 pub mod transport;

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::buffer::Mapping;
+use crate::memfd::Memfd;
 use crate::transport::MemoryKey;
 use crate::TransferError;
 
@@ -60,7 +60,7 @@ struct Region {
     info: RegionInfo,
     gate: Arc<Semaphore>,
     /// Keeps a managed buffer's memory mapped while leases exist.
-    _mapping: Option<Arc<Mapping>>,
+    _mapping: Option<Arc<Memfd>>,
 }
 
 /// Check that `[addr, addr+len)` lies inside `[buf_addr, buf_addr+buf_len)`.
@@ -153,7 +153,7 @@ impl MemoryRegistry {
     pub(crate) fn insert(
         &self,
         info: RegionInfo,
-        mapping: Option<Arc<Mapping>>,
+        mapping: Option<Arc<Memfd>>,
     ) -> Result<(), TransferError> {
         let end = info.addr.checked_add(info.len);
         if info.len == 0 || end.is_none() || info.addr == 0 {
