@@ -7,7 +7,6 @@
 //! * [`runtime`] — the shared tokio runtime blocking calls run on with the
 //!   GIL released;
 //! * [`pybuf`] — zero-copy access to buffer-protocol objects;
-//! * [`pool`] — the managed-buffer range allocator.
 //!
 //! Return conventions are the reference's: 0 or a byte count on success, a
 //! negative code on failure; errors are also logged on the "mooncake" logger.
@@ -15,7 +14,6 @@
 mod engine;
 mod log;
 mod p2p;
-mod pool;
 mod pybuf;
 mod runtime;
 mod size;

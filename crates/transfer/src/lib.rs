@@ -50,6 +50,7 @@ mod error;
 mod exec;
 pub mod memfd;
 pub mod memory;
+pub mod range_alloc;
 mod segment;
 pub mod transport;
 
