@@ -26,8 +26,10 @@
 //! - Before every copy the owner's fd is re-checked (same device and inode as
 //!   our mapping), so a restarted peer (same name, new process) is detected
 //!   instead of writing into an orphaned buffer.
-//! - Mappings are keyed by (segment, epoch, buffer address) and unmapped
-//!   when the peer is forgotten or the transport shuts down.
+//! - Mappings are keyed by (segment, epoch, buffer address), made once and
+//!   populated (writable page-table entries, on a helper thread) so puts into
+//!   fresh parts of a peer's buffer do not fault per page, and unmapped when
+//!   the peer is forgotten or the transport shuts down.
 
 use std::any::Any;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -173,6 +175,36 @@ fn map_peer(
     })
 }
 
+/// Chunk of a peer mapping populated at a time (the populating thread stops
+/// between chunks once the mapping is forgotten).
+const POPULATE_CHUNK: usize = 64 << 20;
+
+/// Populate the whole mapping, writable, on a helper thread, so writes into
+/// it (puts into fresh allocations of the peer) do not page-fault once per
+/// 4 KiB. Copies proceed meanwhile (a page not yet populated just faults).
+/// `MC_SHM_POPULATE=0` turns it off (to measure the difference).
+fn populate_in_background(m: &Arc<PeerMapping>) {
+    if std::env::var("MC_SHM_POPULATE").is_ok_and(|v| v.trim() == "0") {
+        return;
+    }
+    let weak = Arc::downgrade(m);
+    let spawned = std::thread::Builder::new()
+        .name("mc-shm-populate".into())
+        .spawn(move || {
+            let mut off = 0;
+            while let Some(m) = weak.upgrade() {
+                if off >= m.map.len() {
+                    return;
+                }
+                m.map.populate_write(off, POPULATE_CHUNK);
+                off += POPULATE_CHUNK;
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::debug!(error = %e, "no thread to populate an shm mapping");
+    }
+}
+
 impl ShmTransport {
     fn ipc_mapping(
         &self,
@@ -275,6 +307,7 @@ impl ShmTransport {
             }
         };
         self.maps.lock().insert(key, Arc::clone(&m));
+        populate_in_background(&m);
         Ok(m)
     }
 }
