@@ -20,8 +20,15 @@ use parking_lot::RwLock;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::memfd::Memfd;
-use crate::transport::MemoryKey;
 use crate::TransferError;
+
+/// A memory-registration key pair, as RDMA produces (`lkey` used locally in
+/// work requests, `rkey` handed to peers for one-sided access).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MemoryKey {
+    pub lkey: u32,
+    pub rkey: u32,
+}
 
 /// Permits in a region's gate; a lease takes one, draining takes them all.
 const GATE_PERMITS: u32 = 1 << 30;
