@@ -204,7 +204,7 @@ impl DummyClient {
     /// `put_from`/`get_into`), or `None` when the pool has no room.
     pub fn alloc(&self, len: usize) -> Option<usize> {
         let off = self.alloc.lock().alloc(len)?;
-        Some(self.pool.addr() + off as usize)
+        Some(self.pool.addr() + off)
     }
 
     /// Give back a buffer from [`DummyClient::alloc`]; false if `addr` is not one.
