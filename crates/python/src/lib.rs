@@ -7,7 +7,6 @@
 //! * [`runtime`] — the shared tokio runtime blocking calls run on with the
 //!   GIL released;
 //! * [`pybuf`] — zero-copy access to buffer-protocol objects;
-//! * [`pool`] — the managed-buffer range allocator;
 //! * [`metadata_server`] — `MetadataServer`, the Rust HTTP metadata server
 //!   behind `mooncake.http_metadata_server`.
 //!
@@ -18,7 +17,6 @@ mod engine;
 mod log;
 mod metadata_server;
 mod p2p;
-mod pool;
 mod pybuf;
 mod runtime;
 mod store;

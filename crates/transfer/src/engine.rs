@@ -9,7 +9,7 @@
 //!   last `Arc<TransferEngine>` stops the server and the watcher. Call
 //!   [`TransferEngine::shutdown`] to also remove the published descriptor.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
@@ -21,10 +21,13 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::batch::{Batch, BatchId, TransferStatus};
-use crate::buffer::{ManagedBuffer, Mapping};
+use crate::buffer::ManagedBuffer;
 use crate::descriptor::{local_host_id, BufferDesc, SegmentDescriptor};
+use crate::memfd::{self, Memfd};
 use crate::memory::{MemoryRegistry, RegionInfo, ShmExport};
 use crate::segment::{split_host_port, SegmentCache, SegmentHandle, Source};
+use crate::transport::file::FileTransport;
+use crate::transport::tcp;
 use crate::transport::tcp::server::{self, ServerContext};
 use crate::transport::{self, SharedTransport, TransportContext, PREFERENCE};
 use crate::{Opcode, Protocol, TransferEngineConfig, TransferError, TransferRequest};
@@ -43,6 +46,10 @@ pub(crate) struct EngineShared {
     pub registry: Arc<MemoryRegistry>,
     /// Enabled transports in routing preference order.
     pub transports: Vec<SharedTransport>,
+    /// The file transport, if enabled (for file-segment registration).
+    file: Option<Arc<FileTransport>>,
+    /// File segments this engine published (unpublished on shutdown).
+    published_files: Mutex<HashSet<String>>,
     pub segments: SegmentCache,
     pub runtime: tokio::runtime::Handle,
     publish_lock: tokio::sync::Mutex<()>,
@@ -118,6 +125,8 @@ impl EngineShared {
     }
 }
 
+mod file_segment;
+
 /// The Transfer Engine. Used as `Arc<TransferEngine>`; all methods take `&self`.
 #[derive(Debug)]
 pub struct TransferEngine {
@@ -161,9 +170,18 @@ impl TransferEngine {
             host_id: host_id.clone(),
         };
         let mut transports = Vec::new();
+        let mut file = None;
         for p in PREFERENCE {
             if config.protocols.contains(&p) {
-                match transport::build(p, &tctx) {
+                let built = if p == Protocol::File {
+                    transport::file::build_typed(&tctx).map(|f| {
+                        file = Some(Arc::clone(&f));
+                        f as SharedTransport
+                    })
+                } else {
+                    transport::build(p, &tctx)
+                };
+                match built {
                     Ok(t) => transports.push(t),
                     // "rdma,tcp": rdma preferred, tcp allowed as the fallback.
                     Err(e @ TransferError::TransportUnavailable { .. })
@@ -176,10 +194,14 @@ impl TransferEngine {
             }
         }
         let source = if p2p {
-            Source::P2p {
-                token: config.cluster_token.clone(),
-                connect_timeout: config.connect_timeout,
-            }
+            let (token, timeout) = (config.cluster_token.clone(), config.connect_timeout);
+            Source::P2p(Arc::new(move |name, host, port| {
+                let token = token.clone();
+                Box::pin(async move {
+                    tcp::client::fetch_descriptor(&name, &host, port, token.as_deref(), timeout)
+                        .await
+                })
+            }))
         } else {
             Source::Metadata(Arc::clone(&metadata))
         };
@@ -195,6 +217,8 @@ impl TransferEngine {
             metadata: Arc::clone(&metadata),
             registry: Arc::clone(&registry),
             transports,
+            file,
+            published_files: Mutex::new(HashSet::new()),
             segments: SegmentCache::new(source),
             runtime: tokio::runtime::Handle::current(),
             publish_lock: tokio::sync::Mutex::new(()),
@@ -336,7 +360,7 @@ impl TransferEngine {
         len: usize,
         location: &str,
         shm: Option<ShmExport>,
-        mapping: Option<Arc<Mapping>>,
+        mapping: Option<Arc<Memfd>>,
     ) -> Result<(), TransferError> {
         let location = if mapping.is_some() {
             location.to_string()
@@ -387,7 +411,7 @@ impl TransferEngine {
                 "managed buffer of 0 bytes".into(),
             ));
         }
-        let mapping = Arc::new(Mapping::create(len)?);
+        let mapping = Arc::new(Memfd::create(memfd::SEGMENT_NAME, len)?);
         let shm = ShmExport {
             pid: std::process::id(),
             fd: mapping.raw_fd(),
@@ -544,7 +568,12 @@ impl TransferEngine {
             }
         }
         let _ = s.stop_tx.send(true);
-        for key in [segment_key(&s.segment_name), rpc_meta_key(&s.segment_name)] {
+        let files: Vec<String> = s.published_files.lock().drain().collect();
+        let files = files.iter().map(|name| segment_key(name));
+        for key in [segment_key(&s.segment_name), rpc_meta_key(&s.segment_name)]
+            .into_iter()
+            .chain(files)
+        {
             if let Err(e) = s.metadata.delete(&key).await {
                 tracing::warn!(key, error = %e, "could not unpublish");
             }

@@ -48,7 +48,9 @@ pub mod descriptor;
 mod engine;
 mod error;
 mod exec;
+pub mod memfd;
 pub mod memory;
+pub mod range_alloc;
 mod segment;
 pub mod transport;
 

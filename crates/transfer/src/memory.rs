@@ -19,9 +19,16 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::buffer::Mapping;
-use crate::transport::MemoryKey;
+use crate::memfd::Memfd;
 use crate::TransferError;
+
+/// A memory-registration key pair, as RDMA produces (`lkey` used locally in
+/// work requests, `rkey` handed to peers for one-sided access).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MemoryKey {
+    pub lkey: u32,
+    pub rkey: u32,
+}
 
 /// Permits in a region's gate; a lease takes one, draining takes them all.
 const GATE_PERMITS: u32 = 1 << 30;
@@ -60,7 +67,7 @@ struct Region {
     info: RegionInfo,
     gate: Arc<Semaphore>,
     /// Keeps a managed buffer's memory mapped while leases exist.
-    _mapping: Option<Arc<Mapping>>,
+    _mapping: Option<Arc<Memfd>>,
 }
 
 /// Check that `[addr, addr+len)` lies inside `[buf_addr, buf_addr+buf_len)`.
@@ -153,7 +160,7 @@ impl MemoryRegistry {
     pub(crate) fn insert(
         &self,
         info: RegionInfo,
-        mapping: Option<Arc<Mapping>>,
+        mapping: Option<Arc<Memfd>>,
     ) -> Result<(), TransferError> {
         let end = info.addr.checked_add(info.len);
         if info.len == 0 || end.is_none() || info.addr == 0 {

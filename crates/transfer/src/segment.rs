@@ -14,13 +14,13 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+
+use futures::future::BoxFuture;
 
 use mooncake_metadata::{segment_key, SharedMetadata, WatchEvent, SEGMENT_KEY_PREFIX};
 use parking_lot::{Mutex, RwLock};
 
 use crate::descriptor::SegmentDescriptor;
-use crate::transport::tcp::client::fetch_descriptor;
 use crate::TransferError;
 
 #[derive(Debug)]
@@ -58,15 +58,30 @@ impl PartialEq for SegmentHandle {
     }
 }
 
+/// Asks the peer `(segment, host, port)` for its descriptor (P2P handshake
+/// mode). The engine provides it (over the tcp transport's RPC), so this
+/// module depends on no transport.
+pub(crate) type PeerFetch = Arc<
+    dyn Fn(String, String, u16) -> BoxFuture<'static, Result<SegmentDescriptor, TransferError>>
+        + Send
+        + Sync,
+>;
+
 /// How descriptors are fetched.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) enum Source {
     Metadata(SharedMetadata),
     /// P2P handshake: ask the peer at `host:port` itself.
-    P2p {
-        token: Option<String>,
-        connect_timeout: Duration,
-    },
+    P2p(PeerFetch),
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Metadata(m) => write!(f, "Metadata({})", m.backend()),
+            Source::P2p(_) => f.write_str("P2p"),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -92,16 +107,13 @@ impl SegmentCache {
                     .ok_or_else(|| TransferError::UnknownSegment(name.to_string()))?;
                 SegmentDescriptor::from_json(name, &bytes)?
             }
-            Source::P2p {
-                token,
-                connect_timeout,
-            } => {
+            Source::P2p(fetch) => {
                 let (host, port) = split_host_port(name).ok_or_else(|| {
                     TransferError::UnknownSegment(format!(
                         "{name} (P2P handshake mode needs segment names of the form host:port)"
                     ))
                 })?;
-                fetch_descriptor(name, &host, port, token.as_deref(), *connect_timeout).await?
+                fetch(name.to_string(), host, port).await?
             }
         };
         Ok(Arc::new(desc))

@@ -1,6 +1,7 @@
 //! One process, embedded metadata: local-segment memcpy, the batch API and
 //! its errors, raw registered memory, descriptor refresh through the watch,
-//! blocking helpers, and transports that are not available.
+//! blocking helpers, transports that are not available, and a poisoned shm
+//! descriptor (refused; tcp used instead).
 
 mod common;
 
@@ -332,6 +333,54 @@ async fn broken_pooled_connections_are_retried_on_fresh_ones() {
     let mut got = vec![0u8; 4 << 20];
     remote.read_at(0, &mut got);
     assert!(got == data);
+    e.shutdown().await;
+    peer.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poisoned_shm_descriptor_is_refused_and_tcp_used() {
+    use std::os::fd::AsRawFd;
+    let e = engine("embedded", &[Protocol::Shm, Protocol::Tcp], None).await;
+    let peer = engine("embedded", &[Protocol::Shm, Protocol::Tcp], None).await;
+    const LEN: usize = 1 << 20;
+    let remote = peer.allocate_managed_buffer(LEN).await.unwrap();
+    // An unrelated file this process holds read-only, as large as the buffer
+    // (the old shm transport opened it read-write through /proc and wrote).
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("victim");
+    std::fs::write(&path, vec![0x5a; LEN]).unwrap();
+    let victim = std::fs::File::open(&path).unwrap();
+    // The peer's descriptor with its buffer's shm info pointing at the file.
+    let mut desc = peer.local_descriptor();
+    desc.name = format!("poisoned-{}", peer.rpc_port());
+    let shm = desc.buffers[0]
+        .shm
+        .as_mut()
+        .expect("managed buffers publish shm");
+    shm.fd = victim.as_raw_fd();
+    e.metadata()
+        .put(&mooncake_metadata::segment_key(&desc.name), &desc.to_json())
+        .await
+        .unwrap();
+    let target = e.open_segment(&desc.name).await.unwrap();
+    let local = e.allocate_managed_buffer(LEN).await.unwrap();
+    let data = random_bytes(12, LEN);
+    local.write_at(0, &data);
+    e.transfer(&[req(
+        Opcode::Write,
+        &local,
+        0,
+        &target,
+        remote.addr() as u64,
+        LEN,
+    )])
+    .await
+    .expect("falls back to tcp");
+    // The write reached the real buffer (over tcp) and not the file.
+    let mut got = vec![0u8; LEN];
+    remote.read_at(0, &mut got);
+    assert!(got == data);
+    assert!(std::fs::read(&path).unwrap() == vec![0x5a; LEN]);
     e.shutdown().await;
     peer.shutdown().await;
 }

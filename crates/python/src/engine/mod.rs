@@ -32,8 +32,8 @@ use pyo3::prelude::*;
 use pyo3::types::PyType;
 
 use crate::log;
-use crate::pool::RangeAllocator;
 use crate::runtime::{block_on, runtime};
+use mooncake_transfer::range_alloc::RangeAllocator;
 
 /// Default size of the managed pool registered by `initialize`
 /// (override: `MOONCAKE_ENGINE_POOL_SIZE`, bytes or "1GiB"; `PASS_ALLOC=1`

@@ -28,12 +28,12 @@ use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
-use super::alloc::{PoolAllocator, ALIGN};
 use super::shm::SharedPool;
 use super::wire::{Blob, KeyResult, PoolRange, ServiceReply, ServiceRequest, ServiceResponse};
 use crate::client::{ClientError, RangeRead, Region, Result};
 use mooncake_store_protocol::frame::{decode_payload, encode_frame, read_frame};
 use mooncake_store_protocol::{ErrorCode, ReplicateConfig, MAX_FRAME_LEN};
+use mooncake_transfer::range_alloc::RangeAllocator;
 
 /// Largest value copied through the socket in one piece (the frame limit
 /// less room for keys and framing).
@@ -42,6 +42,8 @@ pub const MAX_INLINE_VALUE: usize = MAX_FRAME_LEN - (64 << 10);
 const BATCH_BYTES: usize = 8 << 20;
 /// Connections per dummy (concurrent calls in flight).
 pub const CONNECTIONS: usize = 4;
+/// Alignment of pool buffers (a cache line; tensors need no more on CPU).
+const ALIGN: u64 = 64;
 /// How long one call may take before the connection is given up.
 const CALL_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -60,10 +62,10 @@ pub struct DummyClient {
     /// Where the search for an idle connection starts (spreads the calls).
     next_conn: AtomicU64,
     pub(super) pool: SharedPool,
-    alloc: Mutex<PoolAllocator>,
+    alloc: Mutex<RangeAllocator>,
     /// Offsets `[stage_base, pool end)` of the pool: the staging area
     /// (`local_buffer_size`) for plain values, see `staging.rs`.
-    pub(super) staging: Mutex<PoolAllocator>,
+    pub(super) staging: Mutex<RangeAllocator>,
     pub(super) stage_base: u64,
     segment: String,
     server: String,
@@ -165,9 +167,10 @@ impl DummyClient {
             conns,
             next_id: AtomicU64::new(1),
             next_conn: AtomicU64::new(0),
-            alloc: Mutex::new(PoolAllocator::new(pool_size)),
-            staging: Mutex::new(PoolAllocator::new(
-                (pool.len() as u64).saturating_sub(stage_base),
+            alloc: Mutex::new(RangeAllocator::new(pool_size as usize, ALIGN as usize)),
+            staging: Mutex::new(RangeAllocator::new(
+                pool.len().saturating_sub(stage_base as usize),
+                ALIGN as usize,
             )),
             stage_base,
             pool,
@@ -200,14 +203,14 @@ impl DummyClient {
     /// A buffer of `len` bytes inside the shared pool (zero-copy for
     /// `put_from`/`get_into`), or `None` when the pool has no room.
     pub fn alloc(&self, len: usize) -> Option<usize> {
-        let off = self.alloc.lock().alloc(len as u64)?;
-        Some(self.pool.addr() + off as usize)
+        let off = self.alloc.lock().alloc(len)?;
+        Some(self.pool.addr() + off)
     }
 
     /// Give back a buffer from [`DummyClient::alloc`]; false if `addr` is not one.
     pub fn free(&self, addr: usize) -> bool {
         match addr.checked_sub(self.pool.addr()) {
-            Some(off) => self.alloc.lock().free(off as u64),
+            Some(off) => self.alloc.lock().free(off),
             None => false,
         }
     }

@@ -18,7 +18,8 @@
 //!   through the socket (at most [`dummy::MAX_INLINE_VALUE`] bytes per value
 //!   unless the staging area holds it).
 //! * [`shm`] — the pool (sealed memfd) and its mapping in the real client.
-//! * [`alloc`] — carving the pool into buffers (`alloc_from_mem_pool`).
+//! * pool buffers (`alloc_from_mem_pool`) are carved by the Transfer
+//!   Engine's `range_alloc::RangeAllocator`, the one range allocator.
 //! * `staging` — the dummy's staging area (`local_buffer_size`): large plain
 //!   values move through shared memory instead of the socket.
 //!
@@ -47,7 +48,6 @@
 //! buffers outside the pool pay the socket copy (0.20–0.29x). The machine's
 //! noise between runs is larger than the dummy's overhead.
 
-pub mod alloc;
 pub mod dummy;
 pub mod server;
 pub mod shm;

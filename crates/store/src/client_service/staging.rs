@@ -35,7 +35,7 @@ impl<'a> Lease<'a> {
 
     /// A staging range of `len` bytes, as a range of the pool.
     fn alloc(&mut self, len: usize) -> Option<PoolRange> {
-        let off = self.dummy.staging.lock().alloc(len as u64)?;
+        let off = self.dummy.staging.lock().alloc(len)? as u64;
         self.held.push(off);
         Some(PoolRange {
             offset: self.dummy.stage_base + off,
@@ -56,7 +56,7 @@ impl<'a> Lease<'a> {
         if !in_flight {
             let mut s = self.dummy.staging.lock();
             for off in self.held.drain(..) {
-                s.free(off);
+                s.free(off as usize);
             }
         }
     }

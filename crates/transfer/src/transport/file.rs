@@ -42,7 +42,7 @@ use self::backing::BackingFile;
 use self::ring::{Dir, IoRequest, RingPool};
 use super::{SharedTransport, Slice, Transport, TransportContext};
 use crate::descriptor::{BufferDesc, SegmentDescriptor};
-use crate::{Opcode, Protocol, TransferEngine, TransferError};
+use crate::{Opcode, Protocol, TransferError};
 
 /// Key of the descriptor extension (`transports.file`).
 pub const EXTENSION: &str = "file";
@@ -63,6 +63,12 @@ pub struct FileSegmentDesc {
 
 /// Build the file transport for an engine.
 pub fn build(ctx: &TransportContext) -> Result<SharedTransport, TransferError> {
+    Ok(build_typed(ctx)?)
+}
+
+/// Build it with its concrete type (the engine keeps it for file-segment
+/// registration, `TransferEngine::register_file_segment`).
+pub fn build_typed(ctx: &TransportContext) -> Result<Arc<FileTransport>, TransferError> {
     Ok(Arc::new(FileTransport::new(ctx.host_id.clone())?))
 }
 
@@ -74,8 +80,6 @@ pub struct FileTransport {
     registered: Mutex<HashMap<String, Arc<BackingFile>>>,
     /// Files of other engines' segments opened for execution, by (name, epoch).
     opened: Mutex<HashMap<String, (u64, Arc<BackingFile>)>>,
-    /// Where this engine published its file segments (unpublished on shutdown).
-    published: Mutex<Option<mooncake_metadata::SharedMetadata>>,
 }
 
 impl std::fmt::Debug for FileTransport {
@@ -97,7 +101,6 @@ impl FileTransport {
             pool: RingPool::new(WORKERS, RING_DEPTH)?,
             registered: Mutex::new(HashMap::new()),
             opened: Mutex::new(HashMap::new()),
-            published: Mutex::new(None),
         })
     }
 
@@ -327,14 +330,6 @@ impl Transport for FileTransport {
 
     async fn shutdown(&self) {
         self.opened.lock().clear();
-        let metadata = self.published.lock().take();
-        if let Some(m) = metadata {
-            for name in self.registered_files() {
-                if let Err(e) = m.delete(&mooncake_metadata::segment_key(&name)).await {
-                    tracing::warn!(segment = name, error = %e, "could not unpublish file segment");
-                }
-            }
-        }
     }
 
     fn as_any(&self) -> &dyn Any {
@@ -366,74 +361,4 @@ impl From<FileError> for TransferError {
             other => TransferError::InvalidConfig(other.to_string()),
         }
     }
-}
-
-/// File segments through the engine: register, publish, unpublish.
-impl TransferEngine {
-    /// Register `path` (a file, created and sized to `len` with `create`, or a block
-    /// device) as the segment `name` and publish its descriptor, so engines on this
-    /// host can `open_segment(name)` and READ/WRITE it at file offsets
-    /// `[0, len)`. Needs the `file` protocol enabled and a metadata service
-    /// (embedded, http, etcd or redis; not the P2P handshake).
-    pub async fn register_file_segment(
-        &self,
-        name: &str,
-        path: &Path,
-        len: Option<u64>,
-        create: bool,
-    ) -> Result<crate::SegmentHandle, TransferError> {
-        let shared = self.file_transport()?;
-        let transport = as_file(&shared)?;
-        if name == self.segment_name() {
-            return Err(TransferError::InvalidConfig(format!(
-                "a file segment cannot take the engine's own segment name {name:?}"
-            )));
-        }
-        let conn = &self.config().metadata_server;
-        if conn.trim() == mooncake_metadata::P2P_HANDSHAKE {
-            return Err(TransferError::InvalidConfig(
-                "file segments are published in metadata; the P2P handshake mode has none".into(),
-            ));
-        }
-        let metadata = mooncake_metadata::connect(conn).await?;
-        let desc = transport.register_file(name, path, len, create)?;
-        if let Err(e) = metadata
-            .put(&mooncake_metadata::segment_key(name), &desc.to_json())
-            .await
-        {
-            let _ = transport.unregister_file(name);
-            return Err(e.into());
-        }
-        transport.published.lock().get_or_insert(metadata);
-        self.open_segment(name).await
-    }
-
-    /// Unpublish and close the file segment `name` registered by this engine.
-    pub async fn unregister_file_segment(&self, name: &str) -> Result<(), TransferError> {
-        let shared = self.file_transport()?;
-        let transport = as_file(&shared)?;
-        transport.unregister_file(name)?;
-        let metadata = transport.published.lock().clone();
-        if let Some(m) = metadata {
-            m.delete(&mooncake_metadata::segment_key(name)).await?;
-        }
-        Ok(())
-    }
-
-    fn file_transport(&self) -> Result<SharedTransport, TransferError> {
-        self.transport(Protocol::File)
-            .ok_or(TransferError::TransportUnavailable {
-                protocol: Protocol::File,
-                reason: "the `file` protocol is not enabled on this engine".into(),
-            })
-    }
-}
-
-fn as_file(t: &SharedTransport) -> Result<&FileTransport, TransferError> {
-    t.as_any()
-        .downcast_ref::<FileTransport>()
-        .ok_or(TransferError::TransportUnavailable {
-            protocol: Protocol::File,
-            reason: "the file transport is not this crate's FileTransport".into(),
-        })
 }

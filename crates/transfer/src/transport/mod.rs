@@ -61,13 +61,7 @@ pub mod rdma;
 pub mod shm;
 pub mod tcp;
 
-/// A memory-registration key pair, as RDMA produces (`lkey` used locally in
-/// work requests, `rkey` handed to peers for one-sided access).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct MemoryKey {
-    pub lkey: u32,
-    pub rkey: u32,
-}
+pub use crate::memory::MemoryKey;
 
 /// One contiguous piece of a request, executed by a single transport call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

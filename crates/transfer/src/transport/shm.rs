@@ -17,17 +17,22 @@
 //! copy engine too, never by the CPU.
 //!
 //! Invariants:
+//! - A peer's memfd is mapped only after [`Memfd::map_peer`] checked that it
+//!   is a sealed managed-buffer memfd (name [`memfd::SEGMENT_NAME`]) of at
+//!   least the buffer's size, held by the pid the descriptor names; any other
+//!   file (a poisoned descriptor) is refused, logged, and tcp used instead.
 //! - Copies stay inside the mapping: the range is checked against the
 //!   descriptor's buffer and the mapping length (the memfd's sealed size).
 //! - Before every copy the owner's fd is re-checked (same device and inode as
 //!   our mapping), so a restarted peer (same name, new process) is detected
 //!   instead of writing into an orphaned buffer.
-//! - Mappings are keyed by (segment, epoch, buffer address) and unmapped
-//!   when the peer is forgotten or the transport shuts down.
+//! - Mappings are keyed by (segment, epoch, buffer address), made once and
+//!   populated (writable page-table entries, on a helper thread) so puts into
+//!   fresh parts of a peer's buffer do not fault per page, and unmapped when
+//!   the peer is forgotten or the transport shuts down.
 
 use std::any::Any;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
 
@@ -36,35 +41,23 @@ use parking_lot::Mutex;
 use super::{MemoryKey, SharedTransport, Slice, Transport, TransportContext};
 use crate::cuda::{self, staging};
 use crate::descriptor::{BufferDesc, SegmentDescriptor, ShmDesc};
+use crate::memfd::{self, Memfd};
 use crate::memory::{MemoryRegistry, RegionInfo};
 use crate::{Opcode, Protocol, TransferError};
 
+/// A peer's managed buffer mapped here, with the identity of its memfd.
 #[derive(Debug)]
 struct PeerMapping {
-    ptr: *mut u8,
-    len: usize,
+    map: Memfd,
     dev: u64,
     ino: u64,
     path: String,
 }
 
-// SAFETY: a shared mapping of another process's memfd; plain memory with no
-// thread affinity.
-unsafe impl Send for PeerMapping {}
-// SAFETY: as above; concurrent copies into disjoint ranges are the caller's contract.
-unsafe impl Sync for PeerMapping {}
-
-impl Drop for PeerMapping {
-    fn drop(&mut self) {
-        // SAFETY: exactly the region mmap returned; no copy is running (the
-        // last Arc is being dropped).
-        unsafe {
-            libc::munmap(self.ptr as *mut libc::c_void, self.len);
-        }
-    }
-}
-
 type Key = (String, u64, u64);
+
+/// Remembered (segment, epoch) refusals before the list is reset.
+const MAX_UNMAPPABLE: usize = 4096;
 
 /// A peer's device allocation opened through CUDA IPC; closed on drop.
 #[derive(Debug)]
@@ -153,32 +146,63 @@ fn pid_alive(pid: u32) -> bool {
     pid != 0 && unsafe { libc::kill(pid as libc::pid_t, 0) } == 0
 }
 
-fn map_peer(segment: &str, shm: ShmDesc, want: u64) -> Result<PeerMapping, TransferError> {
-    let path = format!("/proc/{}/fd/{}", shm.pid, shm.fd);
-    let unreachable = |m: String| TransferError::PeerUnreachable {
-        segment: segment.to_string(),
+/// Map the peer's memfd for `buf`, only after [`Memfd::map_peer`] checked it
+/// is a sealed managed-buffer memfd of at least the buffer's size, held by
+/// the process the descriptor names.
+fn map_peer(
+    peer: &SegmentDescriptor,
+    shm: ShmDesc,
+    want: u64,
+) -> Result<PeerMapping, TransferError> {
+    let refused = |m: String| TransferError::PeerUnreachable {
+        segment: peer.name.clone(),
         message: m,
     };
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&path)
-        .map_err(|e| unreachable(format!("cannot open {path}: {e}")))?;
-    let meta = file.metadata()?;
-    let len = meta.len();
-    if len < want {
-        return Err(unreachable(format!(
-            "{path} holds {len} bytes, descriptor says {want}"
+    if shm.pid != peer.pid {
+        return Err(refused(format!(
+            "buffer names pid {} but the segment is pid {}",
+            shm.pid, peer.pid
         )));
     }
-    let ptr = crate::buffer::map_shared(file.as_raw_fd(), len as usize)?;
+    let map = Memfd::map_peer(shm.pid, shm.fd, memfd::SEGMENT_NAME, want)
+        .map_err(|e| refused(e.to_string()))?;
+    let (dev, ino) = map.file_id()?;
     Ok(PeerMapping {
-        ptr,
-        len: len as usize,
-        dev: meta.dev(),
-        ino: meta.ino(),
-        path,
+        map,
+        dev,
+        ino,
+        path: format!("/proc/{}/fd/{}", shm.pid, shm.fd),
     })
+}
+
+/// Chunk of a peer mapping populated at a time (the populating thread stops
+/// between chunks once the mapping is forgotten).
+const POPULATE_CHUNK: usize = 64 << 20;
+
+/// Populate the whole mapping, writable, on a helper thread, so writes into
+/// it (puts into fresh allocations of the peer) do not page-fault once per
+/// 4 KiB. Copies proceed meanwhile (a page not yet populated just faults).
+/// `MC_SHM_POPULATE=0` turns it off (to measure the difference).
+fn populate_in_background(m: &Arc<PeerMapping>) {
+    if std::env::var("MC_SHM_POPULATE").is_ok_and(|v| v.trim() == "0") {
+        return;
+    }
+    let weak = Arc::downgrade(m);
+    let spawned = std::thread::Builder::new()
+        .name("mc-shm-populate".into())
+        .spawn(move || {
+            let mut off = 0;
+            while let Some(m) = weak.upgrade() {
+                if off >= m.map.len() {
+                    return;
+                }
+                m.map.populate_write(off, POPULATE_CHUNK);
+                off += POPULATE_CHUNK;
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::debug!(error = %e, "no thread to populate an shm mapping");
+    }
 }
 
 impl ShmTransport {
@@ -272,10 +296,10 @@ impl ShmTransport {
             segment: peer.name.clone(),
             addr: buf.addr,
         })?;
-        let m = match map_peer(&peer.name, shm, buf.length) {
+        let m = match map_peer(peer, shm, buf.length) {
             Ok(m) => Arc::new(m),
             Err(e) => {
-                tracing::info!(segment = %peer.name, error = %e, "shm mapping failed; using other transports");
+                tracing::warn!(segment = %peer.name, pid = shm.pid, fd = shm.fd, error = %e, "shm mapping refused; using other transports");
                 self.unmappable
                     .lock()
                     .insert((peer.name.clone(), peer.epoch));
@@ -283,6 +307,7 @@ impl ShmTransport {
             }
         };
         self.maps.lock().insert(key, Arc::clone(&m));
+        populate_in_background(&m);
         Ok(m)
     }
 }
@@ -372,13 +397,13 @@ impl Transport for ShmTransport {
         let offset = (slice.remote_addr - buf.addr) as usize;
         if offset
             .checked_add(slice.len)
-            .is_none_or(|end| end > map.len)
+            .is_none_or(|end| end > map.map.len())
         {
             return Err(TransferError::OutOfRange {
                 addr: slice.remote_addr,
                 len: slice.len as u64,
                 buffer_addr: buf.addr,
-                buffer_len: map.len as u64,
+                buffer_len: map.map.len() as u64,
             });
         }
         // The owner still holds the same memfd at that fd (not restarted).
@@ -392,7 +417,7 @@ impl Transport for ShmTransport {
                 message: "peer process no longer holds the shared buffer".into(),
             });
         }
-        let remote = map.ptr as usize + offset;
+        let remote = map.map.addr() + offset;
         let (l, r) = ((slice.local_addr, local_device), (remote, None));
         let ((dst, dd), (src, sd)) = match slice.opcode {
             Opcode::Write => (r, l),
@@ -408,7 +433,13 @@ impl Transport for ShmTransport {
     fn forget_peer(&self, segment: &str) {
         self.maps.lock().retain(|k, _| k.0 != segment);
         self.ipc_maps.lock().retain(|k, _| k.0 != segment);
-        self.unmappable.lock().retain(|k| k.0 != segment);
+        // Refusals are kept: they are per (segment, epoch), so a restarted
+        // peer (new epoch) gets a fresh chance, while a retry after our own
+        // refusal goes straight to another transport. Bounded anyway.
+        let mut unmappable = self.unmappable.lock();
+        if unmappable.len() > MAX_UNMAPPABLE {
+            unmappable.clear();
+        }
     }
 
     async fn shutdown(&self) {
