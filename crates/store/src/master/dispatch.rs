@@ -12,6 +12,7 @@ impl MasterState {
     pub fn handle(&mut self, req: Request) -> Result<Response, ErrorCode> {
         let batch_len = match &req {
             Request::BatchPutStart { items, .. } => items.len(),
+            Request::BatchPutEndChecked { items } => items.len(),
             Request::BatchPutEnd { keys }
             | Request::BatchPutRevoke { keys }
             | Request::BatchGetReplicaList { keys }
@@ -43,6 +44,16 @@ impl MasterState {
                 self.put_end(&key)?;
                 Response::Done
             }
+            Request::PutEndChecked { key, crc32c } => {
+                self.put_end_checked(&key, Some(crc32c))?;
+                Response::Done
+            }
+            Request::BatchPutEndChecked { items } => Response::BatchDone(
+                items
+                    .iter()
+                    .map(|(k, c)| self.put_end_checked(k, *c))
+                    .collect(),
+            ),
             Request::PutRevoke { key } => {
                 self.put_revoke(&key)?;
                 Response::Done

@@ -51,6 +51,8 @@ pub(crate) struct Object {
     pub lease_until: u64,
     /// Soft-pin deadline, or [`HARD_PIN`]; 0 = not pinned.
     pub pin_until: u64,
+    /// CRC32C of the value, as its writer declared at put_end.
+    pub crc32c: Option<u32>,
 }
 
 impl Object {
@@ -361,7 +363,10 @@ impl MasterState {
                 continue;
             };
             if cur != Some(p.replica) {
-                out.push(Replica { pieces: Vec::new() });
+                out.push(Replica {
+                    pieces: Vec::new(),
+                    crc32c: None,
+                });
                 cur = Some(p.replica);
             }
             out.last_mut().expect("pushed").pieces.push(Piece {
@@ -375,6 +380,12 @@ impl MasterState {
 
     /// Make a reserved object visible.
     pub fn put_end(&mut self, key: &str) -> Result<(), ErrorCode> {
+        self.put_end_checked(key, None)
+    }
+
+    /// Make a reserved object visible, recording the CRC32C of its value (handed to
+    /// every reader with the replicas).
+    pub fn put_end_checked(&mut self, key: &str, crc32c: Option<u32>) -> Result<(), ErrorCode> {
         validate_key(key)?;
         let p = self.pending.remove(key).ok_or(ErrorCode::InvalidWrite)?;
         let now = self.now_ms();
@@ -385,8 +396,15 @@ impl MasterState {
             last_access: now,
             lease_until: 0,
             pin_until: p.pin.deadline(now, old_pin),
+            crc32c,
         };
         self.record(|st| st.log_put(key, &obj, now));
+        if let Some(crc32c) = crc32c {
+            self.record(|_| super::oplog::LogOp::Checksum {
+                key: key.into(),
+                crc32c,
+            });
+        }
         if let Some(old) = self.objects.insert(key.into(), obj) {
             // Upsert: readers holding a lease on the old value keep its bytes until it ends.
             if old.lease_until > now {
@@ -423,7 +441,12 @@ impl MasterState {
         o.last_access = now;
         self.stats.leases_granted += 1;
         let pieces = o.pieces.clone();
-        Ok(self.to_replicas(&pieces))
+        let crc32c = o.crc32c;
+        let mut replicas = self.to_replicas(&pieces);
+        for r in &mut replicas {
+            r.crc32c = crc32c;
+        }
+        Ok(replicas)
     }
 
     /// Whether `key` is visible.

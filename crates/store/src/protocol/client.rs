@@ -487,6 +487,21 @@ impl MasterClient {
         )
     }
 
+    /// Make a written object visible, recording the CRC32C of its value (`None`:
+    /// plain [`put_end`](Self::put_end)).
+    pub async fn put_end_checked(&self, key: &str, crc32c: Option<u32>) -> Result<(), ErrorCode> {
+        let Some(crc32c) = crc32c else {
+            return self.put_end(key).await;
+        };
+        done(
+            self.call(&Request::PutEndChecked {
+                key: key.to_string(),
+                crc32c,
+            })
+            .await?,
+        )
+    }
+
     /// Abandon a put: free its reservation.
     pub async fn put_revoke(&self, key: &str) -> Result<(), ErrorCode> {
         done(
@@ -592,6 +607,23 @@ impl MasterClient {
         batch_done(
             self.call_keys(keys, |keys| Request::BatchPutEnd { keys })
                 .await?,
+        )
+    }
+
+    /// put_end for many keys, each with an optional CRC32C of its value.
+    pub async fn batch_put_end_checked(
+        &self,
+        items: &[(String, Option<u32>)],
+    ) -> Result<Vec<Result<(), ErrorCode>>, ErrorCode> {
+        if items.iter().all(|(_, c)| c.is_none()) {
+            let keys: Vec<String> = items.iter().map(|(k, _)| k.clone()).collect();
+            return self.batch_put_end(&keys).await;
+        }
+        batch_done(
+            self.call(&Request::BatchPutEndChecked {
+                items: items.to_vec(),
+            })
+            .await?,
         )
     }
 

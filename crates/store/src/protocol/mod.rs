@@ -20,7 +20,9 @@
 //!   lie on disjoint segments where the pool allows). Each replica is a list of [`Piece`]s, in
 //!   order, whose `len`s sum to `size`: write bytes `[o, o+len)` of the value to `piece.addr`
 //!   (an absolute address in `piece.segment`, a Transfer Engine segment name) with the Transfer
-//!   Engine, for every replica. Then [`MasterClient::put_end`] makes the object visible, or
+//!   Engine, for every replica. Then [`MasterClient::put_end`] makes the object visible
+//!   ([`MasterClient::put_end_checked`] also records the value's CRC32C, which every later
+//!   [`Replica`] carries so that readers detect a corrupted or forged copy), or
 //!   [`MasterClient::put_revoke`] frees the reservation. A reservation neither ended nor revoked
 //!   is freed after `put_start_discard_timeout_sec`. Until put_end the key is invisible
 //!   (`exists` is false, get is `ObjectNotFound`) and a second put_start is
@@ -46,7 +48,8 @@
 //! ever appended. The protocol has no version field: [`ReplicateConfig`] grew
 //! `soft_pin_ttl_ms`, `with_hard_pin` and `preserve_soft_pin` at its end (2026-11), so a
 //! put from a build older than that is answered [`ErrorCode::MalformedFrame`] — master
-//! and clients of one release are deployed together.
+//! and clients of one release are deployed together. (Likewise `ReplicateConfig::with_checksum`
+//! and `Replica::crc32c`, 2026-12.)
 //!
 //! # Why this protocol (measured)
 //!
@@ -131,6 +134,10 @@ pub struct ReplicateConfig {
     /// deadline (the reference's `SoftPinAction.PRESERVE`) instead of clearing it
     /// (`DISABLE`). No effect on a new key.
     pub preserve_soft_pin: bool,
+    /// Client side (on by default): the writer computes a CRC32C of the value and
+    /// sends it at put_end ([`Request::PutEndChecked`]); readers verify every
+    /// whole-object read against it and fall back to another replica on a mismatch.
+    pub with_checksum: bool,
 }
 
 impl Default for ReplicateConfig {
@@ -142,6 +149,7 @@ impl Default for ReplicateConfig {
             soft_pin_ttl_ms: 0,
             with_hard_pin: false,
             preserve_soft_pin: false,
+            with_checksum: true,
         }
     }
 }
@@ -161,6 +169,10 @@ pub struct Piece {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Replica {
     pub pieces: Vec<Piece>,
+    /// CRC32C (Castagnoli) of the object's whole value, as its writer declared at
+    /// put_end; every byte read from this replica must match it. `None` when the
+    /// put carried no checksum, and always in put_start's answer.
+    pub crc32c: Option<u32>,
 }
 
 impl Replica {
@@ -282,6 +294,16 @@ pub enum Request {
     },
     /// Who is this master: role and term (clients check the term never goes back).
     Hello,
+    /// put_end that records the CRC32C of the value with the object (see
+    /// [`Replica::crc32c`]).
+    PutEndChecked {
+        key: String,
+        crc32c: u32,
+    },
+    /// batch_put_end with an optional CRC32C per key.
+    BatchPutEndChecked {
+        items: Vec<(String, Option<u32>)>,
+    },
 }
 
 impl Request {
@@ -310,11 +332,13 @@ impl Request {
             Request::BatchRemove { .. } => "batch_remove",
             Request::SyncClient { .. } => "sync_client",
             Request::Hello => "hello",
+            Request::PutEndChecked { .. } => "put_end_checked",
+            Request::BatchPutEndChecked { .. } => "batch_put_end_checked",
         }
     }
 
     /// All names [`Request::name`] can return (for metric families).
-    pub const NAMES: [&'static str; 22] = [
+    pub const NAMES: [&'static str; 24] = [
         "ping",
         "heartbeat",
         "mount_segment",
@@ -337,6 +361,8 @@ impl Request {
         "batch_remove",
         "sync_client",
         "hello",
+        "put_end_checked",
+        "batch_put_end_checked",
     ];
 
     /// Index of this request's name in [`Request::NAMES`].
