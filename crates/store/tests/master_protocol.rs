@@ -199,6 +199,14 @@ async fn garbage_frames_never_crash_the_master() {
 
     // A garbage payload in a well-formed frame: typed error, connection stays usable.
     let mut s = TcpStream::connect(addr).await.unwrap();
+    mooncake_security::handshake::connect(
+        &mut s,
+        &mooncake_security::AuthMode::Insecure,
+        mooncake_store::protocol::MASTER_RPC_SERVICE,
+        std::time::Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
     assert_eq!(
         raw_call(&mut s, 9, &[0xff; 40]).await,
         Err(ErrorCode::MalformedFrame)
@@ -221,6 +229,14 @@ async fn garbage_frames_never_crash_the_master() {
 
     // A huge declared length: answered FrameTooLarge, then closed (nothing allocated).
     let mut s = TcpStream::connect(addr).await.unwrap();
+    mooncake_security::handshake::connect(
+        &mut s,
+        &mooncake_security::AuthMode::Insecure,
+        mooncake_store::protocol::MASTER_RPC_SERVICE,
+        std::time::Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
     let mut f = u32::MAX.to_le_bytes().to_vec();
     f.extend_from_slice(&77u64.to_le_bytes());
     s.write_all(&f).await.unwrap();

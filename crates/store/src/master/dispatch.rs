@@ -7,9 +7,30 @@ use crate::protocol::{ErrorCode, Request, Response, RoleInfo, SyncReply, MAX_BAT
 /// Most segments one client may list in a [`Request::SyncClient`].
 const MAX_SYNC_SEGMENTS: usize = 1024;
 
+/// Requests that change the whole cluster rather than named keys or the caller's
+/// own segments.
+pub fn needs_admin(req: &Request) -> bool {
+    matches!(
+        req,
+        Request::RemoveAll { .. } | Request::RemoveByRegex { .. }
+    )
+}
+
 impl MasterState {
-    /// Apply one request.
+    /// Apply one request with every permission (in-process callers, tests).
     pub fn handle(&mut self, req: Request) -> Result<Response, ErrorCode> {
+        self.handle_as(req, true)
+    }
+
+    /// Apply one request from a caller that proved the admin credential (`admin`)
+    /// or only the cluster one. Cluster-wide deletions need the admin credential
+    /// ([`ErrorCode::PermissionDenied`], counted, nothing changed).
+    pub fn handle_as(&mut self, req: Request, admin: bool) -> Result<Response, ErrorCode> {
+        if !admin && needs_admin(&req) {
+            self.stats.admin_refused += 1;
+            tracing::warn!(request = req.name(), "refused: needs the admin credential");
+            return Err(ErrorCode::PermissionDenied);
+        }
         let batch_len = match &req {
             Request::BatchPutStart { items, .. } => items.len(),
             Request::BatchPutEndChecked { items } => items.len(),

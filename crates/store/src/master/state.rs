@@ -141,6 +141,10 @@ pub struct Stats {
     pub leases_granted: u64,
     pub objects_lost: u64,
     pub put_no_space: u64,
+    /// Mounts refused because another live client owns the segment name.
+    pub mounts_refused: u64,
+    /// Requests refused for lack of the admin credential (`remove_all`, ...).
+    pub admin_refused: u64,
 }
 
 /// The master's state machine.
@@ -160,6 +164,8 @@ pub struct MasterState {
     /// Fencing term and process incarnation the shell serves under (reported only).
     pub(crate) term: u64,
     pub(crate) incarnation: u64,
+    /// Random per state: keys the public labels of client ids ([`MasterState::client_label`]).
+    label_key: std::collections::hash_map::RandomState,
 }
 
 impl std::fmt::Debug for MasterState {
@@ -191,7 +197,16 @@ impl MasterState {
             journal: None,
             term: 1,
             incarnation: 0,
+            label_key: std::collections::hash_map::RandomState::new(),
         }
+    }
+
+    /// What admin pages and logs show for a client: a keyed hash of its id. The id
+    /// itself is the client's proof of ownership of its segments (128 random bits
+    /// the client chose at registration), so it is never shown.
+    pub fn client_label(&self, id: ClientId) -> String {
+        use std::hash::BuildHasher;
+        format!("client-{:016x}", self.label_key.hash_one(id.0))
     }
 
     /// Seed the placement RNG (deterministic tests).

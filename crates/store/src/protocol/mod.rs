@@ -37,7 +37,11 @@
 //!
 //! # Wire format
 //!
-//! Frames on one TCP connection, both directions: `u32 LE length | u64 LE request id |
+//! Every connection starts with the cluster handshake of [`mooncake_security::handshake`]
+//! (service [`MASTER_RPC_SERVICE`]): a master with a credential closes (and counts) a
+//! connection that does not prove it, and answers cluster-wide deletions of a peer that
+//! proved only the cluster (not the admin) secret with [`ErrorCode::PermissionDenied`]; an
+//! insecure master (`--insecure`) admits everyone. Then frames on one TCP connection, both directions: `u32 LE length | u64 LE request id |
 //! payload` where `length` counts id + payload and is at most [`MAX_FRAME_LEN`]. Payloads are
 //! bincode (varint) of [`Request`] and of `Result<Response, ErrorCode>`. Responses carry the
 //! id of their request and may come back in any order. A frame that does not decode is
@@ -80,10 +84,14 @@ mod client;
 mod error;
 pub mod frame;
 
-pub use client::{ClientOptions, MasterClient};
+pub use client::{auth_from_env, ClientOptions, MasterClient};
 pub use error::ErrorCode;
 
 use serde::{Deserialize, Serialize};
+
+/// Service name of the master RPC in the connection handshake
+/// ([`mooncake_security::handshake`]): a proof made for another service is refused.
+pub const MASTER_RPC_SERVICE: &str = "mooncake-master-rpc";
 
 /// Longest key accepted (bytes). Longer keys are [`ErrorCode::InvalidKey`].
 pub const MAX_KEY_LEN: usize = 4096;
