@@ -1,7 +1,9 @@
 //! What an outsider on the network can no longer do to stored data, against a
 //! real master and real `mooncake store-node` processes (issue 10):
 //! - overwrite a replica in place: the CRC32C recorded at put detects it, the
-//!   reader uses another replica, and fails when none is intact.
+//!   reader uses another replica, and fails when none is intact;
+//! - unmount or replace another node's segment: its owner id (the proof of
+//!   ownership) is not on the admin pages, and a guessed one is refused.
 
 mod cluster_common;
 
@@ -86,5 +88,36 @@ async fn forged_replica_is_detected_and_another_replica_used() {
     let r = client.master().get_replica_list("b2").await.unwrap();
     assert_eq!(r[0].crc32c, Some(crc32c::crc32c(&value[..200])));
     client.close().await.unwrap();
+    outsider.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_clients_segment_cannot_be_unmounted_or_replaced() {
+    let cluster = Cluster::start(1, 16 << 20, MasterOpts::default()).await;
+    let outsider = cluster.client().await;
+    let node = cluster.nodes[0].segment.clone();
+    let segs = cluster.admin("segments").await;
+    let owner = segs[0]["owner"].as_str().unwrap().to_string();
+    assert!(owner.starts_with("client-"), "a label, not the id: {owner}");
+    let m = outsider.master();
+    let guessed = mooncake_store::protocol::ClientId::random();
+    assert!(m.unmount_segment(guessed, &node).await.is_err());
+    let fake = mooncake_store::protocol::SegmentDesc {
+        name: node.clone(),
+        base_addr: 1 << 40,
+        size: 1 << 20,
+        protocol: "tcp".into(),
+        location: "cpu".into(),
+    };
+    assert_eq!(
+        m.mount_segment(guessed, &fake).await,
+        Err(mooncake_store::ErrorCode::SegmentAlreadyExists)
+    );
+    let segs = cluster.admin("segments").await;
+    assert_eq!(
+        segs[0]["owner"].as_str().unwrap(),
+        owner,
+        "still the node's"
+    );
     outsider.close().await.unwrap();
 }
