@@ -7,11 +7,33 @@ use mooncake_store_protocol::{ErrorCode, Request, Response, RoleInfo, SyncReply,
 /// Most segments one client may list in a [`Request::SyncClient`].
 const MAX_SYNC_SEGMENTS: usize = 1024;
 
+/// Requests that change the whole cluster rather than named keys or the caller's
+/// own segments.
+pub fn needs_admin(req: &Request) -> bool {
+    matches!(
+        req,
+        Request::RemoveAll { .. } | Request::RemoveByRegex { .. }
+    )
+}
+
 impl MasterState {
-    /// Apply one request.
+    /// Apply one request with every permission (in-process callers, tests).
     pub fn handle(&mut self, req: Request) -> Result<Response, ErrorCode> {
+        self.handle_as(req, true)
+    }
+
+    /// Apply one request from a caller that proved the admin credential (`admin`)
+    /// or only the cluster one. Cluster-wide deletions need the admin credential
+    /// ([`ErrorCode::PermissionDenied`], counted, nothing changed).
+    pub fn handle_as(&mut self, req: Request, admin: bool) -> Result<Response, ErrorCode> {
+        if !admin && needs_admin(&req) {
+            self.stats.admin_refused += 1;
+            tracing::warn!(request = req.name(), "refused: needs the admin credential");
+            return Err(ErrorCode::PermissionDenied);
+        }
         let batch_len = match &req {
             Request::BatchPutStart { items, .. } => items.len(),
+            Request::BatchPutEndChecked { items } => items.len(),
             Request::BatchPutEnd { keys }
             | Request::BatchPutRevoke { keys }
             | Request::BatchGetReplicaList { keys }
@@ -43,6 +65,16 @@ impl MasterState {
                 self.put_end(&key)?;
                 Response::Done
             }
+            Request::PutEndChecked { key, crc32c } => {
+                self.put_end_checked(&key, Some(crc32c))?;
+                Response::Done
+            }
+            Request::BatchPutEndChecked { items } => Response::BatchDone(
+                items
+                    .iter()
+                    .map(|(k, c)| self.put_end_checked(k, *c))
+                    .collect(),
+            ),
             Request::PutRevoke { key } => {
                 self.put_revoke(&key)?;
                 Response::Done

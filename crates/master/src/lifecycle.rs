@@ -69,16 +69,30 @@ impl MasterState {
             if s.owner == client {
                 return Err(ErrorCode::SegmentAlreadyExists);
             }
-            // Another process claims the name (a Transfer Engine segment name is the
-            // `host:port` it listens on, so only one live process can hold it): the old
-            // holder restarted, and its bytes died with it. Replace its registration
-            // instead of refusing until its TTL runs out.
-            tracing::warn!(segment = %desc.name, old = %s.owner, new = %client, "segment re-registered by a new process; dropping the old registration");
+            // Another client claims the name. Only the owner (who knows its id, which
+            // is never shown) may replace its segment while it is alive; once it has
+            // been silent for `client_ttl` (a restarted node on the same `host:port`:
+            // its bytes died with it), the name is free.
+            let owner = s.owner;
+            if self.client_alive(owner, now) {
+                self.stats.mounts_refused += 1;
+                tracing::warn!(segment = %desc.name, owner = %self.client_label(owner), claimant = %self.client_label(client), "refused: segment is owned by another live client");
+                return Err(ErrorCode::SegmentAlreadyExists);
+            }
+            tracing::warn!(segment = %desc.name, old = %self.client_label(owner), new = %self.client_label(client), "segment re-registered after its owner went silent; dropping the old registration");
             self.forget_segment(id);
         }
         self.insert_segment(client, desc, now);
-        tracing::info!(segment = %desc.name, size = desc.size, client = %client, "segment mounted");
+        tracing::info!(segment = %desc.name, size = desc.size, client = %self.client_label(client), "segment mounted");
         Ok(())
+    }
+
+    /// Whether `client` is registered and heard from within `client_ttl`.
+    pub(crate) fn client_alive(&self, client: ClientId, now: u64) -> bool {
+        let ttl = self.cfg.client_ttl * 1000;
+        self.clients
+            .get(&client)
+            .is_some_and(|c| c.last_seen + ttl >= now)
     }
 
     /// Mount `desc` for `client` (name known to be free) and log it.
@@ -124,8 +138,11 @@ impl MasterState {
                 continue;
             }
             if let Some(id) = self.segments.id_of(&d.name) {
-                // Ours with another range (remapped), or someone else's: ours now.
-                self.forget_segment(id);
+                // Ours with another range (remapped): replace it. Someone else's:
+                // mount_segment decides (only once its owner went silent).
+                if self.segments.get(id).is_some_and(|s| s.owner == client) {
+                    self.forget_segment(id);
+                }
             }
             if self.mount_segment(client, d).is_ok() {
                 mounted += 1;
@@ -269,7 +286,7 @@ impl MasterState {
             .collect();
         for id in &dead {
             let c = self.clients.remove(id).expect("listed");
-            tracing::warn!(client = %id, segments = c.segments.len(), "client expired");
+            tracing::warn!(client = %self.client_label(*id), segments = c.segments.len(), "client expired");
             for seg in c.segments {
                 self.drop_segment(seg);
             }

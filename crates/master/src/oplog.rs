@@ -47,6 +47,9 @@ pub enum LogOp {
     },
     /// An object was removed or evicted.
     Remove { key: String },
+    /// The CRC32C of the object just made visible by the `Put` before it (appended
+    /// variant: logs written before checksums existed still decode).
+    Checksum { key: String, crc32c: u32 },
 }
 
 /// Pin of a logged object.
@@ -151,6 +154,12 @@ impl MasterState {
         }
         for (k, o) in &self.objects {
             out.push(self.log_put(k, o, now));
+            if let Some(crc32c) = o.crc32c {
+                out.push(LogOp::Checksum {
+                    key: k.to_string(),
+                    crc32c,
+                });
+            }
         }
         out
     }
@@ -195,6 +204,13 @@ impl MasterState {
                 pin,
                 pieces,
             } => self.apply_put(key, *size, *pin, pieces, now),
+            LogOp::Checksum { key, crc32c } => match self.objects.get_mut(key.as_str()) {
+                Some(o) => {
+                    o.crc32c = Some(*crc32c);
+                    true
+                }
+                None => false,
+            },
             LogOp::Remove { key } => match self.objects.remove(key.as_str()) {
                 Some(o) => {
                     self.free_pieces(&o.pieces);
@@ -259,6 +275,7 @@ impl MasterState {
                 // A reader of the old master may still be reading: honour a lease.
                 lease_until: now + self.cfg.default_kv_lease_ttl,
                 pin_until,
+                crc32c: None,
             },
         );
         true
@@ -302,8 +319,8 @@ mod tests {
         MasterState::new(cfg, clock.clone()).with_seed(7)
     }
 
-    /// An object as (key, size, pieces as (segment, offset, len, replica)).
-    type ObjectRow = (String, u64, Vec<(String, u64, u64, u8)>);
+    /// An object as (key, size, pieces as (segment, offset, len, replica), crc32c).
+    type ObjectRow = (String, u64, Vec<(String, u64, u64, u8)>, Option<u32>);
 
     fn objects(st: &MasterState) -> Vec<ObjectRow> {
         let mut v: Vec<_> = st
@@ -318,7 +335,7 @@ mod tests {
                         (seg, p.off, p.len, p.replica)
                     })
                     .collect();
-                (k.to_string(), o.size, pieces)
+                (k.to_string(), o.size, pieces, o.crc32c)
             })
             .collect();
         v.sort();
@@ -383,7 +400,8 @@ mod tests {
                             if k % 5 == 0 {
                                 st.put_revoke(&key).unwrap();
                             } else {
-                                st.put_end(&key).unwrap();
+                                let crc = (k % 2 == 0).then_some(u32::from(k) * 7919);
+                                st.put_end_checked(&key, crc).unwrap();
                             }
                         }
                     }

@@ -22,6 +22,7 @@ use crate::metrics::Metrics;
 use bytes::BytesMut;
 use mooncake_store_protocol::frame::{decode_request, encode_frame, read_frame, ReadError};
 use mooncake_store_protocol::{ErrorCode, Request, Response, RoleInfo, MAX_FRAME_LEN};
+use mooncake_security::{handshake, AuthMode, AuthStats};
 use parking_lot::Mutex;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -57,6 +58,10 @@ pub struct Shared {
     pub log: parking_lot::RwLock<Option<Arc<Durability>>>,
     /// Role, term and fencing (see [`Role`]).
     pub role: Role,
+    /// How RPC connections authenticate ([`mooncake_store_protocol::MASTER_RPC_SERVICE`]).
+    pub auth: AuthMode,
+    /// Handshake outcomes of RPC connections (accepted / refused / failed).
+    pub auth_stats: AuthStats,
 }
 
 /// Whether this master serves, under which term. A lone master serves from the start
@@ -184,17 +189,32 @@ async fn bind(what: &'static str, host: &str, port: u16) -> Result<TcpListener, 
 }
 
 impl MasterServer {
-    /// Start with the system clock.
+    /// Start with the system clock, without authentication (every peer may do
+    /// everything; logged as a warning). See [`MasterServer::start_with_auth`].
     pub async fn start(cfg: MasterConfig) -> Result<Self, ServerError> {
         Self::start_with_clock(cfg, Arc::new(SystemClock)).await
     }
 
-    /// Start with an explicit clock. Binds the RPC port, the HTTP port and, if enabled,
-    /// the metadata server port (port 0 picks a free one; see the `*_addr` getters).
+    /// Start with an explicit clock, without authentication.
     pub async fn start_with_clock(
         cfg: MasterConfig,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, ServerError> {
+        Self::start_with_auth(cfg, clock, AuthMode::Insecure).await
+    }
+
+    /// Start with an explicit clock and authentication mode. Binds the RPC port, the
+    /// HTTP port and, if enabled, the metadata server port (port 0 picks a free one; see
+    /// the `*_addr` getters). With [`AuthMode::Required`], every RPC connection must
+    /// prove the cluster credential, and cluster-wide deletions the admin one.
+    pub async fn start_with_auth(
+        cfg: MasterConfig,
+        clock: Arc<dyn Clock>,
+        auth: AuthMode,
+    ) -> Result<Self, ServerError> {
+        if auth == AuthMode::Insecure {
+            tracing::warn!("master RPC runs without authentication: any process that reaches its port can read, write and delete data");
+        }
         cfg.validate()?;
         let rpc = bind("rpc", &cfg.rpc_address, cfg.rpc_port).await?;
         let rpc_addr = rpc.local_addr().expect("bound");
@@ -222,6 +242,8 @@ impl MasterServer {
             started: Instant::now(),
             log: parking_lot::RwLock::new(None),
             role: Role::new(ha),
+            auth,
+            auth_stats: AuthStats::default(),
         });
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();
@@ -362,7 +384,21 @@ async fn accept_loop(l: TcpListener, shared: Arc<Shared>, mut stop: watch::Recei
                     }
                 }
                 let _open = Open(&shared.metrics);
-                serve_conn(sock, &shared).await;
+                let mut sock = sock;
+                let Ok(role) = handshake::accept_counted(
+                    &mut sock,
+                    &shared.auth,
+                    mooncake_store_protocol::MASTER_RPC_SERVICE,
+                    handshake::DEFAULT_TIMEOUT,
+                    &shared.auth_stats,
+                    &peer,
+                )
+                .await
+                else {
+                    return;
+                };
+                let admin = shared.auth.allows(role, mooncake_security::Role::Admin);
+                serve_conn(sock, &shared, admin).await;
             }
             .instrument(tracing::debug_span!("conn", %peer)),
         );
@@ -372,7 +408,8 @@ async fn accept_loop(l: TcpListener, shared: Arc<Shared>, mut stop: watch::Recei
     while conns.join_next().await.is_some() {}
 }
 
-async fn serve_conn(sock: TcpStream, shared: &Shared) {
+/// Serve one authenticated connection; `admin`: its peer proved the admin credential.
+async fn serve_conn(sock: TcpStream, shared: &Shared, admin: bool) {
     let _ = sock.set_nodelay(true);
     let (rd, mut wr) = sock.into_split();
     let mut rd = BufReader::with_capacity(64 << 10, rd);
@@ -420,7 +457,7 @@ async fn serve_conn(sock: TcpStream, shared: &Shared) {
                 } else {
                     let log = shared.current_log();
                     let mut st = shared.state.lock();
-                    let r = st.handle(req);
+                    let r = st.handle_as(req, admin);
                     if let Some(l) = log {
                         if let Some(t) = l.submit(st.take_journal()) {
                             need = Some((l, t));

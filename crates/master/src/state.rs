@@ -51,6 +51,8 @@ pub(crate) struct Object {
     pub lease_until: u64,
     /// Soft-pin deadline, or [`HARD_PIN`]; 0 = not pinned.
     pub pin_until: u64,
+    /// CRC32C of the value, as its writer declared at put_end.
+    pub crc32c: Option<u32>,
 }
 
 impl Object {
@@ -139,6 +141,10 @@ pub struct Stats {
     pub leases_granted: u64,
     pub objects_lost: u64,
     pub put_no_space: u64,
+    /// Mounts refused because another live client owns the segment name.
+    pub mounts_refused: u64,
+    /// Requests refused for lack of the admin credential (`remove_all`, ...).
+    pub admin_refused: u64,
 }
 
 /// The master's state machine.
@@ -158,6 +164,8 @@ pub struct MasterState {
     /// Fencing term and process incarnation the shell serves under (reported only).
     pub(crate) term: u64,
     pub(crate) incarnation: u64,
+    /// Random per state: keys the public labels of client ids ([`MasterState::client_label`]).
+    label_key: std::collections::hash_map::RandomState,
 }
 
 impl std::fmt::Debug for MasterState {
@@ -189,7 +197,16 @@ impl MasterState {
             journal: None,
             term: 1,
             incarnation: 0,
+            label_key: std::collections::hash_map::RandomState::new(),
         }
+    }
+
+    /// What admin pages and logs show for a client: a keyed hash of its id. The id
+    /// itself is the client's proof of ownership of its segments (128 random bits
+    /// the client chose at registration), so it is never shown.
+    pub fn client_label(&self, id: ClientId) -> String {
+        use std::hash::BuildHasher;
+        format!("client-{:016x}", self.label_key.hash_one(id.0))
     }
 
     /// Seed the placement RNG (deterministic tests).
@@ -361,7 +378,10 @@ impl MasterState {
                 continue;
             };
             if cur != Some(p.replica) {
-                out.push(Replica { pieces: Vec::new() });
+                out.push(Replica {
+                    pieces: Vec::new(),
+                    crc32c: None,
+                });
                 cur = Some(p.replica);
             }
             out.last_mut().expect("pushed").pieces.push(Piece {
@@ -375,6 +395,12 @@ impl MasterState {
 
     /// Make a reserved object visible.
     pub fn put_end(&mut self, key: &str) -> Result<(), ErrorCode> {
+        self.put_end_checked(key, None)
+    }
+
+    /// Make a reserved object visible, recording the CRC32C of its value (handed to
+    /// every reader with the replicas).
+    pub fn put_end_checked(&mut self, key: &str, crc32c: Option<u32>) -> Result<(), ErrorCode> {
         validate_key(key)?;
         let p = self.pending.remove(key).ok_or(ErrorCode::InvalidWrite)?;
         let now = self.now_ms();
@@ -385,8 +411,15 @@ impl MasterState {
             last_access: now,
             lease_until: 0,
             pin_until: p.pin.deadline(now, old_pin),
+            crc32c,
         };
         self.record(|st| st.log_put(key, &obj, now));
+        if let Some(crc32c) = crc32c {
+            self.record(|_| super::oplog::LogOp::Checksum {
+                key: key.into(),
+                crc32c,
+            });
+        }
         if let Some(old) = self.objects.insert(key.into(), obj) {
             // Upsert: readers holding a lease on the old value keep its bytes until it ends.
             if old.lease_until > now {
@@ -423,7 +456,12 @@ impl MasterState {
         o.last_access = now;
         self.stats.leases_granted += 1;
         let pieces = o.pieces.clone();
-        Ok(self.to_replicas(&pieces))
+        let crc32c = o.crc32c;
+        let mut replicas = self.to_replicas(&pieces);
+        for r in &mut replicas {
+            r.crc32c = crc32c;
+        }
+        Ok(replicas)
     }
 
     /// Whether `key` is visible.

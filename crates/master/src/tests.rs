@@ -384,8 +384,17 @@ fn mount_rules() {
         f.st.mount_segment(ClientId(1), &desc("a:1", 0, MIB)),
         Err(ErrorCode::SegmentAlreadyExists)
     );
-    // Another process claiming the name (the node restarted on the same port) replaces
-    // the old registration at once.
+    // Another client may not replace a live owner's segment (nor unmount it); once the
+    // owner went silent past client_ttl (a restarted node), it may.
+    assert_eq!(
+        f.st.mount_segment(ClientId(2), &desc("a:1", 1 << 40, MIB)),
+        Err(ErrorCode::SegmentAlreadyExists)
+    );
+    assert_eq!(
+        f.st.unmount_segment(ClientId(2), "a:1"),
+        Err(ErrorCode::InvalidParams)
+    );
+    f.advance_ms(MasterConfig::default().client_ttl * 1000 + 1000);
     f.st.mount_segment(ClientId(2), &desc("a:1", 1 << 40, MIB))
         .unwrap();
     assert_eq!(f.st.segment_views().len(), 1);
@@ -416,6 +425,19 @@ fn mount_rules() {
     f.st.unmount_segment(ClientId(1), "a:1").unwrap();
     assert_eq!(f.st.exists("k"), Ok(false));
     assert_eq!(f.st.summary().bytes_total, 0);
+    // Cluster-wide deletions need the admin credential.
+    f.st.mount_segment(ClientId(1), &desc("a:1", 1 << 40, MIB))
+        .unwrap();
+    f.put("k2", 10, &r(1)).unwrap();
+    let all = mooncake_store_protocol::Request::RemoveAll { force: true };
+    assert_eq!(
+        f.st.handle_as(all.clone(), false),
+        Err(ErrorCode::PermissionDenied)
+    );
+    assert_eq!(f.st.exists("k2"), Ok(true));
+    assert_eq!(f.st.stats().admin_refused, 1);
+    assert!(f.st.handle_as(all, true).is_ok());
+    assert_eq!(f.st.exists("k2"), Ok(false));
 }
 
 #[test]
@@ -574,13 +596,28 @@ fn sync_heartbeat_reconciles_every_time() {
     // A segment the client no longer lists is dropped.
     assert_eq!(f.st.sync_client(ClientId(1), &[]), (0, 1));
     assert_eq!(f.st.segment_views().len(), 0);
-    // A restarted node (new client id, same name, maybe the same address) takes over
-    // the name at once.
+    // Another client (an outsider, or a restarted node with a new id) cannot take the
+    // name while its owner is alive; it can once the owner went silent past client_ttl.
     f.st.sync_client(ClientId(1), std::slice::from_ref(&a));
+    assert_eq!(
+        f.st.sync_client(ClientId(2), std::slice::from_ref(&a)),
+        (0, 0)
+    );
+    assert_eq!(
+        f.st.segment_views()[0].owner,
+        f.st.client_label(ClientId(1))
+    );
+    assert!(!f.st.segment_views()[0]
+        .owner
+        .contains(&ClientId(1).to_string()));
+    f.advance_ms(MasterConfig::default().client_ttl * 1000 + 1000);
     assert_eq!(
         f.st.sync_client(ClientId(2), std::slice::from_ref(&a)),
         (1, 0)
     );
-    assert_eq!(f.st.segment_views()[0].owner, ClientId(2).to_string());
+    assert_eq!(
+        f.st.segment_views()[0].owner,
+        f.st.client_label(ClientId(2))
+    );
     f.st.check_invariants().unwrap();
 }

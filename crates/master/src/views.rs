@@ -7,6 +7,7 @@ use serde::Serialize;
 #[derive(Debug, Clone, Serialize)]
 pub struct SegmentView {
     pub name: String,
+    /// [`MasterState::client_label`] of the owner (never its id: that is its secret).
     pub owner: String,
     pub base_addr: u64,
     pub size: u64,
@@ -20,6 +21,7 @@ pub struct SegmentView {
 /// One known client.
 #[derive(Debug, Clone, Serialize)]
 pub struct ClientView {
+    /// [`MasterState::client_label`] of the client (never its id).
     pub id: String,
     pub last_seen_ms_ago: u64,
     pub segments: Vec<String>,
@@ -60,7 +62,7 @@ impl MasterState {
             .iter()
             .map(|(_, s)| SegmentView {
                 name: s.name.clone(),
-                owner: s.owner.to_string(),
+                owner: self.client_label(s.owner),
                 base_addr: s.base_addr,
                 size: s.alloc.capacity(),
                 used: s.alloc.used(),
@@ -81,7 +83,7 @@ impl MasterState {
             .clients
             .iter()
             .map(|(id, c)| ClientView {
-                id: id.to_string(),
+                id: self.client_label(*id),
                 last_seen_ms_ago: now.saturating_sub(c.last_seen),
                 segments: c
                     .segments

@@ -198,7 +198,7 @@ async fn garbage_frames_never_crash_the_master() {
     let addr = srv.rpc_addr();
 
     // A garbage payload in a well-formed frame: typed error, connection stays usable.
-    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut s = raw_connect(addr).await;
     assert_eq!(
         raw_call(&mut s, 9, &[0xff; 40]).await,
         Err(ErrorCode::MalformedFrame)
@@ -220,7 +220,7 @@ async fn garbage_frames_never_crash_the_master() {
     assert_eq!(read_reply(&mut s, 12).await, Ok(Response::Pong));
 
     // A huge declared length: answered FrameTooLarge, then closed (nothing allocated).
-    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut s = raw_connect(addr).await;
     let mut f = u32::MAX.to_le_bytes().to_vec();
     f.extend_from_slice(&77u64.to_le_bytes());
     s.write_all(&f).await.unwrap();
@@ -413,4 +413,18 @@ async fn oversized_reply_is_a_typed_error() {
         100
     );
     srv.shutdown().await;
+}
+
+/// A raw connection to an insecure master, past the connection handshake.
+async fn raw_connect(addr: std::net::SocketAddr) -> TcpStream {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    mooncake_security::handshake::connect(
+        &mut s,
+        &mooncake_security::AuthMode::Insecure,
+        mooncake_store_protocol::MASTER_RPC_SERVICE,
+        std::time::Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    s
 }

@@ -20,6 +20,7 @@ use crate::{
     MAX_FRAME_LEN,
 };
 use bytes::BytesMut;
+use mooncake_security::{handshake, AuthMode, SecurityError};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -41,6 +42,27 @@ pub struct ClientOptions {
     pub connect_timeout: Duration,
     /// With an `etcd://` locator: how long a call keeps retrying across a leader change.
     pub failover_timeout: Duration,
+    /// How this client authenticates each connection ([`super::MASTER_RPC_SERVICE`]
+    /// handshake). `None`: the credential in the environment ([`auth_from_env`]).
+    pub auth: Option<AuthMode>,
+}
+
+/// The credential in the environment (`MC_CLUSTER_TOKEN` [+ `MC_ADMIN_TOKEN`], or the
+/// 0600 file named by `MOONCAKE_CLUSTER_TOKEN_FILE`); without one, no authentication
+/// (logged once as a warning: a master that requires the credential then refuses us
+/// with [`ErrorCode::PermissionDenied`]). A malformed credential is an error, never a
+/// silent downgrade.
+pub fn auth_from_env() -> Result<AuthMode, mooncake_security::SecurityError> {
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    match mooncake_security::Credential::from_env()? {
+        Some(c) => Ok(AuthMode::Required(c)),
+        None => {
+            if !WARNED.swap(true, Ordering::Relaxed) {
+                tracing::warn!("no cluster credential in the environment (MC_CLUSTER_TOKEN / MOONCAKE_CLUSTER_TOKEN_FILE): connecting without authentication");
+            }
+            Ok(AuthMode::Insecure)
+        }
+    }
 }
 
 impl Default for ClientOptions {
@@ -49,6 +71,7 @@ impl Default for ClientOptions {
             rpc_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(3),
             failover_timeout: Duration::from_secs(20),
+            auth: None,
         }
     }
 }
@@ -122,6 +145,7 @@ struct Inner {
     /// Highest term of a master this client used (0: none yet, or a direct address).
     max_term: AtomicU64,
     opts: ClientOptions,
+    auth: AuthMode,
     conn: Mutex<Option<Arc<Conn>>>,
     connect_lock: tokio::sync::Mutex<()>,
     next_id: AtomicU64,
@@ -150,6 +174,13 @@ impl MasterClient {
     /// Connect with explicit timeouts. Fails with [`ErrorCode::RpcFail`] when the master
     /// cannot be reached now; later calls reconnect by themselves.
     pub async fn connect_with(addr: &str, opts: ClientOptions) -> Result<Self, ErrorCode> {
+        let auth = match &opts.auth {
+            Some(a) => a.clone(),
+            None => auth_from_env().map_err(|e| {
+                tracing::error!(error = %e, "cluster credential");
+                ErrorCode::InvalidParams
+            })?,
+        };
         let locator = match parse_etcd_locator(addr) {
             Some((eps, cluster_id)) => Locator::Etcd {
                 etcd: mooncake_metadata::etcd::EtcdClient::new(
@@ -170,6 +201,7 @@ impl MasterClient {
                 locator,
                 max_term: AtomicU64::new(0),
                 opts,
+                auth,
                 conn: Mutex::new(None),
                 connect_lock: tokio::sync::Mutex::new(()),
                 next_id: AtomicU64::new(1),
@@ -243,6 +275,21 @@ impl MasterClient {
                     ErrorCode::RpcFail
                 })?;
         let _ = stream.set_nodelay(true);
+        let mut stream = stream;
+        if let Err(e) = handshake::connect(
+            &mut stream,
+            &self.inner.auth,
+            super::MASTER_RPC_SERVICE,
+            self.inner.opts.connect_timeout,
+        )
+        .await
+        {
+            tracing::warn!(%addr, error = %e, "master connection not authenticated");
+            return Err(match e {
+                SecurityError::Io(_) | SecurityError::Timeout => ErrorCode::RpcFail,
+                _ => ErrorCode::PermissionDenied,
+            });
+        }
         let (rd, wr) = stream.into_split();
         let mut rd = tokio::io::BufReader::with_capacity(64 << 10, rd);
         let shared = Arc::new(Shared::default());
@@ -487,6 +534,21 @@ impl MasterClient {
         )
     }
 
+    /// Make a written object visible, recording the CRC32C of its value (`None`:
+    /// plain [`put_end`](Self::put_end)).
+    pub async fn put_end_checked(&self, key: &str, crc32c: Option<u32>) -> Result<(), ErrorCode> {
+        let Some(crc32c) = crc32c else {
+            return self.put_end(key).await;
+        };
+        done(
+            self.call(&Request::PutEndChecked {
+                key: key.to_string(),
+                crc32c,
+            })
+            .await?,
+        )
+    }
+
     /// Abandon a put: free its reservation.
     pub async fn put_revoke(&self, key: &str) -> Result<(), ErrorCode> {
         done(
@@ -592,6 +654,23 @@ impl MasterClient {
         batch_done(
             self.call_keys(keys, |keys| Request::BatchPutEnd { keys })
                 .await?,
+        )
+    }
+
+    /// put_end for many keys, each with an optional CRC32C of its value.
+    pub async fn batch_put_end_checked(
+        &self,
+        items: &[(String, Option<u32>)],
+    ) -> Result<Vec<Result<(), ErrorCode>>, ErrorCode> {
+        if items.iter().all(|(_, c)| c.is_none()) {
+            let keys: Vec<String> = items.iter().map(|(k, _)| k.clone()).collect();
+            return self.batch_put_end(&keys).await;
+        }
+        batch_done(
+            self.call(&Request::BatchPutEndChecked {
+                items: items.to_vec(),
+            })
+            .await?,
         )
     }
 

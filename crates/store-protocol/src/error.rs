@@ -66,11 +66,16 @@ pub enum ErrorCode {
     /// change was not acknowledged.
     #[error("master could not persist the change")]
     NotDurable,
+    /// The caller lacks the credential the request needs: the master refused the
+    /// connection's cluster credential (or the master could not prove it), or the
+    /// operation is cluster-wide (`remove_all`, `remove_by_regex`) and needs the admin one.
+    #[error("permission denied: cluster credential refused, or the operation needs the admin credential")]
+    PermissionDenied,
 }
 
 impl ErrorCode {
     /// All variants, for tests and code tables.
-    pub const ALL: [ErrorCode; 18] = [
+    pub const ALL: [ErrorCode; 19] = [
         ErrorCode::Internal,
         ErrorCode::BufferOverflow,
         ErrorCode::SegmentNotFound,
@@ -89,6 +94,7 @@ impl ErrorCode {
         ErrorCode::ClientNotFound,
         ErrorCode::NotLeader,
         ErrorCode::NotDurable,
+        ErrorCode::PermissionDenied,
     ];
 
     /// Stable negative code. Reference numbers where the reference has the condition
@@ -113,6 +119,7 @@ impl ErrorCode {
             ErrorCode::ClientNotFound => -1012,
             ErrorCode::NotLeader => -1100,
             ErrorCode::NotDurable => -1101,
+            ErrorCode::PermissionDenied => -1200,
         }
     }
 

@@ -26,7 +26,9 @@
 //!   lie on disjoint segments where the pool allows). Each replica is a list of [`Piece`]s, in
 //!   order, whose `len`s sum to `size`: write bytes `[o, o+len)` of the value to `piece.addr`
 //!   (an absolute address in `piece.segment`, a Transfer Engine segment name) with the Transfer
-//!   Engine, for every replica. Then [`MasterClient::put_end`] makes the object visible, or
+//!   Engine, for every replica. Then [`MasterClient::put_end`] makes the object visible
+//!   ([`MasterClient::put_end_checked`] also records the value's CRC32C, which every later
+//!   [`Replica`] carries so that readers detect a corrupted or forged copy), or
 //!   [`MasterClient::put_revoke`] frees the reservation. A reservation neither ended nor revoked
 //!   is freed after `put_start_discard_timeout_sec`. Until put_end the key is invisible
 //!   (`exists` is false, get is `ObjectNotFound`) and a second put_start is
@@ -41,7 +43,11 @@
 //!
 //! # Wire format
 //!
-//! Frames on one TCP connection, both directions: `u32 LE length | u64 LE request id |
+//! Every connection starts with the cluster handshake of [`mooncake_security::handshake`]
+//! (service [`MASTER_RPC_SERVICE`]): a master with a credential closes (and counts) a
+//! connection that does not prove it, and answers cluster-wide deletions of a peer that
+//! proved only the cluster (not the admin) secret with [`ErrorCode::PermissionDenied`]; an
+//! insecure master (`--insecure`) admits everyone. Then frames on one TCP connection, both directions: `u32 LE length | u64 LE request id |
 //! payload` where `length` counts id + payload and is at most [`MAX_FRAME_LEN`]. Payloads are
 //! bincode (varint) of [`Request`] and of `Result<Response, ErrorCode>`. Responses carry the
 //! id of their request and may come back in any order. A frame that does not decode is
@@ -52,7 +58,8 @@
 //! ever appended. The protocol has no version field: [`ReplicateConfig`] grew
 //! `soft_pin_ttl_ms`, `with_hard_pin` and `preserve_soft_pin` at its end (2026-11), so a
 //! put from a build older than that is answered [`ErrorCode::MalformedFrame`] — master
-//! and clients of one release are deployed together.
+//! and clients of one release are deployed together. (Likewise `ReplicateConfig::with_checksum`
+//! and `Replica::crc32c`, 2026-12.)
 //!
 //! # Why this protocol (measured)
 //!
@@ -84,10 +91,14 @@ mod error;
 pub mod frame;
 pub mod leader;
 
-pub use client::{ClientOptions, MasterClient};
+pub use client::{auth_from_env, ClientOptions, MasterClient};
 pub use error::ErrorCode;
 
 use serde::{Deserialize, Serialize};
+
+/// Service name of the master RPC in the connection handshake
+/// ([`mooncake_security::handshake`]): a proof made for another service is refused.
+pub const MASTER_RPC_SERVICE: &str = "mooncake-master-rpc";
 
 /// Longest key accepted (bytes). Longer keys are [`ErrorCode::InvalidKey`].
 pub const MAX_KEY_LEN: usize = 4096;
@@ -138,6 +149,10 @@ pub struct ReplicateConfig {
     /// deadline (the reference's `SoftPinAction.PRESERVE`) instead of clearing it
     /// (`DISABLE`). No effect on a new key.
     pub preserve_soft_pin: bool,
+    /// Client side (on by default): the writer computes a CRC32C of the value and
+    /// sends it at put_end ([`Request::PutEndChecked`]); readers verify every
+    /// whole-object read against it and fall back to another replica on a mismatch.
+    pub with_checksum: bool,
 }
 
 impl Default for ReplicateConfig {
@@ -149,6 +164,7 @@ impl Default for ReplicateConfig {
             soft_pin_ttl_ms: 0,
             with_hard_pin: false,
             preserve_soft_pin: false,
+            with_checksum: true,
         }
     }
 }
@@ -168,6 +184,10 @@ pub struct Piece {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Replica {
     pub pieces: Vec<Piece>,
+    /// CRC32C (Castagnoli) of the object's whole value, as its writer declared at
+    /// put_end; every byte read from this replica must match it. `None` when the
+    /// put carried no checksum, and always in put_start's answer.
+    pub crc32c: Option<u32>,
 }
 
 impl Replica {
@@ -289,6 +309,16 @@ pub enum Request {
     },
     /// Who is this master: role and term (clients check the term never goes back).
     Hello,
+    /// put_end that records the CRC32C of the value with the object (see
+    /// [`Replica::crc32c`]).
+    PutEndChecked {
+        key: String,
+        crc32c: u32,
+    },
+    /// batch_put_end with an optional CRC32C per key.
+    BatchPutEndChecked {
+        items: Vec<(String, Option<u32>)>,
+    },
 }
 
 impl Request {
@@ -317,11 +347,13 @@ impl Request {
             Request::BatchRemove { .. } => "batch_remove",
             Request::SyncClient { .. } => "sync_client",
             Request::Hello => "hello",
+            Request::PutEndChecked { .. } => "put_end_checked",
+            Request::BatchPutEndChecked { .. } => "batch_put_end_checked",
         }
     }
 
     /// All names [`Request::name`] can return (for metric families).
-    pub const NAMES: [&'static str; 22] = [
+    pub const NAMES: [&'static str; 24] = [
         "ping",
         "heartbeat",
         "mount_segment",
@@ -344,6 +376,8 @@ impl Request {
         "batch_remove",
         "sync_client",
         "hello",
+        "put_end_checked",
+        "batch_put_end_checked",
     ];
 
     /// Index of this request's name in [`Request::NAMES`].

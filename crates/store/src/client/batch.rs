@@ -95,6 +95,12 @@ impl Client {
         } else {
             self.inner.master.batch_put_start(&items, config).await?
         };
+        let crcs: Vec<Option<u32>> = (0..keys.len())
+            .map(|i| {
+                (config.with_checksum && results[i].is_none())
+                    .then(|| super::checksum::of_source(srcs[i].1, srcs[i].0))
+            })
+            .collect();
         let writes = todo.iter().zip(started).map(|(&i, start)| async move {
             let replicas = start?;
             self.write_replicas(&replicas, srcs[i].0, srcs[i].1).await
@@ -115,8 +121,11 @@ impl Client {
             }
         }
         if !ok_keys.is_empty() {
-            let names: Vec<String> = ok_keys.iter().map(|&i| keys[i].clone()).collect();
-            match self.inner.master.batch_put_end(&names).await {
+            let names: Vec<(String, Option<u32>)> = ok_keys
+                .iter()
+                .map(|&i| (keys[i].clone(), crcs[i]))
+                .collect();
+            match self.inner.master.batch_put_end_checked(&names).await {
                 Ok(ends) => {
                     for (&i, end) in ok_keys.iter().zip(ends) {
                         if let Err(e) = end {

@@ -40,6 +40,10 @@ pub enum ClientError {
     /// outlasted the object's lease each time).
     #[error("could not read a consistent replica of {key:?}: {reason}")]
     InconsistentRead { key: String, reason: String },
+    /// No replica's bytes matched the CRC32C recorded with the object
+    /// (corrupted or overwritten everywhere).
+    #[error("no replica of {key:?} matched its CRC32C checksum")]
+    ChecksumMismatch { key: String },
     /// The client was closed.
     #[error("client is closed")]
     Closed,
@@ -58,6 +62,7 @@ impl ClientError {
             ClientError::BufferTooSmall { .. } => CODE_BUFFER_OVERFLOW,
             ClientError::NoStagingBuffer => CODE_INVALID_PARAMS,
             ClientError::InconsistentRead { .. } => CODE_INVALID_READ,
+            ClientError::ChecksumMismatch { .. } => CODE_INVALID_READ,
             ClientError::Closed => CODE_UNAVAILABLE,
             ClientError::Setup(_) => CODE_INTERNAL,
         }

@@ -22,10 +22,14 @@
 //!   `default_kv_lease_ttl`) is discarded and retried;
 //! * every replica of one object has the same size, else the read fails with
 //!   [`ClientError::InconsistentRead`];
+//! * a whole-object read whose bytes do not match the CRC32C recorded at put
+//!   ([`ReplicateConfig::with_checksum`](crate::protocol::ReplicateConfig), on by
+//!   default) is never returned: the next replica is tried (see `checksum.rs`);
 //! * a transfer only ever names memory inside a registered buffer (the staging
 //!   buffer, the mounted segment, or a caller's [`Region`]).
 
 mod batch;
+mod checksum;
 mod config;
 mod error;
 mod gather;
@@ -36,6 +40,7 @@ mod range;
 mod session;
 mod staging;
 
+pub use checksum::checksum_failures;
 pub use config::ClientConfig;
 pub use error::{
     to_return_code, ClientError, Result, CODE_BUFFER_OVERFLOW, CODE_INTERNAL, CODE_INVALID_PARAMS,

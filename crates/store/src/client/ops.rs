@@ -92,6 +92,9 @@ impl Client {
         {
             return Err(ClientError::NoStagingBuffer);
         }
+        let crc = config
+            .with_checksum
+            .then(|| super::checksum::of_source(src, size));
         let master = &self.inner.master;
         // A put whose target fails is placed again, and one whose reservation a master
         // failover forgot starts over on the new leader, within PUT_RETRY_WINDOW: a put
@@ -109,7 +112,7 @@ impl Client {
                 Ok(r) => r,
                 Err(e) => return Err(e.into()),
             };
-            let r = self.finish_put(key, &replicas, size, src).await;
+            let r = self.finish_put(key, &replicas, size, src, crc).await;
             let again = match &r {
                 Err(ClientError::Transfer(_)) => true,
                 Err(ClientError::Master(ErrorCode::InvalidWrite)) => master.term() != term,
@@ -122,19 +125,24 @@ impl Client {
         }
     }
 
-    /// Write the replicas of a started put, then end it, or revoke it on any
-    /// failure so nothing half-written becomes visible.
+    /// Write the replicas of a started put, then end it (recording `crc`, the
+    /// value's CRC32C), or revoke it on any failure so nothing half-written
+    /// becomes visible.
     pub(crate) async fn finish_put(
         &self,
         key: &str,
         replicas: &[Replica],
         size: u64,
         src: Src<'_>,
+        crc: Option<u32>,
     ) -> Result<()> {
         let master = &self.inner.master;
         let written = self.write_replicas(replicas, size, src).await;
         let result = match written {
-            Ok(()) => master.put_end(key).await.map_err(ClientError::from),
+            Ok(()) => master
+                .put_end_checked(key, crc)
+                .await
+                .map_err(ClientError::from),
             Err(e) => Err(e),
         };
         if let Err(e) = &result {
@@ -260,6 +268,11 @@ impl Client {
                     .await
                     .map(|()| None),
             };
+            let res = res.and_then(|v| {
+                let crc = replicas[i].crc32c;
+                super::checksum::verify(key, i, crc, target, v.as_deref(), size)?;
+                Ok(v)
+            });
             match res {
                 Ok(v) => return Ok((size, v)),
                 Err(e) => {

@@ -116,6 +116,7 @@ mod tests {
     #[test]
     fn spans_cover_range_across_pieces() {
         let r = Replica {
+            crc32c: None,
             pieces: vec![
                 piece("a:1", 1000, 10),
                 piece("b:2", 5000, 10),
@@ -160,12 +161,15 @@ mod tests {
     #[test]
     fn read_order_prefers_local_then_same_host() {
         let remote = Replica {
+            crc32c: None,
             pieces: vec![piece("10.0.0.2:1", 0, 4)],
         };
         let host = Replica {
+            crc32c: None,
             pieces: vec![piece("127.0.0.1:9", 0, 4)],
         };
         let local = Replica {
+            crc32c: None,
             pieces: vec![piece("127.0.0.1:5", 0, 4)],
         };
         let reps = vec![remote, host, local];

@@ -261,5 +261,6 @@ fn sibling(e: &ClientError) -> ClientError {
         },
         ClientError::Closed => ClientError::Closed,
         ClientError::Setup(s) => ClientError::Setup(s.clone()),
+        ClientError::ChecksumMismatch { key } => ClientError::ChecksumMismatch { key: key.clone() },
     }
 }

@@ -135,6 +135,8 @@ pub enum WireError {
     Closed,
     #[error("{0}")]
     Setup(String),
+    #[error("no replica of {key:?} matched its CRC32C checksum")]
+    ChecksumMismatch { key: String },
 }
 
 impl From<&ClientError> for WireError {
@@ -154,6 +156,9 @@ impl From<&ClientError> for WireError {
             },
             ClientError::Closed => WireError::Closed,
             ClientError::Setup(s) => WireError::Setup(s.clone()),
+            ClientError::ChecksumMismatch { key } => {
+                WireError::ChecksumMismatch { key: key.clone() }
+            }
         }
     }
 }
@@ -171,6 +176,7 @@ impl From<WireError> for ClientError {
             }
             WireError::Closed => ClientError::Closed,
             WireError::Setup(s) => ClientError::Setup(s),
+            WireError::ChecksumMismatch { key } => ClientError::ChecksumMismatch { key },
         }
     }
 }
