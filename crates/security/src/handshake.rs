@@ -140,7 +140,7 @@ pub async fn accept_counted<S>(
     service: &str,
     timeout: Duration,
     stats: &AuthStats,
-    peer: &dyn std::fmt::Display,
+    peer: &(dyn std::fmt::Display + Sync),
 ) -> Result<Role, SecurityError>
 where
     S: AsyncRead + AsyncWrite + Unpin,

@@ -25,7 +25,7 @@ use crate::buffer::{ManagedBuffer, Mapping};
 use crate::descriptor::{local_host_id, BufferDesc, SegmentDescriptor};
 use crate::memory::{MemoryRegistry, RegionInfo, ShmExport};
 use crate::segment::{split_host_port, SegmentCache, SegmentHandle, Source};
-use crate::transport::tcp::server::{self, ServerContext};
+use crate::transport::tcp::server::{self, ServerContext, ServerState};
 use crate::transport::{self, SharedTransport, TransportContext, PREFERENCE};
 use crate::{Opcode, Protocol, TransferEngineConfig, TransferError, TransferRequest};
 
@@ -50,6 +50,8 @@ pub(crate) struct EngineShared {
     stop_tx: watch::Sender<bool>,
     batches: Mutex<HashMap<BatchId, Arc<Batch>>>,
     next_batch: AtomicU64,
+    /// The RPC listener's bounds and counters (handshakes, caps, timeouts).
+    rpc_state: Arc<ServerState>,
 }
 
 impl EngineShared {
@@ -141,6 +143,7 @@ impl TransferEngine {
     /// Must be called inside a tokio runtime; the engine's tasks run on it.
     pub async fn start(config: TransferEngineConfig) -> Result<Arc<Self>, TransferError> {
         config.validate()?;
+        let auth = config.auth_mode()?;
         let (host, port) = parse_local_hostname(&config.local_hostname)?;
         let listener = TcpListener::bind((host.as_str(), port)).await?;
         let rpc_port = listener.local_addr()?.port();
@@ -159,6 +162,7 @@ impl TransferEngine {
             config: Arc::clone(&config),
             registry: Arc::clone(&registry),
             host_id: host_id.clone(),
+            auth: auth.clone(),
         };
         let mut transports = Vec::new();
         for p in PREFERENCE {
@@ -177,13 +181,15 @@ impl TransferEngine {
         }
         let source = if p2p {
             Source::P2p {
-                token: config.cluster_token.clone(),
+                auth: auth.clone(),
                 connect_timeout: config.connect_timeout,
             }
         } else {
             Source::Metadata(Arc::clone(&metadata))
         };
         let (stop_tx, stop_rx) = watch::channel(false);
+        let rpc_limits = server::ServerLimits::default();
+        let rpc_state = ServerState::new(&rpc_limits);
         let shared = Arc::new(EngineShared {
             config: Arc::clone(&config),
             segment_name,
@@ -202,6 +208,7 @@ impl TransferEngine {
             stop_tx,
             batches: Mutex::new(HashMap::new()),
             next_batch: AtomicU64::new(1),
+            rpc_state: Arc::clone(&rpc_state),
         });
 
         let transport_rpc = shared
@@ -212,7 +219,9 @@ impl TransferEngine {
         let weak: Weak<EngineShared> = Arc::downgrade(&shared);
         let sctx = ServerContext {
             registry,
-            token: config.cluster_token.clone(),
+            auth,
+            limits: rpc_limits,
+            state: rpc_state,
             descriptor: Arc::new(move || {
                 weak.upgrade()
                     .map(|s| s.descriptor().to_json())
@@ -284,6 +293,12 @@ impl TransferEngine {
 
     pub fn rpc_port(&self) -> u16 {
         self.shared.rpc_port
+    }
+
+    /// The RPC listener's counters: handshakes accepted / refused / failed,
+    /// connections closed over a cap or for idling, the buffer budget.
+    pub fn rpc_server_state(&self) -> &Arc<ServerState> {
+        &self.shared.rpc_state
     }
 
     pub fn config(&self) -> &TransferEngineConfig {

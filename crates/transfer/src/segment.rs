@@ -64,7 +64,7 @@ pub(crate) enum Source {
     Metadata(SharedMetadata),
     /// P2P handshake: ask the peer at `host:port` itself.
     P2p {
-        token: Option<String>,
+        auth: mooncake_security::AuthMode,
         connect_timeout: Duration,
     },
 }
@@ -93,7 +93,7 @@ impl SegmentCache {
                 SegmentDescriptor::from_json(name, &bytes)?
             }
             Source::P2p {
-                token,
+                auth,
                 connect_timeout,
             } => {
                 let (host, port) = split_host_port(name).ok_or_else(|| {
@@ -101,7 +101,7 @@ impl SegmentCache {
                         "{name} (P2P handshake mode needs segment names of the form host:port)"
                     ))
                 })?;
-                fetch_descriptor(name, &host, port, token.as_deref(), *connect_timeout).await?
+                fetch_descriptor(name, &host, port, auth, *connect_timeout).await?
             }
         };
         Ok(Arc::new(desc))

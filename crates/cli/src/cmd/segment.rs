@@ -27,9 +27,9 @@ pub struct Args {
     /// Enabled transports, comma-separated (tcp,shm).
     #[arg(long)]
     pub protocol: Option<String>,
-    /// Cluster token peers must present.
-    #[arg(long)]
-    pub token: Option<String>,
+    /// `--cluster-token` (alias `--token`) / `--insecure`.
+    #[command(flatten)]
+    pub auth: super::auth::AuthArgs,
     /// TOML file with a TransferEngineConfig.
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -74,9 +74,7 @@ fn build_config(args: &Args) -> anyhow::Result<TransferEngineConfig> {
     if let Some(p) = &args.protocol {
         config.protocols = Protocol::parse_list(p)?;
     }
-    if let Some(t) = &args.token {
-        config.cluster_token = Some(t.clone());
-    }
+    args.auth.apply_to_engine(&mut config);
     Ok(config)
 }
 
