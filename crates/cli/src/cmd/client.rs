@@ -34,10 +34,16 @@ pub struct ConnArgs {
     /// Transport between hosts.
     #[arg(long, env = "PROTOCOL", default_value = "tcp")]
     pub protocol: String,
+    /// `--cluster-token` / `--insecure`.
+    #[command(flatten)]
+    pub auth: super::auth::AuthArgs,
 }
 
 impl ConnArgs {
+    /// The store client's settings; installs the credential first
+    /// ([`super::auth::AuthArgs::install`]).
     pub fn config(&self) -> anyhow::Result<ClientConfig> {
+        self.auth.install()?;
         let mut cfg = ClientConfig::default();
         cfg.apply_env()?;
         cfg.master_server_addr = self.master.clone();

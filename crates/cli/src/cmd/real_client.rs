@@ -67,12 +67,16 @@ pub struct Args {
     /// RDMA device names (accepted for compatibility; ignored without RDMA).
     #[arg(long = "device_name", alias = "device-name", default_value = "")]
     pub device_name: String,
+    /// `--cluster-token` / `--insecure`.
+    #[command(flatten)]
+    pub auth: super::auth::AuthArgs,
 }
 
 impl Args {
     /// The store client's settings: defaults, then the file, the
     /// environment, the flags.
     pub fn client_config(&self) -> anyhow::Result<ClientConfig> {
+        self.auth.install()?;
         let mut cfg = match &self.config {
             Some(path) => {
                 let text = std::fs::read_to_string(path)

@@ -88,6 +88,7 @@ async fn wait_for_signal() -> anyhow::Result<()> {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    args.auth.install()?;
     let config = build_config(&args)?;
     let engine = TransferEngine::start(config)
         .await

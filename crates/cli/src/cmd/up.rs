@@ -16,9 +16,13 @@
 use std::io::Write;
 
 use anyhow::Context;
+use mooncake_security::credential::{TOKEN_ENV, TOKEN_FILE_ENV};
+use mooncake_security::AuthMode;
 use mooncake_store::client::{Client, ClientConfig};
 use mooncake_store::master::server::MasterServer;
 use mooncake_store::MasterConfig;
+
+use super::auth::TokenFile;
 
 use super::store_node::{parse_size_arg, wait_for_shutdown};
 
@@ -55,6 +59,14 @@ pub struct Args {
     /// the metadata server.
     #[arg(long, value_name = "N")]
     pub ha: Option<usize>,
+    /// `--cluster-token` / `--insecure`; with neither (and nothing in the
+    /// environment) a fresh credential is generated into a 0600 file.
+    #[command(flatten)]
+    pub auth: super::auth::AuthArgs,
+    /// Write the cluster credential to this file (mode 0600) instead of a
+    /// fresh private directory.
+    #[arg(long)]
+    pub token_file: Option<std::path::PathBuf>,
 }
 
 /// What `READY` announces.
@@ -64,6 +76,9 @@ pub struct Ready {
     pub metadata: String,
     pub status: String,
     pub segment: String,
+    /// The credential file clients use (`MOONCAKE_CLUSTER_TOKEN_FILE`), when
+    /// `up` wrote one.
+    pub token_file: String,
 }
 
 /// Parse the `READY ...` line of `mooncake up`.
@@ -79,6 +94,7 @@ pub fn parse_ready(line: &str) -> Option<Ready> {
         metadata: field("metadata")?,
         status: field("status").unwrap_or_default(),
         segment: field("segment").unwrap_or_default(),
+        token_file: field("token_file").unwrap_or_default(),
     })
 }
 
@@ -96,9 +112,52 @@ pub fn default_segment_size() -> u64 {
     ((avail / 4).min(DEFAULT_SEGMENT_CAP) / 4096 * 4096).max(64 << 20)
 }
 
+/// Resolve the cluster's credential (generating one when none is given)
+/// and write the file clients read, when `up` made or was asked for one.
+pub(crate) fn cluster_credential(args: &Args) -> anyhow::Result<Option<TokenFile>> {
+    let (mode, generated) = args.auth.install_or_generate()?;
+    match mode {
+        AuthMode::Required(c) if generated || args.token_file.is_some() => {
+            Ok(Some(TokenFile::create(&c, args.token_file.as_deref())?))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// ` token_file=PATH` for the READY line, or nothing.
+pub(crate) fn ready_token_field(f: &Option<TokenFile>) -> String {
+    f.as_ref()
+        .map(|f| format!(" token_file={}", f.path().display()))
+        .unwrap_or_default()
+}
+
+/// How clients get the credential (printed unless `--quiet`).
+pub(crate) fn print_credential_hint(
+    out: &mut impl Write,
+    f: &Option<TokenFile>,
+) -> std::io::Result<()> {
+    match f {
+        Some(f) => {
+            writeln!(out, "  credential:      {} (mode 0600)", f.path().display())?;
+            writeln!(out)?;
+            writeln!(out, "Clients prove the cluster credential; give it to them with")?;
+            writeln!(
+                out,
+                "  export {TOKEN_FILE_ENV}={}    (or {TOKEN_ENV}=<token>, or --cluster-token)",
+                f.path().display()
+            )
+        }
+        None => writeln!(
+            out,
+            "  credential:      from --cluster-token / {TOKEN_ENV} / {TOKEN_FILE_ENV} (or none: --insecure)"
+        ),
+    }
+}
+
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    let token_file = cluster_credential(&args)?;
     if let Some(n) = args.ha {
-        return super::up_ha::run(args, n).await;
+        return super::up_ha::run(args, n, token_file).await;
     }
     let mut cfg = match &args.config {
         Some(p) => MasterConfig::from_toml_file(p)?,
@@ -131,6 +190,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         writeln!(out, "  master (rpc):    {master_addr}")?;
         writeln!(out, "  metadata:        {metadata}")?;
         writeln!(out, "  status page:     {status}   (/metrics, /health)")?;
+        print_credential_hint(&mut out, &token_file)?;
         if node.is_some() {
             writeln!(
                 out,
@@ -162,7 +222,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     writeln!(
         out,
-        "READY master={master_addr} metadata={metadata} status={status} segment={segment}"
+        "READY master={master_addr} metadata={metadata} status={status} segment={segment}{}",
+        ready_token_field(&token_file)
     )?;
     out.flush()?;
     drop(out);
@@ -223,6 +284,9 @@ mod tests {
         assert_eq!(r.master, "127.0.0.1:5");
         assert_eq!(r.metadata, "http://127.0.0.1:6/metadata");
         assert_eq!(r.segment, "127.0.0.1:9");
+        assert_eq!(r.token_file, "");
+        let r = parse_ready("READY master=a metadata=b token_file=/run/x/cluster-token").unwrap();
+        assert_eq!(r.token_file, "/run/x/cluster-token");
         assert!(parse_ready("Mooncake store is up.").is_none());
     }
 

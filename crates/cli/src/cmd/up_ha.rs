@@ -120,7 +120,11 @@ impl LocalEtcd {
     }
 }
 
-pub async fn run(args: Args, n: usize) -> anyhow::Result<()> {
+pub async fn run(
+    args: Args,
+    n: usize,
+    token_file: Option<super::auth::TokenFile>,
+) -> anyhow::Result<()> {
     if n == 0 {
         bail!("--ha needs at least one master");
     }
@@ -166,6 +170,7 @@ pub async fn run(args: Args, n: usize) -> anyhow::Result<()> {
             )?;
         }
         writeln!(out, "  metadata:        {metadata}")?;
+        super::up::print_credential_hint(&mut out, &token_file)?;
         if node.is_some() {
             writeln!(
                 out,
@@ -182,7 +187,8 @@ pub async fn run(args: Args, n: usize) -> anyhow::Result<()> {
     }
     writeln!(
         out,
-        "READY master={master_addr} metadata={metadata} status={status} segment={segment}"
+        "READY master={master_addr} metadata={metadata} status={status} segment={segment}{}",
+        super::up::ready_token_field(&token_file)
     )?;
     out.flush()?;
     drop(out);
