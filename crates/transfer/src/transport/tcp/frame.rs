@@ -263,10 +263,7 @@ mod tests {
             if rng.gen_bool(0.5) {
                 b[0..5].copy_from_slice(&[b'M', b'C', b'T', b'E', VERSION]);
             }
-            let _ = RequestHeader::decode(&b);
-            let mut r = [0u8; RESPONSE_HEADER_LEN];
-            r.copy_from_slice(&b[..RESPONSE_HEADER_LEN]);
-            let _ = ResponseHeader::decode(&r);
+            fuzz_decode(&b);
         }
     }
 }
