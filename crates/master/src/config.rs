@@ -110,9 +110,9 @@ pub struct MasterConfig {
 impl Default for MasterConfig {
     fn default() -> Self {
         MasterConfig {
-            rpc_address: "0.0.0.0".into(),
+            rpc_address: "127.0.0.1".into(),
             rpc_port: 50051,
-            metrics_host: "0.0.0.0".into(),
+            metrics_host: "127.0.0.1".into(),
             metrics_port: 9003,
             eviction_high_watermark_ratio: 0.9,
             eviction_ratio: 0.05,
@@ -123,7 +123,7 @@ impl Default for MasterConfig {
             allocation_strategy: AllocationStrategy::Random,
             enable_http_metadata_server: false,
             http_metadata_server_port: 8080,
-            http_metadata_server_host: "0.0.0.0".into(),
+            http_metadata_server_host: "127.0.0.1".into(),
             put_start_discard_timeout_sec: 30,
             max_slice_size: 16 << 20,
             tick_interval_ms: 100,

@@ -10,6 +10,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use mooncake_config::Alias;
+use mooncake_security::{AuthMode, Credential};
 use serde::{Deserialize, Serialize};
 
 use crate::TransferError;
@@ -134,8 +135,12 @@ pub struct TransferEngineConfig {
     /// Enabled transports, in no particular order (the engine prefers
     /// local memcpy, then shm, then file, then tcp).
     pub protocols: Vec<Protocol>,
-    /// When set, peers must present the same token to connect.
+    /// The cluster token peers prove (mutual HMAC handshake on every tcp
+    /// connection, see [`Self::auth_mode`]); else `MC_CLUSTER_TOKEN` /
+    /// `MOONCAKE_CLUSTER_TOKEN_FILE`.
     pub cluster_token: Option<String>,
+    /// Run without authentication (explicit; logged as a warning).
+    pub insecure: bool,
     /// Requests longer than this are split into slices spread over connections
     /// (bytes, or a size string such as `"1MiB"`).
     #[serde(with = "mooncake_config::units::serde_size")]
@@ -163,6 +168,7 @@ impl Default for TransferEngineConfig {
             metadata_server: "embedded".into(),
             protocols: vec![Protocol::Tcp, Protocol::Shm],
             cluster_token: None,
+            insecure: false,
             slice_size: 1 << 20,
             retry_count: 2,
             transfer_timeout: Duration::from_secs(30),
@@ -217,6 +223,35 @@ impl TransferEngineConfig {
         LAYERS
             .load_over(base, file, std::env::vars(), flags)
             .map_err(|e| TransferError::InvalidConfig(e.to_string()))
+    }
+
+    /// How this engine authenticates its tcp connections: `insecure` wins
+    /// (with a warning), then `cluster_token`, then the environment
+    /// (`MC_CLUSTER_TOKEN`, `MOONCAKE_CLUSTER_TOKEN_FILE`). With none of them
+    /// the engine runs without authentication and says so in a warning (the
+    /// reference has no credential; `mooncake up` always passes one).
+    /// Only the cluster role is used: the transfer engine has no admin
+    /// operations.
+    pub fn auth_mode(&self) -> Result<AuthMode, TransferError> {
+        let bad = |e: mooncake_security::SecurityError| TransferError::InvalidConfig(e.to_string());
+        if self.insecure {
+            tracing::warn!("transfer engine runs without authentication (insecure): any process that reaches its port can read and write registered memory");
+            return Ok(AuthMode::Insecure);
+        }
+        if let Some(t) = self
+            .cluster_token
+            .as_deref()
+            .filter(|t| !t.trim().is_empty())
+        {
+            return Ok(AuthMode::Required(Credential::from_token(t).map_err(bad)?));
+        }
+        match Credential::from_env().map_err(bad)? {
+            Some(c) => Ok(AuthMode::Required(c.without_admin())),
+            None => {
+                tracing::warn!("no cluster credential (MC_CLUSTER_TOKEN / MOONCAKE_CLUSTER_TOKEN_FILE): transfer engine runs WITHOUT authentication; set one, or pass insecure to silence this");
+                Ok(AuthMode::Insecure)
+            }
+        }
     }
 
     /// Load from a TOML document (missing fields take their defaults).

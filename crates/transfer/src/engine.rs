@@ -28,7 +28,7 @@ use crate::memory::{MemoryRegistry, RegionInfo, ShmExport};
 use crate::segment::{split_host_port, SegmentCache, SegmentHandle, Source};
 use crate::transport::file::FileTransport;
 use crate::transport::tcp;
-use crate::transport::tcp::server::{self, ServerContext};
+use crate::transport::tcp::server::{self, ServerContext, ServerState};
 use crate::transport::{self, SharedTransport, TransportContext, PREFERENCE};
 use crate::{Opcode, Protocol, TransferEngineConfig, TransferError, TransferRequest};
 
@@ -57,6 +57,8 @@ pub(crate) struct EngineShared {
     stop_tx: watch::Sender<bool>,
     batches: Mutex<HashMap<BatchId, Arc<Batch>>>,
     next_batch: AtomicU64,
+    /// The RPC listener's bounds and counters (handshakes, caps, timeouts).
+    rpc_state: Arc<ServerState>,
 }
 
 impl EngineShared {
@@ -150,6 +152,7 @@ impl TransferEngine {
     /// Must be called inside a tokio runtime; the engine's tasks run on it.
     pub async fn start(config: TransferEngineConfig) -> Result<Arc<Self>, TransferError> {
         config.validate()?;
+        let auth = config.auth_mode()?;
         let (host, port) = parse_local_hostname(&config.local_hostname)?;
         let listener = TcpListener::bind((host.as_str(), port)).await?;
         let rpc_port = listener.local_addr()?.port();
@@ -168,6 +171,7 @@ impl TransferEngine {
             config: Arc::clone(&config),
             registry: Arc::clone(&registry),
             host_id: host_id.clone(),
+            auth: auth.clone(),
         };
         let mut transports = Vec::new();
         let mut file = None;
@@ -194,18 +198,19 @@ impl TransferEngine {
             }
         }
         let source = if p2p {
-            let (token, timeout) = (config.cluster_token.clone(), config.connect_timeout);
+            let (auth, timeout) = (auth.clone(), config.connect_timeout);
             Source::P2p(Arc::new(move |name, host, port| {
-                let token = token.clone();
+                let auth = auth.clone();
                 Box::pin(async move {
-                    tcp::client::fetch_descriptor(&name, &host, port, token.as_deref(), timeout)
-                        .await
+                    tcp::client::fetch_descriptor(&name, &host, port, &auth, timeout).await
                 })
             }))
         } else {
             Source::Metadata(Arc::clone(&metadata))
         };
         let (stop_tx, stop_rx) = watch::channel(false);
+        let rpc_limits = server::ServerLimits::default();
+        let rpc_state = ServerState::new(&rpc_limits);
         let shared = Arc::new(EngineShared {
             config: Arc::clone(&config),
             segment_name,
@@ -226,6 +231,7 @@ impl TransferEngine {
             stop_tx,
             batches: Mutex::new(HashMap::new()),
             next_batch: AtomicU64::new(1),
+            rpc_state: Arc::clone(&rpc_state),
         });
 
         let transport_rpc = shared
@@ -236,7 +242,9 @@ impl TransferEngine {
         let weak: Weak<EngineShared> = Arc::downgrade(&shared);
         let sctx = ServerContext {
             registry,
-            token: config.cluster_token.clone(),
+            auth,
+            limits: rpc_limits,
+            state: rpc_state,
             descriptor: Arc::new(move || {
                 weak.upgrade()
                     .map(|s| s.descriptor().to_json())
@@ -308,6 +316,12 @@ impl TransferEngine {
 
     pub fn rpc_port(&self) -> u16 {
         self.shared.rpc_port
+    }
+
+    /// The RPC listener's counters: handshakes accepted / refused / failed,
+    /// connections closed over a cap or for idling, the buffer budget.
+    pub fn rpc_server_state(&self) -> &Arc<ServerState> {
+        &self.shared.rpc_state
     }
 
     pub fn config(&self) -> &TransferEngineConfig {

@@ -13,14 +13,40 @@ use common::*;
 use mooncake_transfer::transport::tcp::frame::{
     Op, RequestHeader, ResponseHeader, Status, RESPONSE_HEADER_LEN,
 };
-use mooncake_transfer::{FailureReason, Opcode, Protocol, TransferError, TransferStatus};
+use mooncake_transfer::{
+    FailureReason, Opcode, Protocol, TransferEngine, TransferEngineConfig, TransferError,
+    TransferStatus,
+};
 
 const SIZE: usize = 1 << 20;
 
+/// A raw connection that has passed the handshake as an anonymous peer
+/// (what an insecure server admits).
 fn raw(port: u16) -> TcpStream {
+    let mut s = unauthenticated(port);
+    anonymous_handshake(&mut s);
+    s
+}
+
+/// A raw connection before any handshake.
+fn unauthenticated(port: u16) -> TcpStream {
     let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     s
+}
+
+/// The handshake's wire format (mooncake_security::handshake), as an
+/// anonymous client: read the 40-byte challenge, send a 72-byte proof with
+/// role 0 and no mac; returns whether the 40-byte verdict admitted us.
+fn anonymous_handshake(s: &mut TcpStream) -> bool {
+    let mut challenge = [0u8; 40];
+    s.read_exact(&mut challenge).unwrap();
+    assert_eq!(&challenge[..4], b"MCAU");
+    let mut proof = [0u8; 72];
+    proof[..5].copy_from_slice(b"MCAU\x01");
+    s.write_all(&proof).unwrap();
+    let mut verdict = [0u8; 40];
+    s.read_exact(&mut verdict).is_ok() && verdict[5] == 1
 }
 
 fn send(s: &mut TcpStream, op: Op, addr: u64, len: u64, payload: &[u8]) {
@@ -142,8 +168,6 @@ async fn raw_frames_refused_server_keeps_serving() {
     assert!(closed(&mut s));
     // Write whose payload is cut short: closed, nothing acknowledged.
     let mut s = raw(port);
-    send(&mut s, Op::Hello, 0, 0, &[]);
-    assert_eq!(response(&mut s).unwrap().status, Status::Ok);
     send(&mut s, Op::Write, base, 1000, &[7u8; 10]);
     s.shutdown(std::net::Shutdown::Write).unwrap();
     assert!(closed(&mut s));
@@ -172,28 +196,57 @@ async fn raw_frames_refused_server_keeps_serving() {
     e.shutdown().await;
 }
 
+const TOKEN: &str = "safety-test-cluster-token-0123456789";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cluster_token_must_match() {
-    let child = SegmentProc::p2p("1MiB", &["--protocol", "tcp", "--token", "s3cret"]);
+async fn cluster_credential_must_be_proved() {
+    let child = SegmentProc::p2p("1MiB", &["--protocol", "tcp", "--cluster-token", TOKEN]);
     let port = child.ready.rpc_port;
     let base = child.ready.buffer_addr;
 
     // Wrong token: the P2P handshake itself is refused.
-    let wrong = engine("P2PHANDSHAKE", &[Protocol::Tcp], Some("guess")).await;
+    let wrong = engine(
+        "P2PHANDSHAKE",
+        &[Protocol::Tcp],
+        Some("a-wrong-guess-of-the-cluster-token"),
+    )
+    .await;
     let err = wrong.open_segment(&child.ready.segment).await.unwrap_err();
     assert!(matches!(err, TransferError::TokenMismatch(_)), "{err:?}");
-    let none = engine("P2PHANDSHAKE", &[Protocol::Tcp], None).await;
+    // No token (explicitly insecure): refused as well.
+    let none = TransferEngine::start(TransferEngineConfig {
+        metadata_server: "P2PHANDSHAKE".into(),
+        protocols: vec![Protocol::Tcp],
+        insecure: true,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     let err = none.open_segment(&child.ready.segment).await.unwrap_err();
     assert!(matches!(err, TransferError::TokenMismatch(_)), "{err:?}");
-    // Raw data ops without Hello are refused and the connection closed.
-    let mut s = raw(port);
+    // Raw frames without the handshake: the server reads them as a proof,
+    // refuses, answers nothing but the challenge and a negative verdict,
+    // and closes; nothing was read or written.
+    let mut s = unauthenticated(port);
+    send(&mut s, Op::Write, base, 8, b"FORGED!!");
     send(&mut s, Op::Read, base, 4, &[]);
-    assert_eq!(response(&mut s).unwrap().status, Status::TokenMismatch);
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    assert!(
+        got.len() <= 80,
+        "only challenge + verdict: {} bytes",
+        got.len()
+    );
+    assert!(!got.windows(8).any(|w| w == b"FORGED!!"));
+    // An anonymous proof is refused too, and frames after it are not served.
+    let mut s = unauthenticated(port);
+    assert!(!anonymous_handshake(&mut s));
     assert!(closed(&mut s));
 
-    // The right token works.
-    let right = engine("P2PHANDSHAKE", &[Protocol::Tcp], Some("s3cret")).await;
+    // The right token works, and the forged write never landed.
+    let right = engine("P2PHANDSHAKE", &[Protocol::Tcp], Some(TOKEN)).await;
     let target = right.open_segment(&child.ready.segment).await.unwrap();
+    assert_ne!(read_back(&right, &target, base, 8).await, b"FORGED!!");
     let src = right.allocate_managed_buffer(4096).await.unwrap();
     src.write_at(0, b"token ok");
     right

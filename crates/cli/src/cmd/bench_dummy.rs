@@ -130,7 +130,14 @@ async fn measure(
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let own = match &args.master {
         Some(_) => None,
-        None => Some(OwnCluster::start(0).await?),
+        None => {
+            // A fresh credential for the bench's own cluster, passed on to
+            // the `mooncake up` child (and this process's clients) through
+            // the environment, unless one is set there already.
+            let (mode, _) = super::auth::AuthArgs::default().install_or_generate()?;
+            let insecure = matches!(mode, mooncake_security::AuthMode::Insecure);
+            Some(OwnCluster::start(0, insecure).await?)
+        }
     };
     let (master, metadata) = match (&args.master, &args.metadata, &own) {
         (Some(m), Some(d), _) => (m.clone(), d.clone()),

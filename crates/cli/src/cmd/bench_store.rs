@@ -66,6 +66,10 @@ pub struct Args {
     /// cluster: it reads the `mooncake up` child's RSS).
     #[arg(long, conflicts_with = "master")]
     pub master_memory: Option<u64>,
+    /// `--cluster-token` / `--insecure` (default for the bench's own
+    /// cluster: a fresh credential, shared with its `mooncake up` child).
+    #[command(flatten)]
+    pub auth: super::auth::AuthArgs,
 }
 
 /// One result row.
@@ -120,8 +124,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         bail!("need at least one client, value size and op");
     }
     let own = match &args.master {
-        Some(_) => None,
-        None => Some(OwnCluster::start(args.segment_size).await?),
+        Some(_) => {
+            args.auth.install()?;
+            None
+        }
+        None => {
+            // The child inherits the credential through the environment.
+            let (mode, _) = args.auth.install_or_generate()?;
+            let insecure = matches!(mode, mooncake_security::AuthMode::Insecure);
+            Some(OwnCluster::start(args.segment_size, insecure).await?)
+        }
     };
     let (master, metadata) = match (&args.master, &args.metadata, &own) {
         (Some(m), Some(d), _) => (m.clone(), d.clone()),
@@ -475,7 +487,9 @@ pub(crate) struct OwnCluster {
 }
 
 impl OwnCluster {
-    pub(crate) async fn start(segment: u64) -> anyhow::Result<OwnCluster> {
+    /// Start `mooncake up`; it takes this process's credential from the
+    /// environment, or runs `--insecure` when this bench does.
+    pub(crate) async fn start(segment: u64, insecure: bool) -> anyhow::Result<OwnCluster> {
         let mut cmd = std::process::Command::new(std::env::current_exe()?);
         cmd.args(["up", "--rpc-port", "0", "--metadata-port", "0"])
             .args([
@@ -484,7 +498,8 @@ impl OwnCluster {
                 "--segment-size",
                 &segment.to_string(),
             ])
-            .arg("--quiet");
+            .arg("--quiet")
+            .args(insecure.then_some("--insecure"));
         // Spawning and awaiting READY block (bounded: 60 s); panics carry the
         // child's stderr and come back here as an error.
         tokio::task::spawn_blocking(move || {

@@ -115,10 +115,19 @@ pub struct Args {
     /// measured in the same run).
     #[arg(long, default_value = "cpu", value_parser = gpu::parse_location)]
     pub location: gpu::Location,
+    /// `--cluster-token` / `--insecure` (default with `--mode both`: a fresh
+    /// credential for this run, so the measurement includes the handshake).
+    #[command(flatten)]
+    pub auth: super::auth::AuthArgs,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     validate(&args)?;
+    if args.mode == Mode::Both {
+        args.auth.install_or_generate()?;
+    } else {
+        args.auth.install()?;
+    }
     let mut report = match (args.protocol, args.mode) {
         (BenchProtocol::Memcpy, _) => run_memcpy(&args).await?,
         (_, Mode::Target) => return run_target(&args).await,
@@ -184,6 +193,7 @@ async fn start_engine(args: &Args, hostname: &str) -> anyhow::Result<Arc<Transfe
     config.local_hostname = hostname.to_string();
     config.metadata_server = args.metadata.clone();
     config.protocols = protocols(args.protocol);
+    args.auth.apply_to_engine(&mut config);
     TransferEngine::start(config)
         .await
         .with_context(|| format!("starting a transfer engine as {hostname}"))

@@ -33,10 +33,17 @@ pub struct ConnArgs {
     /// Transport between hosts.
     #[arg(long)]
     pub protocol: Option<String>,
+    /// `--cluster-token` / `--insecure`.
+    #[command(flatten)]
+    #[serde(skip)]
+    pub auth: super::auth::AuthArgs,
 }
 
 impl ConnArgs {
+    /// The store client's settings; installs the credential first
+    /// ([`super::auth::AuthArgs::install`]).
     pub fn config(&self) -> anyhow::Result<ClientConfig> {
+        self.auth.install()?;
         Ok(ClientConfig::load(&ClientConfig::default(), None, self)?)
     }
 }

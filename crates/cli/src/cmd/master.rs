@@ -22,7 +22,7 @@ pub struct Args {
     #[arg(long)]
     #[serde(skip)]
     pub config: Option<PathBuf>,
-    /// RPC bind address.
+    /// RPC bind address [default: 127.0.0.1; 0.0.0.0 for every interface].
     #[arg(long = "rpc_address")]
     pub rpc_address: Option<String>,
     /// RPC port.
@@ -57,13 +57,13 @@ pub struct Args {
     /// Port of the embedded metadata server.
     #[arg(long = "http_metadata_server_port")]
     pub http_metadata_server_port: Option<u16>,
-    /// Bind address of the embedded metadata server.
+    /// Bind address of the embedded metadata server [default: 127.0.0.1].
     #[arg(long = "http_metadata_server_host")]
     pub http_metadata_server_host: Option<String>,
     /// Port of /metrics, /health and the admin views.
     #[arg(long = "metrics_port")]
     pub metrics_port: Option<u16>,
-    /// Bind address of the metrics HTTP server.
+    /// Bind address of the metrics HTTP server [default: 127.0.0.1].
     #[arg(long = "metrics_host")]
     pub metrics_host: Option<String>,
     /// Seconds before an unfinished put_start is released.
@@ -121,6 +121,9 @@ pub struct Args {
     #[serde(skip)]
     #[arg(long = "root_fs_dir", hide = true)]
     pub root_fs_dir: Option<String>,
+    /// `--cluster-token` / `--insecure`.
+    #[command(flatten)]
+    pub auth: super::auth::AuthArgs,
 }
 
 impl Args {
@@ -146,6 +149,7 @@ impl Args {
 
 /// Run the master until Ctrl-C or SIGTERM.
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    args.auth.install()?;
     let cfg = args.to_config()?;
     let srv = MasterServer::start(cfg.clone()).await?;
     let http = srv.http_addr();

@@ -1,4 +1,5 @@
 //! One module per subcommand.
+pub mod auth;
 pub mod bench_cache;
 pub mod bench_dummy;
 pub mod bench_failover;

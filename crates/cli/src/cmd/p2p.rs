@@ -55,6 +55,9 @@ pub struct Common {
     /// Holder records expire this long after a crash (e.g. 10s, 500ms).
     #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = parse_duration)]
     pub ttl: Duration,
+    /// `--cluster-token` / `--insecure`.
+    #[command(flatten)]
+    pub auth: super::auth::AuthArgs,
 }
 
 #[derive(clap::Args, Debug)]
@@ -125,6 +128,7 @@ pub struct RmArgs {
 }
 
 async fn start_node(common: &Common, config: P2pConfig) -> anyhow::Result<P2pStore> {
+    common.auth.install()?;
     let mut engine_config = TransferEngineConfig {
         local_hostname: common.local_hostname.clone(),
         metadata_server: common.metadata.clone(),
@@ -133,6 +137,7 @@ async fn start_node(common: &Common, config: P2pConfig) -> anyhow::Result<P2pSto
     };
     engine_config.apply_env()?;
     engine_config.metadata_server = common.metadata.clone();
+    common.auth.apply_to_engine(&mut engine_config);
     let engine = TransferEngine::start(engine_config)
         .await
         .context("starting the transfer engine")?;

@@ -67,12 +67,16 @@ pub struct Args {
     #[arg(long = "device_name", alias = "device-name", default_value = "")]
     #[serde(skip)]
     pub device_name: String,
+    /// `--cluster-token` / `--insecure`.
+    #[command(flatten)]
+    pub auth: super::auth::AuthArgs,
 }
 
 impl Args {
     /// The store client's settings: defaults, then the file, the
     /// environment, the flags.
     pub fn client_config(&self) -> anyhow::Result<ClientConfig> {
+        self.auth.install()?;
         Ok(ClientConfig::load(
             &defaults(),
             self.config.as_deref(),

@@ -30,9 +30,10 @@ pub struct Args {
     /// Enabled transports, comma-separated (tcp,shm).
     #[arg(long = "protocol", value_name = "PROTOCOL", value_delimiter = ',')]
     pub protocols: Option<Vec<Protocol>>,
-    /// Cluster token peers must present.
-    #[arg(long = "token", value_name = "TOKEN")]
-    pub cluster_token: Option<String>,
+    /// `--cluster-token` (alias `--token`) / `--insecure`.
+    #[command(flatten)]
+    #[serde(skip)]
+    pub auth: super::auth::AuthArgs,
     /// TOML file with a TransferEngineConfig.
     #[arg(long)]
     #[serde(skip)]
@@ -49,11 +50,9 @@ pub fn defaults() -> TransferEngineConfig {
 
 /// [`defaults`] < `--config` < environment < flags.
 fn build_config(args: &Args) -> anyhow::Result<TransferEngineConfig> {
-    Ok(TransferEngineConfig::load(
-        &defaults(),
-        args.config.as_deref(),
-        args,
-    )?)
+    let mut config = TransferEngineConfig::load(&defaults(), args.config.as_deref(), args)?;
+    args.auth.apply_to_engine(&mut config);
+    Ok(config)
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {
@@ -66,6 +65,7 @@ async fn wait_for_signal() -> anyhow::Result<()> {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    args.auth.install()?;
     let config = build_config(&args)?;
     let engine = TransferEngine::start(config)
         .await

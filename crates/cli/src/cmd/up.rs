@@ -18,9 +18,13 @@ use std::io::Write;
 use anyhow::Context;
 use mooncake_master::MasterConfig;
 use mooncake_master::MasterServer;
+use mooncake_security::credential::{TOKEN_ENV, TOKEN_FILE_ENV};
+use mooncake_security::AuthMode;
 use mooncake_store::client::{Client, ClientConfig};
 
 use mooncake_config::{format_size, parse_size, NoFlags};
+
+use super::auth::TokenFile;
 
 use super::store_node::wait_for_shutdown;
 
@@ -57,6 +61,14 @@ pub struct Args {
     /// the metadata server.
     #[arg(long, value_name = "N")]
     pub ha: Option<usize>,
+    /// `--cluster-token` / `--insecure`; with neither (and nothing in the
+    /// environment) a fresh credential is generated into a 0600 file.
+    #[command(flatten)]
+    pub auth: super::auth::AuthArgs,
+    /// Write the cluster credential to this file (mode 0600) instead of a
+    /// fresh private directory.
+    #[arg(long)]
+    pub token_file: Option<std::path::PathBuf>,
 }
 
 /// Fail early, naming the port and the flag that moves it, when a fixed port is taken
@@ -98,9 +110,66 @@ pub fn default_segment_size() -> u64 {
     ((avail / 4).min(DEFAULT_SEGMENT_CAP) / 4096 * 4096).max(64 << 20)
 }
 
+/// Resolve the cluster's credential (generating one when none is given)
+/// and write the file clients read, when `up` made or was asked for one.
+pub(crate) fn cluster_credential(args: &Args) -> anyhow::Result<Option<TokenFile>> {
+    let (mode, generated) = args.auth.install_or_generate()?;
+    match mode {
+        AuthMode::Required(c) if generated || args.token_file.is_some() => {
+            Ok(Some(TokenFile::create(&c, args.token_file.as_deref())?))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// The READY fields both `up` and `up --ha` announce: where clients connect and, when
+/// `up` wrote one, the credential file (`MOONCAKE_CLUSTER_TOKEN_FILE`).
+pub(crate) fn ready_fields(
+    master: &str,
+    metadata: &str,
+    status: &str,
+    segment: &str,
+    token_file: &Option<TokenFile>,
+) -> serde_json::Value {
+    let mut v = serde_json::json!({
+        "master": master,
+        "metadata": metadata,
+        "status": status,
+        "segment": segment,
+    });
+    if let Some(f) = token_file {
+        v["token_file"] = f.path().display().to_string().into();
+    }
+    v
+}
+
+/// How clients get the credential (printed unless `--quiet`).
+pub(crate) fn print_credential_hint(
+    out: &mut impl Write,
+    f: &Option<TokenFile>,
+) -> std::io::Result<()> {
+    match f {
+        Some(f) => {
+            writeln!(out, "  credential:      {} (mode 0600)", f.path().display())?;
+            writeln!(out)?;
+            writeln!(out, "Clients prove the cluster credential; give it to them with")?;
+            writeln!(
+                out,
+                "  export {TOKEN_FILE_ENV}={}    (or {TOKEN_ENV}=<token>, or --cluster-token)",
+                f.path().display()
+            )
+        }
+        None => writeln!(
+            out,
+            "  credential:      from --cluster-token / {TOKEN_ENV} / {TOKEN_FILE_ENV} (or none: --insecure)"
+        ),
+    }
+}
+
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    let token_file = cluster_credential(&args)?;
     if let Some(n) = args.ha {
-        return super::up_ha::run(args, n).await;
+        return super::up_ha::run(args, n, token_file).await;
     }
     check_ports_free(&args)?;
     // Master settings: defaults < --config < MOONCAKE_MASTER_*; up's own flags below win.
@@ -131,6 +200,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         writeln!(out, "  master (rpc):    {master_addr}")?;
         writeln!(out, "  metadata:        {metadata}")?;
         writeln!(out, "  status page:     {status}   (/metrics, /health)")?;
+        print_credential_hint(&mut out, &token_file)?;
         if node.is_some() {
             writeln!(
                 out,
@@ -164,12 +234,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     drop(out);
     super::ready::announce(
         "up",
-        serde_json::json!({
-            "master": master_addr,
-            "metadata": metadata,
-            "status": status,
-            "segment": segment,
-        }),
+        ready_fields(&master_addr, &metadata, &status, &segment, &token_file),
     )?;
 
     wait_for_shutdown().await;

@@ -122,7 +122,11 @@ impl LocalEtcd {
     }
 }
 
-pub async fn run(args: Args, n: usize) -> anyhow::Result<()> {
+pub async fn run(
+    args: Args,
+    n: usize,
+    token_file: Option<super::auth::TokenFile>,
+) -> anyhow::Result<()> {
     if n == 0 {
         bail!("--ha needs at least one master");
     }
@@ -164,6 +168,7 @@ pub async fn run(args: Args, n: usize) -> anyhow::Result<()> {
             )?;
         }
         writeln!(out, "  metadata:        {metadata}")?;
+        super::up::print_credential_hint(&mut out, &token_file)?;
         if node.is_some() {
             writeln!(
                 out,
@@ -191,14 +196,13 @@ pub async fn run(args: Args, n: usize) -> anyhow::Result<()> {
         .collect();
     super::ready::announce(
         "up",
-        serde_json::json!({
-            "master": master_addr,
-            "metadata": metadata,
-            "status": status,
-            "segment": segment,
-            "etcd": etcd.endpoint,
-            "masters": each,
-        }),
+        {
+            let mut v =
+                super::up::ready_fields(&master_addr, &metadata, &status, &segment, &token_file);
+            v["etcd"] = etcd.endpoint.clone().into();
+            v["masters"] = each.into();
+            v
+        },
     )?;
     wait_for_shutdown().await;
     if let Some(n) = node {

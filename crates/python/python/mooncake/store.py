@@ -98,6 +98,9 @@ def _dict_args(config: Dict[str, Any]) -> Dict[str, Any]:
         master_server_addr=pick(
             "master_server_addr", "master_server_address", default=os.getenv("MOONCAKE_MASTER", "127.0.0.1:50051")
         ),
+        # None: MC_CLUSTER_TOKEN / MOONCAKE_CLUSTER_TOKEN_FILE (read natively).
+        cluster_token=pick("cluster_token"),
+        insecure=bool(pick("insecure", default=False)),
     )
 
 

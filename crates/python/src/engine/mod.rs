@@ -132,6 +132,22 @@ fn protocols_for(protocol: &str) -> Result<Vec<Protocol>, TransferError> {
     Ok(list)
 }
 
+/// The credential keywords of `initialize` (`cluster_token`, `insecure`);
+/// absent, the engine takes the credential from the environment.
+struct PyAuth {
+    cluster_token: Option<String>,
+    insecure: bool,
+}
+
+impl PyAuth {
+    fn apply(&self, cfg: &mut TransferEngineConfig) {
+        if let Some(t) = &self.cluster_token {
+            cfg.cluster_token = Some(t.clone());
+        }
+        cfg.insecure |= self.insecure;
+    }
+}
+
 impl PyTransferEngine {
     fn active(&self) -> Option<Arc<Active>> {
         self.active.lock().clone()
@@ -144,6 +160,7 @@ impl PyTransferEngine {
         conn: String,
         protocol: &str,
         device_name: &str,
+        auth: &PyAuth,
     ) -> Result<(), String> {
         let mut cfg = TransferEngineConfig {
             rdma_devices: device_name
@@ -158,6 +175,7 @@ impl PyTransferEngine {
         cfg.local_hostname = local_hostname.trim().to_string();
         cfg.metadata_server = conn;
         cfg.protocols = protocols_for(protocol).map_err(|e| e.to_string())?;
+        auth.apply(&mut cfg);
         let pool_size = pool_size_from_env()?;
         let (engine, pool) = block_on(py, async move {
             let engine = runtime()
@@ -199,6 +217,7 @@ impl PyTransferEngine {
     }
 
     /// `init_inner` as the reference reports it: 0, or -1 after logging.
+    #[allow(clippy::too_many_arguments)]
     fn init_status(
         &self,
         py: Python<'_>,
@@ -207,8 +226,9 @@ impl PyTransferEngine {
         conn: String,
         protocol: &str,
         device_name: &str,
+        auth: &PyAuth,
     ) -> i32 {
-        match self.init_inner(py, local_hostname, conn, protocol, device_name) {
+        match self.init_inner(py, local_hostname, conn, protocol, device_name, auth) {
             Ok(()) => 0,
             Err(e) => {
                 log::error(py, &format!("TransferEngine.{what}: {e}"));
@@ -236,7 +256,12 @@ impl PyTransferEngine {
     /// Start the engine as segment `local_hostname` ("host" or "host:port")
     /// publishing to `metadata_server` ("http://..", "etcd://..", "host:port"
     /// = etcd, "redis://..", "P2PHANDSHAKE"). 0 on success, -1 on failure.
-    #[pyo3(signature = (local_hostname, metadata_server, protocol = "tcp", device_name = ""))]
+    /// `cluster_token` (default: `MC_CLUSTER_TOKEN` /
+    /// `MOONCAKE_CLUSTER_TOKEN_FILE`) is the credential peers prove;
+    /// `insecure=True` runs without one (logged as a warning).
+    #[pyo3(signature = (local_hostname, metadata_server, protocol = "tcp", device_name = "",
+        *, cluster_token = None, insecure = false))]
+    #[allow(clippy::too_many_arguments)]
     fn initialize(
         &self,
         py: Python<'_>,
@@ -244,6 +269,8 @@ impl PyTransferEngine {
         metadata_server: &str,
         protocol: &str,
         device_name: &str,
+        cluster_token: Option<String>,
+        insecure: bool,
     ) -> i32 {
         let conn = metadata_server.trim().to_string();
         self.init_status(
@@ -253,12 +280,18 @@ impl PyTransferEngine {
             conn,
             protocol,
             device_name,
+            &PyAuth {
+                cluster_token,
+                insecure,
+            },
         )
     }
 
     /// `initialize` with the metadata backend named apart ("etcd", "redis",
     /// "http") for a `metadata_server` given without a scheme.
-    #[pyo3(signature = (local_hostname, metadata_server, protocol, device_name, metadata_type))]
+    #[pyo3(signature = (local_hostname, metadata_server, protocol, device_name, metadata_type,
+        *, cluster_token = None, insecure = false))]
+    #[allow(clippy::too_many_arguments)]
     fn initialize_ext(
         &self,
         py: Python<'_>,
@@ -267,6 +300,8 @@ impl PyTransferEngine {
         protocol: &str,
         device_name: &str,
         metadata_type: &str,
+        cluster_token: Option<String>,
+        insecure: bool,
     ) -> i32 {
         let conn = conn_string(metadata_server, metadata_type);
         self.init_status(
@@ -276,6 +311,10 @@ impl PyTransferEngine {
             conn,
             protocol,
             device_name,
+            &PyAuth {
+                cluster_token,
+                insecure,
+            },
         )
     }
 

@@ -193,7 +193,7 @@ impl PyStore {
     #[pyo3(signature = (local_hostname, metadata_server, global_segment_size = None, local_buffer_size = None,
         protocol = "tcp", rdma_devices = "", master_server_addr = "127.0.0.1:50051", engine = None,
         enable_ssd_offload = false, ssd_offload_path = "", tenant_id = "default",
-        enable_client_http_server = false, client_http_port = 9300))]
+        enable_client_http_server = false, client_http_port = 9300, cluster_token = None, insecure = false))]
     #[allow(clippy::too_many_arguments)]
     fn _setup_positional(
         &self,
@@ -211,6 +211,8 @@ impl PyStore {
         tenant_id: &str,
         enable_client_http_server: bool,
         client_http_port: u16,
+        cluster_token: Option<String>,
+        insecure: bool,
     ) -> i64 {
         let _ = (rdma_devices, ssd_offload_path, tenant_id, client_http_port);
         if engine.is_some_and(|e| !e.is_none()) {
@@ -243,6 +245,10 @@ impl PyStore {
             protocol: protocol.to_string(),
             master_server_addr: master_server_addr.to_string(),
         };
+        if let Err(e) = setup::install_credential(cluster_token.as_deref(), insecure) {
+            log::error(py, &format!("setup: {e}"));
+            return i64::from(CODE_INVALID_PARAMS);
+        }
         let cfg = match setup::client_config(&args) {
             Ok(c) => c,
             Err(e) => {

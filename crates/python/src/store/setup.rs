@@ -21,6 +21,27 @@ pub struct SetupArgs {
     pub master_server_addr: String,
 }
 
+/// The `cluster_token` / `insecure` keywords of `setup`: with neither, the
+/// credential comes from `MC_CLUSTER_TOKEN` / `MOONCAKE_CLUSTER_TOKEN_FILE`.
+/// The store's engine and metadata client read the credential from the
+/// environment, so a token given here is exported to this process's
+/// environment (and `insecure` clears it): it applies to the whole process.
+pub fn install_credential(cluster_token: Option<&str>, insecure: bool) -> Result<(), String> {
+    use mooncake_security::credential::{ADMIN_TOKEN_ENV, TOKEN_ENV, TOKEN_FILE_ENV};
+    if insecure {
+        tracing::warn!("store set up without authentication (insecure=True)");
+        for k in [TOKEN_ENV, ADMIN_TOKEN_ENV, TOKEN_FILE_ENV] {
+            std::env::remove_var(k);
+        }
+        return Ok(());
+    }
+    if let Some(t) = cluster_token {
+        let c = mooncake_security::Credential::from_token(t).map_err(|e| e.to_string())?;
+        std::env::set_var(TOKEN_ENV, c.expose_token());
+    }
+    Ok(())
+}
+
 /// `host` → `host:port` with a free port from the reference's range;
 /// `host:port` (and `[v6]:port`) unchanged, except that with `busy_ok` a port
 /// that is already bound

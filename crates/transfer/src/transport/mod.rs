@@ -86,6 +86,9 @@ pub struct TransportContext {
     pub registry: Arc<MemoryRegistry>,
     /// Identifies this host (and pid namespace); equal ids ⇒ same host.
     pub host_id: String,
+    /// How connections to peers' RPC ports authenticate
+    /// ([`TransferEngineConfig::auth_mode`], resolved once at start).
+    pub auth: mooncake_security::AuthMode,
 }
 
 /// A way of moving bytes between local memory and a peer segment.

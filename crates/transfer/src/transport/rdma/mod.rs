@@ -444,7 +444,7 @@ impl RdmaTransport {
                 &peer.name,
                 &peer.rpc_host,
                 peer.rpc_port,
-                self.ctx.config.cluster_token.as_deref(),
+                &self.ctx.auth,
                 timeout,
             )
             .await?;

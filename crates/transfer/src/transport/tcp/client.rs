@@ -1,20 +1,23 @@
 //! Client side of the tcp transport: one connection's request/response
 //! exchange, and the P2P descriptor fetch.
 //!
-//! Invariants: a `Conn` is used by one slice at a time; after any I/O or
+//! Invariants: a `Conn` exists only after the mutual handshake
+//! ([`mooncake_security::handshake`]) succeeded: the peer proved the cluster
+//! secret (or both sides run insecure). A `Conn` is used by one slice at a time; after any I/O or
 //! framing error it is dropped (never returned to the pool), so a
 //! half-consumed stream is never reused. Refusals (typed statuses) leave the
 //! stream in sync and the connection reusable.
 
 use std::time::Duration;
 
+use mooncake_security::{handshake, AuthMode, SecurityError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::frame::{
     Op, RequestHeader, ResponseHeader, Status, MAX_DESCRIPTOR_LEN, MAX_RPC_LEN, RESPONSE_HEADER_LEN,
 };
-use super::{tune_socket, write_all_two};
+use super::{tune_socket, write_all_two, HANDSHAKE_SERVICE};
 use crate::cuda::staging;
 use crate::descriptor::SegmentDescriptor;
 use crate::TransferError;
@@ -34,33 +37,43 @@ fn unreachable(segment: &str, e: impl std::fmt::Display) -> TransferError {
     }
 }
 
+/// Authentication failures are permanent ([`TransferError::TokenMismatch`]);
+/// a handshake that broke off is an unreachable peer (retried elsewhere).
+fn auth_error(segment: &str, e: SecurityError) -> TransferError {
+    match e {
+        SecurityError::Refused(_)
+        | SecurityError::CredentialRequired
+        | SecurityError::PeerInsecure => TransferError::TokenMismatch(format!("{segment}: {e}")),
+        SecurityError::Malformed(_) => {
+            TransferError::Protocol(format!("{segment} is not a Mooncake RPC port: {e}"))
+        }
+        other => unreachable(segment, other),
+    }
+}
+
 impl Conn {
-    /// Connect and present the cluster token.
+    /// Connect and run the mutual handshake (both sides prove the cluster
+    /// secret; an insecure client only talks to an insecure server).
     pub async fn connect(
         segment: &str,
         host: &str,
         port: u16,
-        token: Option<&str>,
+        auth: &AuthMode,
         timeout: Duration,
     ) -> Result<Conn, TransferError> {
         let fut = async {
-            let stream = TcpStream::connect((host, port))
+            let mut stream = TcpStream::connect((host, port))
                 .await
                 .map_err(|e| unreachable(segment, e))?;
             tune_socket(&stream);
-            let mut conn = Conn {
+            handshake::connect(&mut stream, auth, HANDSHAKE_SERVICE, timeout)
+                .await
+                .map_err(|e| auth_error(segment, e))?;
+            Ok(Conn {
                 stream,
                 next_id: 1,
                 segment: segment.to_string(),
-            };
-            let token = token.unwrap_or("").as_bytes();
-            let resp = conn.call(Op::Hello, 0, token).await?;
-            if resp.len != 0 {
-                return Err(TransferError::Protocol(
-                    "Hello answered with a payload".into(),
-                ));
-            }
-            Ok(conn)
+            })
         };
         tokio::time::timeout(timeout, fut)
             .await
@@ -254,10 +267,10 @@ pub async fn fetch_descriptor(
     segment: &str,
     host: &str,
     port: u16,
-    token: Option<&str>,
+    auth: &AuthMode,
     timeout: Duration,
 ) -> Result<SegmentDescriptor, TransferError> {
-    let mut conn = Conn::connect(segment, host, port, token, timeout).await?;
+    let mut conn = Conn::connect(segment, host, port, auth, timeout).await?;
     let desc = tokio::time::timeout(timeout, conn.descriptor())
         .await
         .map_err(|_| unreachable(segment, "descriptor exchange timed out"))??;

@@ -1,11 +1,14 @@
 //! Wire format of the tcp transport and the RPC port (pure encode/decode).
 //!
+//! A connection starts with the handshake of [`mooncake_security::handshake`]
+//! (service `"transfer"`); frames follow only once it succeeded.
+//!
 //! Every request starts with a 32-byte header, every response with a 24-byte
 //! header, all little-endian:
 //!
 //! ```text
 //! request:  magic u32 | version u8 | op u8 | flags u16 | id u64 | addr u64 | len u64
-//!           followed by `len` payload bytes for Write and Hello
+//!           followed by `len` payload bytes for Write and TransportRpc
 //! response: magic u32 | version u8 | status u8 | reserved u16 | id u64 | len u64
 //!           followed by `len` payload bytes (Read data, descriptor JSON)
 //! ```
@@ -21,8 +24,6 @@ pub const REQUEST_HEADER_LEN: usize = 32;
 pub const RESPONSE_HEADER_LEN: usize = 24;
 /// Largest payload of one Read/Write frame.
 pub const MAX_DATA_LEN: u64 = 1 << 30;
-/// Largest Hello payload (the cluster token).
-pub const MAX_HELLO_LEN: u64 = 4096;
 /// Largest transport-specific RPC payload (request or reply).
 pub const MAX_RPC_LEN: u64 = 64 << 10;
 /// Largest descriptor a client accepts.
@@ -32,9 +33,7 @@ pub const MAX_DESCRIPTOR_LEN: u64 = 64 << 20;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Op {
-    /// Payload: the cluster token (may be empty). Must come first when the
-    /// server requires a token.
-    Hello = 1,
+    // 1 was Hello (a plain token on the wire), replaced by the handshake.
     /// Read `len` bytes at `addr`; the response carries them.
     Read = 2,
     /// Write the `len` payload bytes at `addr`.
@@ -119,7 +118,6 @@ impl RequestHeader {
     pub fn decode(b: &[u8; REQUEST_HEADER_LEN]) -> Result<Self, FrameError> {
         check_prefix(b)?;
         let op = match b[5] {
-            1 => Op::Hello,
             2 => Op::Read,
             3 => Op::Write,
             4 => Op::GetDescriptor,
@@ -133,7 +131,6 @@ impl RequestHeader {
             len: u64_at(b, 24),
         };
         let max = match op {
-            Op::Hello => MAX_HELLO_LEN,
             Op::Read | Op::Write => MAX_DATA_LEN,
             Op::GetDescriptor => 0,
             Op::TransportRpc => MAX_RPC_LEN,
@@ -178,6 +175,33 @@ impl ResponseHeader {
     }
 }
 
+/// Fuzz entry point (cargo-fuzz target `transfer_frame` and the bounded
+/// stable test): decode `data` as request and response headers; a decoded
+/// request must respect its op's length limit and re-encode to the same
+/// bytes. Panics only if an invariant is broken.
+pub fn fuzz_decode(data: &[u8]) {
+    if data.len() >= REQUEST_HEADER_LEN {
+        let mut b = [0u8; REQUEST_HEADER_LEN];
+        b.copy_from_slice(&data[..REQUEST_HEADER_LEN]);
+        if let Ok(h) = RequestHeader::decode(&b) {
+            let max = match h.op {
+                Op::Read | Op::Write => MAX_DATA_LEN,
+                Op::GetDescriptor => 0,
+                Op::TransportRpc => MAX_RPC_LEN,
+            };
+            assert!(h.len <= max, "decoded a request beyond its limit");
+            assert_eq!(RequestHeader::decode(&h.encode()), Ok(h));
+        }
+    }
+    if data.len() >= RESPONSE_HEADER_LEN {
+        let mut b = [0u8; RESPONSE_HEADER_LEN];
+        b.copy_from_slice(&data[..RESPONSE_HEADER_LEN]);
+        if let Ok(h) = ResponseHeader::decode(&b) {
+            assert_eq!(ResponseHeader::decode(&h.encode()), Ok(h));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -218,12 +242,15 @@ mod tests {
             RequestHeader::decode(&huge.encode()),
             Err(FrameError::TooLong { .. })
         ));
-        let hello = RequestHeader {
-            op: Op::Hello,
-            len: MAX_HELLO_LEN + 1,
+        let rpc = RequestHeader {
+            op: Op::TransportRpc,
+            len: MAX_RPC_LEN + 1,
             ..h
         };
-        assert!(RequestHeader::decode(&hello.encode()).is_err());
+        assert!(RequestHeader::decode(&rpc.encode()).is_err());
+        let mut hello = h.encode();
+        hello[5] = 1;
+        assert_eq!(RequestHeader::decode(&hello), Err(FrameError::BadOp(1)));
     }
 
     #[test]
@@ -236,10 +263,7 @@ mod tests {
             if rng.gen_bool(0.5) {
                 b[0..5].copy_from_slice(&[b'M', b'C', b'T', b'E', VERSION]);
             }
-            let _ = RequestHeader::decode(&b);
-            let mut r = [0u8; RESPONSE_HEADER_LEN];
-            r.copy_from_slice(&b[..RESPONSE_HEADER_LEN]);
-            let _ = ResponseHeader::decode(&r);
+            fuzz_decode(&b);
         }
     }
 }

@@ -7,6 +7,11 @@
 //! memory (either side) is staged through pinned host chunks by
 //! [`crate::cuda::staging`], double-buffered against the socket.
 //!
+//! Every connection starts with the mutual handshake of
+//! [`mooncake_security::handshake`] (service [`HANDSHAKE_SERVICE`]); the
+//! server side bounds connections, idle time and buffered bytes
+//! ([`server::ServerLimits`]).
+//!
 //! Invariants: at most `connections_per_peer` connections per peer exist;
 //! slices beyond that wait (fairly) for a free one. A connection that saw an
 //! I/O error is dropped; `forget_peer` drops all idle ones. A pool belongs
@@ -31,6 +36,10 @@ use super::{SharedTransport, Slice, Transport, TransportContext};
 use crate::descriptor::SegmentDescriptor;
 use crate::{Opcode, Protocol, TransferError};
 use client::Conn;
+
+/// Service name both ends bind into the handshake's HMAC: a proof made
+/// for another Mooncake service (master RPC, real client) is refused here.
+pub const HANDSHAKE_SERVICE: &str = "transfer";
 
 /// Socket buffer size requested on both ends (bytes) unless
 /// `MC_TCP_SOCKET_BUFFER` says otherwise; 0 leaves the kernel's autotuning.
@@ -166,7 +175,7 @@ impl Transport for TcpTransport {
                     &peer.name,
                     &pool.host,
                     pool.port,
-                    self.ctx.config.cluster_token.as_deref(),
+                    &self.ctx.auth,
                     self.ctx.config.connect_timeout,
                 )
                 .await?
