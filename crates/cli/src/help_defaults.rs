@@ -5,8 +5,8 @@
 
 use clap::Command;
 use mooncake_config::format_size;
+use mooncake_master::MasterConfig;
 use mooncake_store::client::ClientConfig;
-use mooncake_store::MasterConfig;
 use serde::Serialize;
 use serde_json::Value;
 

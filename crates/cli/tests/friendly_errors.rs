@@ -2,23 +2,18 @@
 //! non-zero exit: a missing key, a port already taken (with the flag that moves it), a bad flag
 //! value. `mooncake client` prints no logs unless `-v`.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Output, Stdio};
+use mooncake_testkit::Proc;
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-/// Kills the child on drop so a failing test leaves no server behind.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+fn mooncake(args: &[&str]) -> Output {
+    mooncake_env(args, &[])
 }
 
-fn mooncake(args: &[&str]) -> Output {
+fn mooncake_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_mooncake"))
         .args(args)
+        .envs(env.iter().copied())
         .env_remove("MOONCAKE_LOG")
         .env_remove("RUST_LOG")
         .env("RUST_BACKTRACE", "1")
@@ -35,55 +30,20 @@ fn stderr_lines(o: &Output) -> Vec<String> {
         .collect()
 }
 
-/// The master address and metadata URL from `mooncake up`'s READY line (`READY k=v ...`
-/// or the one-object JSON form).
-fn ready_fields(line: &str) -> Option<(String, String)> {
-    let t = line.trim();
-    if let Some(rest) = t.strip_prefix("READY ") {
-        let field = |name: &str| {
-            rest.split_whitespace()
-                .find_map(|w| w.strip_prefix(name)?.strip_prefix('='))
-                .map(str::to_string)
-        };
-        return Some((field("master")?, field("metadata")?));
-    }
-    let v: serde_json::Value = serde_json::from_str(t).ok()?;
-    v.get("ready")?;
-    Some((
-        v.get("master")?.as_str()?.to_string(),
-        v.get("metadata")?.as_str()?.to_string(),
-    ))
-}
-
 #[test]
 fn missing_key_is_one_line_and_client_logs_are_quiet() {
-    let mut up = Guard(
-        Command::new(env!("CARGO_BIN_EXE_mooncake"))
-            .args([
-                "up",
-                "--rpc-port=0",
-                "--metadata-port=0",
-                "--metrics-port=0",
-                "--segment-size=16MiB",
-                "--quiet",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn mooncake up"),
-    );
-    let stdout = up.0.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(f) = ready_fields(&line) {
-                let _ = tx.send(f);
-            }
-        }
-    });
-    let (master, metadata) = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("mooncake up prints its READY line");
+    let mut up = Proc::mooncake(&[
+        "up",
+        "--rpc-port=0",
+        "--metadata-port=0",
+        "--metrics-port=0",
+        "--segment-size=16MiB",
+        "--quiet",
+    ]);
+    let ready = up.ready(Duration::from_secs(60));
+    let (master, metadata) = (ready.str("master"), ready.str("metadata"));
+    // `up` generated the cluster credential; clients read it from this file.
+    let token_env = [("MOONCAKE_CLUSTER_TOKEN_FILE", ready.str("token_file"))];
     let conn = ["--master", &master, "--metadata", &metadata];
 
     let get = |extra: &[&str]| {
@@ -91,7 +51,7 @@ fn missing_key_is_one_line_and_client_logs_are_quiet() {
         a.extend_from_slice(extra);
         a.extend_from_slice(&conn);
         a.extend_from_slice(&["get", "nokey"]);
-        mooncake(&a)
+        mooncake_env(&a, &token_env)
     };
     let o = get(&[]);
     assert!(!o.status.success(), "a missing key fails");

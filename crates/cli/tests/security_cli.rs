@@ -5,9 +5,10 @@
 //! file, announces it on its READY line, and `mooncake client` processes
 //! given that file store and read back values. Each child is killed on drop.
 
-use std::io::{BufRead, BufReader, Write};
+use mooncake_testkit::Proc;
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const TOKEN: &str = "security-cli-test-token-0123456789";
@@ -17,45 +18,13 @@ const CREDENTIAL_VARS: [&str; 3] = [
     "MOONCAKE_CLUSTER_TOKEN_FILE",
 ];
 
+/// `mooncake` with no credential in its environment (tests add what they mean).
 fn mooncake() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_mooncake"));
+    let mut c = Proc::mooncake_command(&[]);
     for v in CREDENTIAL_VARS {
         c.env_remove(v);
     }
-    c.env("MOONCAKE_LOG", "warn");
     c
-}
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Spawn and return the first stdout line matching `pick` (bounded: 60 s).
-fn spawn_ready(cmd: &mut Command, pick: fn(&str) -> bool) -> (Killed, String) {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn mooncake");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if pick(&line) {
-                let _ = tx.send(line);
-            }
-        }
-    });
-    let child = Killed(child);
-    let line = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("ready line within 60 s");
-    (child, line)
 }
 
 fn initiator(segment: &str, extra: &[&str], env: &[(&str, &str)]) -> std::process::Output {
@@ -79,24 +48,23 @@ fn initiator(segment: &str, extra: &[&str], env: &[(&str, &str)]) -> std::proces
 
 #[test]
 fn segment_serves_only_initiators_holding_the_token() {
-    let (_seg, line) = spawn_ready(
-        mooncake().args([
-            "segment",
-            "--local-hostname",
-            "127.0.0.1:0",
-            "--metadata",
-            "P2PHANDSHAKE",
-            "--size",
-            "1MiB",
-            "--protocol",
-            "tcp",
-            "--cluster-token",
-            TOKEN,
-        ]),
-        |l| l.starts_with('{'),
-    );
-    let ready: serde_json::Value = serde_json::from_str(&line).unwrap();
-    let segment = ready["segment"].as_str().unwrap().to_string();
+    let mut cmd = mooncake();
+    cmd.args([
+        "segment",
+        "--local-hostname",
+        "127.0.0.1:0",
+        "--metadata",
+        "P2PHANDSHAKE",
+        "--size",
+        "1MiB",
+        "--protocol",
+        "tcp",
+        "--cluster-token",
+        TOKEN,
+    ]);
+    let mut seg = Proc::spawn(cmd);
+    let ready = seg.ready(Duration::from_secs(60));
+    let segment = ready.str("segment").to_string();
 
     let none = initiator(&segment, &["--insecure"], &[]);
     assert!(!none.status.success(), "no credential must be refused");
@@ -123,20 +91,13 @@ fn segment_serves_only_initiators_holding_the_token() {
 
 #[test]
 fn up_generates_a_private_credential_that_clients_use() {
-    let (mut up, line) = spawn_ready(
-        mooncake()
-            .args(["up", "--rpc-port", "0", "--metadata-port", "0"])
-            .args(["--metrics-port", "0", "--segment-size", "64MiB", "--quiet"]),
-        |l| l.starts_with("READY "),
-    );
-    let field = |name: &str| {
-        line.split_whitespace()
-            .find_map(|w| w.strip_prefix(name))
-            .unwrap_or_else(|| panic!("{name} in {line:?}"))
-            .to_string()
-    };
-    let (master, metadata, token_file) =
-        (field("master="), field("metadata="), field("token_file="));
+    let mut cmd = mooncake();
+    cmd.args(["up", "--rpc-port", "0", "--metadata-port", "0"])
+        .args(["--metrics-port", "0", "--segment-size", "64MiB", "--quiet"]);
+    let mut up = Proc::spawn(cmd);
+    let ready = up.ready(Duration::from_secs(60));
+    let field = |name: &str| ready.str(name).to_string();
+    let (master, metadata, token_file) = (field("master"), field("metadata"), field("token_file"));
     let mode = std::fs::metadata(&token_file).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600, "{token_file}");
 
@@ -159,16 +120,9 @@ fn up_generates_a_private_credential_that_clients_use() {
     assert_eq!(get.stdout, b"with the credential");
 
     // SIGTERM: `up` stops and removes the file it generated.
-    // SAFETY: plain syscall on our own child's pid.
-    unsafe {
-        libc::kill(up.0.id() as i32, libc::SIGTERM);
-    }
-    for _ in 0..200 {
-        if up.0.try_wait().unwrap().is_some() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert!(up.0.try_wait().unwrap().is_some(), "up stopped on SIGTERM");
+    assert!(
+        up.terminate(Duration::from_secs(10)).is_some(),
+        "up stopped on SIGTERM"
+    );
     assert!(!std::path::Path::new(&token_file).exists());
 }

@@ -7,8 +7,12 @@ use std::time::Duration;
 
 use mooncake_testkit::{mooncake_bin, Proc};
 
+/// The cluster credential file `up` generated (its READY line's `token_file`).
+static TOKEN_FILE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
 fn client(master: &str, metadata: &str, args: &[&str], stdin: Option<&[u8]>) -> (bool, Vec<u8>) {
     let mut child = Command::new(mooncake_bin())
+        .envs(TOKEN_FILE.get().map(|f| ("MOONCAKE_CLUSTER_TOKEN_FILE", f)))
         .args(["client", "--master", master, "--metadata", metadata])
         .args(args)
         .env("MOONCAKE_LOG", "warn")
@@ -40,6 +44,7 @@ fn up_serves_terminal_clients_and_stops_on_sigterm() {
         "64MiB",
     ]);
     let ready = up.ready(Duration::from_secs(60));
+    TOKEN_FILE.set(ready.str("token_file").to_string()).unwrap();
     let banner = up.stdout_seen().join("\n");
     let (master, metadata, status) = (
         ready.str("master"),

@@ -565,6 +565,8 @@ async fn up_ha_starts_an_etcd_backed_cluster() {
         "--segment-size",
         "32MiB",
         "--quiet",
+        // This test's in-process client connects without a credential.
+        "--insecure",
     ]);
     let ready = up.ready(Duration::from_secs(60));
     let (master, metadata) = (ready.str("master"), ready.str("metadata"));

@@ -7,7 +7,8 @@
 
 mod cluster_common;
 
-use cluster_common::{Cluster, MasterOpts};
+use cluster_common::Clients;
+use mooncake_testkit::{Cluster, MasterOpts};
 use mooncake_store::client::{checksum_failures, Client, ClientError};
 use mooncake_store::{Replica, ReplicateConfig};
 use mooncake_transfer::{Opcode, TransferRequest};
@@ -42,7 +43,7 @@ async fn forge(outsider: &Client, replica: &Replica, junk: &[u8]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_replica_is_detected_and_another_replica_used() {
-    let cluster = Cluster::start(2, 16 << 20, MasterOpts::default()).await;
+    let cluster = Cluster::start(2, 16 << 20, MasterOpts::default());
     let client = cluster.client().await;
     let outsider = cluster.client().await;
     let value: Vec<u8> = (0..64 << 10).map(|i: u32| (i * 31 + 7) as u8).collect();
@@ -93,10 +94,10 @@ async fn forged_replica_is_detected_and_another_replica_used() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_clients_segment_cannot_be_unmounted_or_replaced() {
-    let cluster = Cluster::start(1, 16 << 20, MasterOpts::default()).await;
+    let cluster = Cluster::start(1, 16 << 20, MasterOpts::default());
     let outsider = cluster.client().await;
     let node = cluster.nodes[0].segment.clone();
-    let segs = cluster.admin("segments").await;
+    let segs = cluster.admin("segments");
     let owner = segs[0]["owner"].as_str().unwrap().to_string();
     assert!(owner.starts_with("client-"), "a label, not the id: {owner}");
     let m = outsider.master();
@@ -113,7 +114,7 @@ async fn another_clients_segment_cannot_be_unmounted_or_replaced() {
         m.mount_segment(guessed, &fake).await,
         Err(mooncake_store::ErrorCode::SegmentAlreadyExists)
     );
-    let segs = cluster.admin("segments").await;
+    let segs = cluster.admin("segments");
     assert_eq!(
         segs[0]["owner"].as_str().unwrap(),
         owner,

@@ -102,6 +102,10 @@ impl Cluster {
     ) -> Cluster {
         cmd.args(["up", "--rpc-port", "0", "--metadata-port", "0"])
             .args(["--metrics-port", "0", "--segment-size", "0", "--quiet"])
+            // The suites that use this cluster test the store, not the credential
+            // (crates/store/tests/cluster_security.rs and the cli security tests
+            // do): their in-process clients connect without one.
+            .arg("--insecure")
             .envs(opts.env());
         let mut master = Proc::spawn(cmd);
         let ready = master.ready(READY_LIMIT);
@@ -154,6 +158,7 @@ pub fn store_node(master: &str, metadata: &str, size: u64) -> (Proc, String) {
         metadata,
         "--segment-size",
         &size,
+        "--insecure",
     ]);
     let segment = p.ready(READY_LIMIT).str("segment").to_string();
     (p, segment)

@@ -9,9 +9,11 @@
 //! --cluster_id` runs it as one of several masters elected through etcd.
 
 use clap::builder::BoolishValueParser;
+use mooncake_master::clock::SystemClock;
 use mooncake_master::MasterConfig;
 use mooncake_master::MasterServer;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// Flags of `mooncake master` (reference names and spellings). They are the top layer of
 /// [`MasterConfig::load`], by field name: a flag that is not a `MasterConfig` field must be
@@ -123,6 +125,7 @@ pub struct Args {
     pub root_fs_dir: Option<String>,
     /// `--cluster-token` / `--insecure`.
     #[command(flatten)]
+    #[serde(skip)]
     pub auth: super::auth::AuthArgs,
 }
 
@@ -149,9 +152,9 @@ impl Args {
 
 /// Run the master until Ctrl-C or SIGTERM.
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    args.auth.install()?;
+    let auth = args.auth.install()?;
     let cfg = args.to_config()?;
-    let srv = MasterServer::start(cfg.clone()).await?;
+    let srv = MasterServer::start_with_auth(cfg.clone(), Arc::new(SystemClock), auth).await?;
     let http = srv.http_addr();
     eprintln!("mooncake master: rpc {}", srv.rpc_addr());
     if cfg.enable_ha {

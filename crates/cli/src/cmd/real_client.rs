@@ -69,6 +69,7 @@ pub struct Args {
     pub device_name: String,
     /// `--cluster-token` / `--insecure`.
     #[command(flatten)]
+    #[serde(skip)]
     pub auth: super::auth::AuthArgs,
 }
 

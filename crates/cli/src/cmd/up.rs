@@ -181,9 +181,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     cfg.enable_http_metadata_server = true;
     cfg.http_metadata_server_host = args.host.clone();
     cfg.http_metadata_server_port = args.metadata_port;
-    let master = MasterServer::start(cfg)
-        .await
-        .context("starting the master")?;
+    let master = MasterServer::start_with_auth(
+        cfg,
+        std::sync::Arc::new(mooncake_master::clock::SystemClock),
+        mooncake_store::protocol::auth_from_env()?,
+    )
+    .await
+    .context("starting the master")?;
     let master_addr = master.rpc_addr().to_string();
     let metadata = format!(
         "http://{}/metadata",

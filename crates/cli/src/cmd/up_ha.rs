@@ -144,9 +144,13 @@ pub async fn run(
         cfg.metrics_host = args.host.clone();
         cfg.metrics_port = port(args.metrics_port, i);
         masters.push(
-            MasterServer::start(cfg)
-                .await
-                .with_context(|| format!("starting master {i}"))?,
+            MasterServer::start_with_auth(
+                cfg,
+                std::sync::Arc::new(mooncake_master::clock::SystemClock),
+                mooncake_store::protocol::auth_from_env()?,
+            )
+            .await
+            .with_context(|| format!("starting master {i}"))?,
         );
     }
     let master_addr = format!("etcd://{}/{}", etcd.endpoint, base.cluster_id);
@@ -194,16 +198,13 @@ pub async fn run(
             })
         })
         .collect();
-    super::ready::announce(
-        "up",
-        {
-            let mut v =
-                super::up::ready_fields(&master_addr, &metadata, &status, &segment, &token_file);
-            v["etcd"] = etcd.endpoint.clone().into();
-            v["masters"] = each.into();
-            v
-        },
-    )?;
+    super::ready::announce("up", {
+        let mut v =
+            super::up::ready_fields(&master_addr, &metadata, &status, &segment, &token_file);
+        v["etcd"] = etcd.endpoint.clone().into();
+        v["masters"] = each.into();
+        v
+    })?;
     wait_for_shutdown().await;
     if let Some(n) = node {
         n.close().await.ok();
