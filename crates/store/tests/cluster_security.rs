@@ -8,9 +8,9 @@
 mod cluster_common;
 
 use cluster_common::Clients;
-use mooncake_testkit::{Cluster, MasterOpts};
 use mooncake_store::client::{checksum_failures, Client, ClientError};
 use mooncake_store::{Replica, ReplicateConfig};
+use mooncake_testkit::{Cluster, MasterOpts};
 use mooncake_transfer::{Opcode, TransferRequest};
 
 fn rc(n: u32) -> ReplicateConfig {

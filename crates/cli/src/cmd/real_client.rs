@@ -77,7 +77,6 @@ impl Args {
     /// The store client's settings: defaults, then the file, the
     /// environment, the flags.
     pub fn client_config(&self) -> anyhow::Result<ClientConfig> {
-        self.auth.install()?;
         Ok(ClientConfig::load(
             &defaults(),
             self.config.as_deref(),
@@ -95,6 +94,7 @@ pub fn defaults() -> ClientConfig {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    args.auth.install()?;
     let cfg = args.client_config()?;
     let client = Client::connect(cfg)
         .await
