@@ -44,7 +44,7 @@ fn missing_key_is_one_line_and_client_logs_are_quiet() {
     let (master, metadata) = (ready.str("master"), ready.str("metadata"));
     // `up` generated the cluster credential; clients read it from this file.
     let token_env = [("MOONCAKE_CLUSTER_TOKEN_FILE", ready.str("token_file"))];
-    let conn = ["--master", &master, "--metadata", &metadata];
+    let conn = ["--master", master, "--metadata", metadata];
 
     let get = |extra: &[&str]| {
         let mut a = vec!["client"];
